@@ -1,0 +1,88 @@
+"""Checkpoints: written atomically, loaded safely.
+
+Writing goes to a temporary file in the same folder, is flushed to disk, then renamed over the old
+file, so a crash or a full disk leaves the previous checkpoint intact. Loading uses
+``torch.load(weights_only=True)``: a checkpoint crafted to run code when unpickled fails to load
+instead. segkit stores only tensors, numbers, strings, lists, tuples and dicts.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segkit.errors import CheckpointError
+
+FORMAT_VERSION = 1
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, then rename it into place."""
+    path = Path(path)
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        try:
+            os.unlink(temp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError:
+        pass
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    payload = {"format": FORMAT_VERSION, **payload}
+    try:
+        atomic_write(Path(path), lambda handle: torch.save(payload, handle))
+    except OSError as error:
+        raise CheckpointError(f"could not write checkpoint {path}: {error.strerror or error}") from error
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        for candidate in ("best.pt", "last.pt"):
+            if (path / candidate).is_file():
+                path = path / candidate
+                break
+        else:
+            raise CheckpointError(f"{path} is a folder without best.pt or last.pt")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line),
+                      str(error).splitlines()[0] if str(error) else "")
+        raise CheckpointError(
+            f"{path} holds objects segkit does not store (refused, nothing was executed): {reason}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint: {str(error).splitlines()[0]}") from None
+    if not isinstance(payload, dict) or "model_state" not in payload:
+        raise CheckpointError(f"{path} is not a segkit checkpoint (no model_state)")
+    version = payload.get("format")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {version!r}; this segkit reads format {FORMAT_VERSION} and "
+            f"older. Upgrade segkit to read it."
+        )
+    return payload

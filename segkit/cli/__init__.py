@@ -1,0 +1,81 @@
+"""The ``segkit`` command line. Each subcommand lives in its own module of this package.
+
+segkit's own errors (``SegkitError``) print as one line on stderr with exit code 1, or 2 for usage
+errors; they never show a traceback. Set ``SEGKIT_DEBUG=1`` to see the traceback anyway.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from segkit import __version__
+from segkit.errors import SegkitError
+
+# Core subcommands, imported lazily so `segkit --help` stays fast.
+CORE_COMMANDS = {
+    "run": ("segkit.cli.run_cmd", "run"),
+    "evaluate": ("segkit.cli.evaluate_cmd", "evaluate"),
+    "predict": ("segkit.cli.predict_cmd", "predict"),
+    "plot": ("segkit.cli.plot_cmd", "plot"),
+    "export": ("segkit.cli.export_cmd", "export"),
+    "plugins": ("segkit.cli.plugins_cmd", "plugins"),
+    "models": ("segkit.cli.models_cmd", "models"),
+    "data": ("segkit.cli.data_cmd", "data"),
+}
+
+
+class SegkitGroup(click.Group):
+    """A group that lists core commands lazily and adds plugin commands from ``register_commands``."""
+
+    _plugin_commands_loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if SegkitGroup._plugin_commands_loaded:
+            return
+        SegkitGroup._plugin_commands_loaded = True
+        from segkit.plugins import get_host
+
+        get_host().call_each("register_commands", lambda function, info: function(cli=self))
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return sorted(set(CORE_COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in CORE_COMMANDS:
+            module_name, attribute = CORE_COMMANDS[name]
+            return getattr(importlib.import_module(module_name), attribute)
+        self._load_plugin_commands()
+        return self.commands.get(name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SegkitError as error:
+            if os.environ.get("SEGKIT_DEBUG"):
+                raise
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(error.exit_code)
+
+
+@click.group(cls=SegkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="segkit")
+def cli() -> None:
+    """segkit: binary semantic segmentation with plugins.
+
+    Train with `segkit run`, list what is installed with `segkit plugins`. Every command has its own
+    --help. Models, losses, datasets and callbacks come from plugins (entry-point group `segkit`);
+    SEGKIT_PLUGINS / SEGKIT_DISABLE_PLUGINS choose which load.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="segkit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

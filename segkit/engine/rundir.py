@@ -1,0 +1,53 @@
+"""Run directories: one per run, never shared, never clobbered."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from segkit.checkpoint import atomic_write
+from segkit.errors import UsageError
+
+CONFIG_FILE = "config.json"
+
+
+def create_run_dir(out: Path, model: str, loss: str) -> Path:
+    """``out/<timestamp>-<model>-<loss>``; a name already taken gets ``-2``, ``-3``, ... (atomic mkdir)."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"--out {out} exists and is not a folder") from None
+    except OSError as error:
+        raise UsageError(f"--out {out} cannot be created: {error.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out} is not writable")
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{loss}"
+    for attempt in range(1, 1000):
+        candidate = out / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise UsageError(f"cannot create a run folder in {out}: {error.strerror}") from None
+        return candidate
+    raise UsageError(f"could not find a free run folder name in {out}")
+
+
+def write_json(path: Path, data: Any) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise UsageError(f"{run_dir} is not a segkit run folder: {CONFIG_FILE} is missing")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path} is not valid JSON: {error}") from None
