@@ -1,0 +1,43 @@
+"""``segkit export``: a trained model as ONNX or TorchScript, with the notes needed to deploy it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("export")
+@click.argument("source", type=click.Path(path_type=Path), metavar="CHECKPOINT_OR_RUN_DIR")
+@click.option("-o", "--out", type=click.Path(path_type=Path),
+              help="File to write, or an existing folder for the default name. "
+              "[default: beside the checkpoint: best.onnx or best.torchscript.pt]")
+@click.option("--format", "export_format", type=click.Choice(["onnx", "torchscript"]), default="onnx",
+              show_default=True, help="ONNX (needs `pip install segkit[export]`) or TorchScript.")
+@click.option("--opset", type=click.IntRange(min=11), default=None,
+              help="ONNX opset version (11 or more: the any-size padding needs it). [default: 17]")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Compare the export with PyTorch on two random inputs of other sizes; "
+              "refuse on a mismatch.")
+def export(source: Path, out: Path | None, export_format: str, opset: int | None, check: bool) -> None:
+    """Export a trained model (a run folder's best.pt, or a checkpoint file) to ONNX or TorchScript.
+
+    The exported model takes float32 images (N, C, H, W) of any batch size, height and width,
+    normalised as in training, and returns logits (N, 1, H, W): apply a sigmoid, then the threshold.
+    Beside it, <name>.json records what the caller must do itself: RGB channel order, scaling to
+    [0, 1], normalisation mean and std, the training input size, the threshold.
+    """
+    from segkit.errors import UsageError
+    from segkit.export import DEFAULT_OPSET, export_model
+
+    if opset is not None and export_format != "onnx":
+        raise UsageError("--opset applies to --format onnx only")
+    result = export_model(source, out, export_format, opset or DEFAULT_OPSET, check)
+    click.echo(f"wrote {result.path} ({export_format}, dynamic batch, height and width; outputs logits)")
+    if result.checks:
+        click.echo(f"checked against PyTorch with {result.runtime}:")
+        for size_check in result.checks:
+            click.echo(f"  input {size_check.describe()}")
+    if result.note:
+        click.echo(f"note: {result.note}")
+    click.echo(f"wrote {result.notes_path} (preprocessing, normalisation, threshold: what a caller must do)")
