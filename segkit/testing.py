@@ -13,7 +13,6 @@ Each check raises ``AssertionError`` with a message saying which part of the con
 from __future__ import annotations
 
 import io
-import math
 from typing import Any, Callable
 
 import torch
@@ -65,12 +64,17 @@ def check_model(
         if parameter.requires_grad and (parameter.grad is None or not torch.isfinite(parameter.grad).all())
     ]
     assert not without_grad, f"no finite gradient reached parameters: {without_grad[:10]}"
-    # Outputs are logits, not probabilities: a model ending in a sigmoid cannot produce values
-    # outside [0, 1] however its input is scaled.
-    model.eval()
-    with torch.no_grad():
-        big = model(torch.randn(1, in_channels, height, width) * 10)
-    assert big.min() < 0 or big.max() > 1, "outputs all lie in [0, 1]: the model must return logits"
+    # Outputs are logits, not probabilities: a model ending in a sigmoid cannot produce values however its input is scaled.
+    # outside [0, 1] however its input is scaled, in train or eval mode. (An untrained BatchNorm
+    # network in eval mode can by chance map everything into [0, 1], so both modes are tried.)
+    probe = torch.randn(batch_size, in_channels, height, width) * 10
+    outside = False
+    for training in (True, False):
+        model.train(training)
+        with torch.no_grad():
+            big = model(probe)
+        outside = outside or bool(big.min() < 0 or big.max() > 1)
+    assert outside, "outputs all lie in [0, 1]: the model must return logits, not probabilities"
 
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)

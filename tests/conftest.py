@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests run on the CPU with few threads, so the 2-core machine stays usable."""
+"""Shared fixtures. Tests run on the CPU with one thread: the models in tests are tiny, where more
+threads only add overhead, and an oversubscribed machine slows several-fold with two."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from hypothesis import settings
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(1)
 
 settings.register_profile("default", deadline=None, max_examples=30)
 settings.register_profile("ci", deadline=None, max_examples=30, derandomize=True)

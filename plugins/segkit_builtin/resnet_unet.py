@@ -1,0 +1,187 @@
+"""UNet with a ResNet34 encoder, as in the seed report: registers model "resnet34_unet".
+
+Encoder (``model.encoder``): torchvision's ``resnet34()`` stem (conv1, bn1, relu), maxpool and
+layer1..layer4, under the same attribute names, so torchvision's ImageNet state_dict loads into it
+as it is. Bottleneck: double conv 512 -> 512 at 1/32 of the input size. Decoder: four up-blocks
+(2x2 stride-2 transposed conv, concatenation with the skip from layer3, layer2, layer1 and the stem,
+double conv) of widths 256, 128, 64, 64, back to 1/2 of the input size. Head: 2x2 stride-2
+transposed conv 64 -> 64, BatchNorm, ReLU, 1x1 conv to logits. 29.2M parameters at 3 in / 1 out.
+
+``pretrained=True`` loads ``ResNet34_Weights.IMAGENET1K_V1`` through torchvision's weight API (from
+the torch hub cache, downloading it once if needed). With ``in_channels != 3`` the pretrained RGB
+filters of the first conv are averaged over colour and copied to every input channel, scaled by
+``3 / in_channels``, so an image whose channels are all equal gets the response its grey RGB version
+would get.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from torchvision.models import ResNet34_Weights, resnet34
+
+import segkit
+from segkit.errors import CheckpointError, SegkitError, UsageError
+from segkit.models import PAD_MODES, AnySizeModel, check_choice, check_positive_int, reject_unknown_options
+from segkit_builtin.unet import UpBlock, double_conv, init_logit_head
+
+IMAGENET_WEIGHTS = ResNet34_Weights.IMAGENET1K_V1
+STEM_WIDTH = 64
+ENCODER_WIDTHS = (64, 128, 256, 512)  # channels out of layer1..layer4
+DECODER_WIDTHS = (256, 128, 64, 64)
+SIZE_MULTIPLE = 32  # stem conv, maxpool and layer2..4 each halve the resolution
+
+
+class ResNet34Encoder(nn.Module):
+    """torchvision's ResNet34 without its average pooling and classifier.
+
+    ``forward`` returns the features at strides 2 (stem), 4 (layer1), 8, 16 and 32 (layer4).
+    """
+
+    def __init__(self, in_channels: int = 3):
+        super().__init__()
+        resnet = resnet34()  # randomly initialised: weights, if any, are loaded afterwards
+        self.in_channels = in_channels
+        self.conv1 = resnet.conv1
+        if in_channels != 3:
+            self.conv1 = nn.Conv2d(in_channels, STEM_WIDTH, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.bn1 = resnet.bn1
+        self.relu = resnet.relu
+        self.maxpool = resnet.maxpool
+        self.layer1 = resnet.layer1
+        self.layer2 = resnet.layer2
+        self.layer3 = resnet.layer3
+        self.layer4 = resnet.layer4
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        stem = self.relu(self.bn1(self.conv1(images)))
+        layer1 = self.layer1(self.maxpool(stem))
+        layer2 = self.layer2(layer1)
+        layer3 = self.layer3(layer2)
+        layer4 = self.layer4(layer3)
+        return [stem, layer1, layer2, layer3, layer4]
+
+    def load_torchvision_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load a torchvision ``resnet34`` state_dict: the classifier (``fc.*``) is dropped and, for
+        ``in_channels != 3``, the RGB stem filters are adapted (see the module docstring)."""
+        state = {key: value for key, value in state_dict.items() if not key.startswith("fc.")}
+        if self.in_channels != 3 and "conv1.weight" in state:
+            state["conv1.weight"] = adapt_rgb_filters(state["conv1.weight"], self.in_channels)
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise CheckpointError(f"the ResNet34 weights do not fit the encoder: {error}") from None
+
+
+def adapt_rgb_filters(rgb_weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """First-conv filters for ``in_channels`` inputs from RGB ones ``(out, 3, k, k)``: the mean over
+    colour, repeated per input channel and scaled by ``3 / in_channels``."""
+    mean = rgb_weight.mean(dim=1, keepdim=True)
+    return mean.repeat(1, in_channels, 1, 1) * (3.0 / in_channels)
+
+
+class ResNet34UNet(AnySizeModel):
+    """UNet decoder over a ResNet34 encoder, returning logits."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 1, pad_mode: str = "reflect"):
+        super().__init__(in_channels, out_channels, size_multiple=SIZE_MULTIPLE, pad_mode=pad_mode)
+        self.encoder = ResNet34Encoder(in_channels)
+        self.bottleneck = double_conv(ENCODER_WIDTHS[-1], ENCODER_WIDTHS[-1])
+        skip_widths = (ENCODER_WIDTHS[2], ENCODER_WIDTHS[1], ENCODER_WIDTHS[0], STEM_WIDTH)
+        inputs = (ENCODER_WIDTHS[-1], *DECODER_WIDTHS[:-1])
+        self.decoder = nn.ModuleList(
+            UpBlock(i, s, o) for i, s, o in zip(inputs, skip_widths, DECODER_WIDTHS, strict=True)
+        )
+        last = DECODER_WIDTHS[-1]
+        self.head = nn.Sequential(
+            nn.ConvTranspose2d(last, last, kernel_size=2, stride=2, bias=False),
+            nn.BatchNorm2d(last),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(last, out_channels, kernel_size=1),
+        )
+        init_logit_head(self.head[-1])
+
+    def forward_padded(self, images: torch.Tensor) -> torch.Tensor:
+        stem, layer1, layer2, layer3, layer4 = self.encoder(images)
+        features = self.bottleneck(layer4)
+        for block, skip in zip(self.decoder, (layer3, layer2, layer1, stem), strict=True):
+            features = block(features, skip)
+        return self.head(features)
+
+
+@contextmanager
+def socket_timeout(seconds: float) -> Iterator[None]:
+    """Make every new socket give up after ``seconds`` of silence (urllib has no other knob here)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def fetch_imagenet_state_dict(timeout_s: float = 30.0) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet ResNet34 state_dict, from the torch hub cache or downloaded into it."""
+    file_name = os.path.basename(urlparse(IMAGENET_WEIGHTS.url).path)
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", file_name)
+    try:
+        with socket_timeout(timeout_s):
+            return IMAGENET_WEIGHTS.get_state_dict(
+                progress=False, check_hash=True, map_location="cpu", weights_only=True
+            )
+    except Exception as error:  # noqa: BLE001 - network, HTTP, hash and unpickling errors all mean the same
+        raise SegkitError(
+            f"resnet34_unet: could not load the pretrained ImageNet weights ({type(error).__name__}: "
+            f"{error}). They come from {IMAGENET_WEIGHTS.url} and are cached at {cached}. Either connect "
+            f"to the internet and retry, or download that file elsewhere and copy it to {cached} "
+            f"(TORCH_HOME moves the cache), or train from scratch with pretrained=False."
+        ) from None
+
+
+def build_resnet34_unet(
+    in_channels: int = 3,
+    out_channels: int = 1,
+    pretrained: bool = False,
+    pad_mode: str = "reflect",
+    download_timeout: float = 30.0,
+    **unknown: Any,
+) -> ResNet34UNet:
+    """UNet with a ResNet34 encoder (29.2M parameters); pretrained=True loads ImageNet weights.
+
+    Options: ``pretrained`` (bool: load ``ResNet34_Weights.IMAGENET1K_V1`` into the encoder),
+    ``pad_mode`` (``"reflect"`` or ``"zeros"``, for inputs whose sides are not multiples of 32),
+    ``download_timeout`` (seconds without an answer before a weight download gives up).
+    """
+    reject_unknown_options("resnet34_unet", unknown, ("pretrained", "pad_mode", "download_timeout"))
+    check_positive_int(in_channels, "in_channels", "resnet34_unet")
+    check_positive_int(out_channels, "out_channels", "resnet34_unet")
+    check_choice(pad_mode, PAD_MODES, "pad_mode", "resnet34_unet")
+    if not isinstance(pretrained, bool):
+        raise UsageError(f"resnet34_unet: option pretrained must be true or false, got {pretrained!r}")
+    is_number = isinstance(download_timeout, (int, float)) and not isinstance(download_timeout, bool)
+    if not is_number or download_timeout <= 0:
+        raise UsageError(
+            "resnet34_unet: option download_timeout must be a positive number of seconds, "
+            f"got {download_timeout!r}"
+        )
+    model = ResNet34UNet(in_channels, out_channels, pad_mode)
+    if pretrained:
+        model.encoder.load_torchvision_state_dict(fetch_imagenet_state_dict(float(download_timeout)))
+    return model
+
+
+@segkit.hookimpl
+def register_models(register):
+    register(
+        "resnet34_unet",
+        build_resnet34_unet,
+        description="UNet with a ResNet34 encoder (29.2M params; pretrained=True loads ImageNet weights)",
+    )
