@@ -64,7 +64,7 @@ def check_model(
         if parameter.requires_grad and (parameter.grad is None or not torch.isfinite(parameter.grad).all())
     ]
     assert not without_grad, f"no finite gradient reached parameters: {without_grad[:10]}"
-    # Outputs are logits, not probabilities: a model ending in a sigmoid cannot produce values however its input is scaled.
+    # Outputs are logits, not probabilities: a model ending in a sigmoid cannot produce values
     # outside [0, 1] however its input is scaled, in train or eval mode. (An untrained BatchNorm
     # network in eval mode can by chance map everything into [0, 1], so both modes are tried.)
     probe = torch.randn(batch_size, in_channels, height, width) * 10
