@@ -58,8 +58,18 @@ class SegkitGroup(click.Group):
         except SegkitError as error:
             if os.environ.get("SEGKIT_DEBUG"):
                 raise
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {_one_line(error)}", err=True)
             ctx.exit(error.exit_code)
+
+
+def _one_line(error: SegkitError) -> str:
+    """The message itself: an error raised in a DataLoader worker arrives wrapped with the worker's
+    traceback, whose last line is the original message."""
+    text = str(error)
+    if text.startswith("Caught ") and "Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 @click.group(cls=SegkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -1,0 +1,170 @@
+"""Dataset "oxford_pet": the Oxford-IIIT Pet dataset (Parkhi et al., CVPR 2012) in its official layout.
+
+    ROOT/images/<name>.jpg                 photos (a few are really PNG or GIF: decoded by content)
+    ROOT/annotations/trimaps/<name>.png    trimaps: 1 = pet, 2 = background, 3 = border
+    ROOT/annotations/trainval.txt          "<name> <class-id> <species> <breed-id>" lines, "#" comments
+    ROOT/annotations/test.txt              the same, for the test split
+
+Get it with ``segkit data download oxford-pet ROOT``. Splits: ``test`` is test.txt; ``train`` and
+``valid`` divide trainval.txt, the **valid** split being every 10th listed image, those at positions
+0, 10, 20, ... of the list (``position % 10 == 0``, counting from 0, after dropping comments, blank
+lines and repeated names), the other nine in ten training. Files in images/ that no list names (the
+official release has .mat files and a few unlisted pictures) are ignored.
+
+Masks: pet (1) and border (3) are foreground and background (2) is background, as in the seed report;
+``border="ignore"`` instead marks border pixels in each item's ``"ignore"`` mask, so losses and
+metrics that honour it skip the uncertain outline. Files are checked when the dataset is built and
+bad ones skipped with a warning (``strict=True``: an error); see ``PairedImageDataset``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import segkit
+from segkit.errors import DataError, UsageError
+from segkit.transforms import BACKGROUND, FOREGROUND, IGNORE_INDEX, build_sample_transform
+from segkit_builtin.folder import (
+    Pair,
+    PairedImageDataset,
+    check_root,
+    check_split,
+    default_augment,
+    reject_unknown_options,
+)
+
+#: One listed trainval image in this many goes to the validation split (those at positions 0, 10, ...).
+VALID_EVERY = 10
+TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
+BORDER_CHOICES = ("foreground", "ignore")
+SPLIT_FILES = {"train": "trainval.txt", "valid": "trainval.txt", "test": "test.txt"}
+# The official photos are all named .jpg; other extensions are accepted for re-encoded copies.
+PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Any label value other than background, foreground and ignore serves as the "invalid" marker.
+_NOT_A_TRIMAP_VALUE = 7
+
+
+class OxfordPetDataset(PairedImageDataset):
+    """Oxford-IIIT Pet photos with trimaps turned into binary pet masks (see the module docstring)."""
+
+    mask_role = "trimap"
+
+    def __init__(self, pairs: Sequence[Pair], transform, border: str, strict: bool, description: str) -> None:
+        self.border = border
+        super().__init__(
+            pairs, transform, strict=strict, with_ignore=border == "ignore", description=description
+        )
+
+    def labels_from_mask(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        border_label = IGNORE_INDEX if self.border == "ignore" else FOREGROUND
+        # One table lookup maps every trimap value; _NOT_A_TRIMAP_VALUE marks values trimaps never hold.
+        lookup = np.full(256, _NOT_A_TRIMAP_VALUE, dtype=np.uint8)
+        lookup[[TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER]] = [FOREGROUND, BACKGROUND, border_label]
+        labels = lookup[raw] if raw.dtype == np.uint8 else None
+        if labels is None or (labels == _NOT_A_TRIMAP_VALUE).any():
+            found = sorted(np.unique(raw).tolist())[:20]
+            raise DataError(
+                f"trimap {path} holds values {found}; Oxford-IIIT Pet trimaps hold only "
+                f"{TRIMAP_PET} (pet), {TRIMAP_BACKGROUND} (background) and {TRIMAP_BORDER} (border)"
+            )
+        return labels
+
+
+def build_oxford_pet(
+    root: str | Path | None = None,
+    split: str = "train",
+    image_size: int = 256,
+    augment: str | None = None,
+    border: str = "foreground",
+    strict: bool = False,
+    **unknown: Any,
+) -> OxfordPetDataset:
+    """The Oxford-IIIT Pet dataset from ROOT in its official layout.
+
+    ``augment`` defaults to "default" for train and "none" otherwise; ``border`` is "foreground"
+    (trimap border counts as pet) or "ignore"; ``strict=True`` makes unreadable files an error
+    instead of skipping them with a warning.
+    """
+    reject_unknown_options(unknown, "oxford_pet", build_oxford_pet)
+    check_split(split)
+    if border not in BORDER_CHOICES:
+        raise UsageError(
+            f"oxford_pet option border must be one of {', '.join(BORDER_CHOICES)}; got {border!r}"
+        )
+    root = check_root(root, "oxford_pet")
+    transform = build_sample_transform(default_augment(augment, split), image_size, train=split == "train")
+    for folder in (root / "images", root / "annotations" / "trimaps"):
+        if not folder.is_dir():
+            raise DataError(
+                f"oxford_pet folder {folder} does not exist; is {root} the Oxford-IIIT Pet root "
+                "(download with `segkit data download oxford-pet DIR`)?"
+            )
+
+    split_file = root / "annotations" / SPLIT_FILES[split]
+    names = read_split_file(split_file)
+    if split != "test":
+        train, valid = split_trainval(names)
+        names = train if split == "train" else valid
+    pairs = [
+        Pair(name, photo_path(root, name), root / "annotations" / "trimaps" / f"{name}.png") for name in names
+    ]
+    return OxfordPetDataset(
+        pairs, transform, border=border, strict=strict, description=f"oxford_pet {root} split {split!r}"
+    )
+
+
+def read_split_file(path: Path) -> list[str]:
+    """Image names listed in an official split file, in order, repeats dropped (first one kept)."""
+    if not path.is_file():
+        raise DataError(f"split file {path} does not exist (the split it defines cannot be loaded)")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read split file {path}: {error}") from None
+    names: dict[str, None] = {}
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        name = text.split()[0]
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise DataError(f"split file {path} line {number}: {name!r} is not a plain image name")
+        names.setdefault(name, None)
+    if not names:
+        raise DataError(f"split file {path} lists no images")
+    return list(names)
+
+
+def split_trainval(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(train, valid) from the trainval list: position % VALID_EVERY == 0 goes to valid.
+
+    Positions count from 0 over the distinct names in listed order, so every 10th image starting
+    with the first is held out and no name lands in both parts.
+    """
+    distinct = list(dict.fromkeys(names))
+    valid = [name for position, name in enumerate(distinct) if position % VALID_EVERY == 0]
+    train = [name for position, name in enumerate(distinct) if position % VALID_EVERY != 0]
+    return train, valid
+
+
+def photo_path(root: Path, name: str) -> Path:
+    """``images/<name>.jpg``, or the first other accepted extension that exists."""
+    for extension in PHOTO_EXTENSIONS:
+        candidate = root / "images" / f"{name}{extension}"
+        if candidate.is_file():
+            return candidate
+    return root / "images" / f"{name}{PHOTO_EXTENSIONS[0]}"
+
+
+@segkit.hookimpl
+def register_datasets(register):
+    register(
+        "oxford_pet",
+        build_oxford_pet,
+        description="Oxford-IIIT Pet (official layout): pet vs background from trimaps; valid = every 10th",
+        defaults={"image_size": 256},
+    )

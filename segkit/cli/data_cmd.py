@@ -1,0 +1,73 @@
+"""``segkit data``: get datasets onto disk (``segkit data download oxford-pet DIR``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from segkit.download import DATASETS, download_dataset
+
+
+@click.group("data")
+def data() -> None:
+    """Download and prepare datasets."""
+
+
+def _dataset_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    name = value.replace("_", "-").lower()
+    if name not in DATASETS:
+        raise click.BadParameter(f"{value!r} is not downloadable; choose from {', '.join(sorted(DATASETS))}")
+    return name
+
+
+def _checksums(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    checksums = {}
+    for value in values:
+        archive, separator, md5 = value.partition("=")
+        if not separator or not archive or len(md5) != 32:
+            raise click.BadParameter(f"{value!r} is not ARCHIVE=MD5 (an archive file name and 32 hex digits)")
+        checksums[archive] = md5
+    return checksums
+
+
+@data.command("download")
+@click.argument("dataset", metavar="DATASET", callback=_dataset_name)
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--base-url",
+    metavar="URL",
+    default=None,
+    help="Fetch the archives from this URL (a mirror, or file:// for local copies) instead of the official "
+    "site; archive names are appended. Default: $SEGKIT_OXFORD_PET_URL, else the official URL.",
+)
+@click.option(
+    "--md5",
+    "checksums",
+    multiple=True,
+    metavar="ARCHIVE=MD5",
+    callback=_checksums,
+    help="Expect this checksum for an archive (for mirrors that repackage it). Repeatable.",
+)
+@click.option(
+    "--keep-archives/--remove-archives",
+    default=True,
+    show_default=True,
+    help="Keep the downloaded archives (a re-run then skips the download) or delete them after extraction.",
+)
+def download(
+    dataset: str, directory: Path, base_url: str | None, checksums: dict, keep_archives: bool
+) -> None:
+    """Download DATASET (oxford-pet) into DIR: fetch, verify MD5 checksums, extract safely.
+
+    Verified archives already in DIR are not downloaded again. Nothing is extracted unless every
+    archive passes its checksum, and archive members that would land outside DIR are refused.
+    """
+    download_dataset(
+        dataset,
+        directory,
+        base_url=base_url,
+        md5_overrides=checksums,
+        keep_archives=keep_archives,
+        log=lambda message: click.echo(message, err=True),
+    )

@@ -1,0 +1,178 @@
+"""Dataset "folder": photos and masks paired by stem, split folders or a seeded random split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from data_fixtures import photo_array, save, truncated_jpeg, write_folder_layout
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import segkit
+from segkit.errors import DataError, UsageError
+from segkit.testing import check_dataset
+from segkit_builtin.folder import SkippedFilesWarning, random_split
+
+NAMES = [f"photo{index:02d}" for index in range(30)]
+
+
+def create(root, **options):
+    options.setdefault("image_size", 16)
+    return segkit.create_dataset("folder", root=root, **options)
+
+
+# -- the seeded random split ---------------------------------------------------------------------
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    names=st.lists(st.text("abcxyz019_-", min_size=1, max_size=6), max_size=60),
+    valid_fraction=st.floats(0, 0.5),
+    test_fraction=st.floats(0, 0.45),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_random_split_is_a_reproducible_partition(names, valid_fraction, test_fraction, seed):
+    train, valid, test = random_split(names, valid_fraction, test_fraction, seed)
+    distinct = set(names)
+    assert not (set(train) & set(valid) or set(train) & set(test) or set(valid) & set(test))
+    assert set(train) | set(valid) | set(test) == distinct
+    assert len(train) + len(valid) + len(test) == len(distinct)
+    if len(distinct) >= 3:
+        assert train, "something is always left to train on"
+        for part, fraction in ((valid, valid_fraction), (test, test_fraction)):
+            assert bool(part) == (fraction > 0)
+    if len(distinct) >= 20:
+        assert abs(len(test) - round(len(distinct) * test_fraction)) <= 1
+        assert abs(len(valid) - round(len(distinct) * valid_fraction)) <= 1
+    assert random_split(list(reversed(names)), valid_fraction, test_fraction, seed) == (train, valid, test)
+
+
+def test_random_split_depends_on_the_seed():
+    splits = {tuple(random_split(NAMES, 0.2, 0.2, seed)[1]) for seed in range(5)}
+    assert len(splits) > 1
+
+
+def test_flat_folder_splits_at_random(tmp_path):
+    write_folder_layout(tmp_path, NAMES)
+    parts = {
+        split: create(tmp_path, split=split, valid_fraction=0.2, test_fraction=0.1)
+        for split in ("train", "valid", "test")
+    }
+    names = {split: set(dataset.names) for split, dataset in parts.items()}
+    assert [len(names[split]) for split in ("train", "valid", "test")] == [21, 6, 3]
+    assert names["train"] | names["valid"] | names["test"] == set(NAMES)
+    assert not names["train"] & names["valid"] and not names["valid"] & names["test"]
+    again = create(tmp_path, split="valid", valid_fraction=0.2, test_fraction=0.1)
+    assert set(again.names) == names["valid"]
+    reseeded = create(tmp_path, split="valid", valid_fraction=0.2, test_fraction=0.1, split_seed=7)
+    assert set(reseeded.names) != names["valid"]
+    for dataset in parts.values():
+        check_dataset(dataset)
+
+
+def test_split_subfolders_are_used_when_present(tmp_path):
+    write_folder_layout(tmp_path / "train", NAMES[:5])
+    write_folder_layout(tmp_path / "valid", NAMES[5:7])
+    assert create(tmp_path, split="train").names == NAMES[:5]
+    assert create(tmp_path, split="valid").names == NAMES[5:7]
+    check_dataset(create(tmp_path, split="valid"))
+    with pytest.raises(DataError, match=r"split subfolders \(train, valid\) but no test/"):
+        create(tmp_path, split="test")
+
+
+# -- masks ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["01", "0255", "palette"])
+def test_mask_styles_become_binary_masks(tmp_path, style):
+    truth = write_folder_layout(tmp_path / "train", NAMES[:4], size=(16, 16), style=style)
+    dataset = create(tmp_path, split="train", augment="none")
+    for index, name in enumerate(dataset.names):
+        item = dataset[index]
+        assert torch.equal(item["mask"][0], torch.from_numpy(truth[name]).float())
+        assert item["name"] == name and item["original_size"] == (16, 16) and "ignore" not in item
+
+
+@settings(max_examples=25, deadline=None)
+@given(extra=st.integers(2, 254))
+def test_other_mask_values_are_named(tmp_path_factory, extra):
+    root = tmp_path_factory.mktemp("folder")
+    write_folder_layout(root / "train", NAMES[:2], style="01")
+    labels = np.zeros((20, 28), np.uint8)
+    labels[3, 4] = extra
+    labels[5, 6] = 1
+    save(root / "train" / "masks" / f"{NAMES[1]}.png", labels, "PNG")
+    dataset = create(root, split="train")
+    dataset[0]
+    with pytest.raises(DataError, match=rf"{NAMES[1]}\.png holds values \{{0, 1, {extra}\}}"):
+        dataset[1]
+
+
+def test_unpaired_files_are_all_listed(tmp_path):
+    write_folder_layout(tmp_path, NAMES[:5])
+    (tmp_path / "masks" / f"{NAMES[0]}.png").unlink()
+    (tmp_path / "masks" / f"{NAMES[1]}.png").unlink()
+    save(tmp_path / "masks" / "orphan.png", np.zeros((4, 4), np.uint8), "PNG")
+    with pytest.raises(DataError) as caught:
+        create(tmp_path)
+    message = str(caught.value)
+    assert "2 image(s) without a mask" in message and "1 mask(s) without an image" in message
+    assert (
+        f"images/{NAMES[0]}.png" in message
+        and f"images/{NAMES[1]}.png" in message
+        and "masks/orphan.png" in message
+    )
+
+
+def test_hidden_and_non_image_files_are_ignored_but_duplicate_stems_are_not(tmp_path):
+    write_folder_layout(tmp_path / "train", NAMES[:3])
+    (tmp_path / "train" / "images" / ".DS_Store").write_bytes(b"\0\0")
+    (tmp_path / "train" / "masks" / "README.txt").write_text("masks are 0/255")
+    assert create(tmp_path, split="train").names == NAMES[:3]
+    save(tmp_path / "train" / "images" / f"{NAMES[0]}.jpg", photo_array(20, 28, 0), "JPEG")
+    with pytest.raises(DataError, match=rf"two image files share the stem '{NAMES[0]}'"):
+        create(tmp_path, split="train")
+
+
+def test_unreadable_files_are_skipped_or_refused(tmp_path):
+    write_folder_layout(tmp_path / "train", NAMES[:4])
+    truncated_jpeg(tmp_path / "train" / "images" / f"{NAMES[2]}.png", (20, 28))
+    with pytest.warns(SkippedFilesWarning, match=NAMES[2]):
+        dataset = create(tmp_path, split="train")
+    assert dataset.names == [NAMES[0], NAMES[1], NAMES[3]] and dataset.skipped[0][0] == NAMES[2]
+    with pytest.raises(DataError, match="truncated"):
+        create(tmp_path, split="train", strict=True)
+
+
+def test_mask_of_another_size_names_both_files(tmp_path):
+    write_folder_layout(tmp_path / "train", NAMES[:2])
+    save(tmp_path / "train" / "masks" / f"{NAMES[1]}.png", np.zeros((5, 5), np.uint8), "PNG")
+    with pytest.raises(
+        DataError, match=rf"mask .*masks/{NAMES[1]}\.png is 5x5 but its image .*{NAMES[1]}\.png is 28x20"
+    ):
+        create(tmp_path, split="train")
+
+
+# -- options -------------------------------------------------------------------------------------
+
+
+def test_bad_options_are_usage_errors(tmp_path):
+    write_folder_layout(tmp_path, NAMES[:10])
+    with pytest.raises(UsageError, match="valid_fraction must be a number in"):
+        create(tmp_path, valid_fraction=1.5)
+    with pytest.raises(UsageError, match="must be below 1"):
+        create(tmp_path, valid_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(UsageError, match="no option.* shuffle"):
+        create(tmp_path, shuffle=True)
+    with pytest.raises(DataError, match="root folder .*missing does not exist"):
+        create(tmp_path / "missing")
+    (tmp_path / "missing").mkdir()
+    with pytest.raises(DataError, match="image folder .*missing/images does not exist"):
+        create(tmp_path / "missing")
+
+
+def test_too_few_images_for_a_split_is_explained(tmp_path):
+    write_folder_layout(tmp_path, NAMES[:1])
+    with pytest.raises(DataError, match="is empty: .* too few images"):
+        create(tmp_path, split="valid")
