@@ -26,6 +26,10 @@ FLAG_KEYS = (
 )
 
 
+# What --resume lets flags change; the rest is the run's recorded settings.
+RESUME_OVERRIDES = ("epochs", "time_budget", "quiet", "device", "workers", "callbacks", "callback_options")
+
+
 def _recipe_layer(name: str | None) -> dict[str, Any]:
     if name is None:
         return {}
@@ -110,7 +114,8 @@ def _workers(value: str | None) -> Any:
 @click.option("--callback-option", "callback_option", multiple=True, metavar="NAME.KEY=VALUE",
               help="Option for a callback, repeatable (e.g. early_stopping.patience=5).")
 @click.option("--resume", type=click.Path(path_type=Path, file_okay=False),
-              help="Continue the run in this folder from its last.pt, with its recorded settings.")
+              help="Continue the run in this folder from its last.pt with its recorded settings; only --epochs, "
+                   "--time-budget, --device, --workers, --callback(-option) and --quiet may change.")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bars or per-epoch lines.")
 def run(config_file, recipe, model_option, loss_option, dataset_option, callbacks, callback_option, resume, **flags):
     """Train a segmentation model and write a run folder (config, metrics, checkpoints).
@@ -141,8 +146,7 @@ def run(config_file, recipe, model_option, loss_option, dataset_option, callback
         recorded = read_run_config(resume)["config"]
         config = ResolvedConfig()
         config.apply(recorded, f"run {resume}")
-        overrides = {k: v for k, v in flags.items() if v is not None and k in ("epochs", "time_budget", "quiet",
-                                                                               "device", "workers")}
+        overrides = {k: v for k, v in flags.items() if v is not None and k in RESUME_OVERRIDES}
         config.apply(overrides, "flag")
         if isinstance(config.values["time_budget"], str):
             config.values["time_budget"] = parse_duration(config.values["time_budget"])

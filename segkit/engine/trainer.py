@@ -236,6 +236,8 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
             "config": values,
         }
 
+    if group.is_main and resume_dir is None:
+        save_checkpoint(run_dir / "last.pt", checkpoint_payload(0))
     for callback in callbacks:
         callback.on_fit_start(context)
     stop_reason = ""
@@ -311,9 +313,10 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
                 stop_reason = context.stop_reason or "stopped by a callback"
                 break
     except KeyboardInterrupt:
-        if group.is_main:
-            save_checkpoint(run_dir / "last.pt", {**checkpoint_payload(max(epoch - 1, 0)), "interrupted": True})
-        stop_reason = "interrupted (Ctrl-C); last.pt written, continue with --resume"
+        # last.pt always holds the last completed epoch (epoch 0: the initial weights), so --resume
+        # repeats the unfinished epoch exactly as an uninterrupted run would.
+        echo(f"Interrupted: {run_dir / 'last.pt'} holds epoch {len(history)}; "
+             f"continue with: segkit run --resume {run_dir}")
         for callback in callbacks:
             callback.on_fit_end(context)
         raise

@@ -1,0 +1,94 @@
+"""``segkit evaluate``: Dice and IoU of a trained model on a split, per image and dataset-wide."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import click
+
+
+@click.command("evaluate")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True, help="Dataset split to evaluate: train, valid or test.")
+@click.option("--dataset", help="Registered dataset name. [default: the one the run trained on]")
+@click.option("--data-path", type=click.Path(path_type=Path), help="Dataset folder. [default: the run's]")
+@click.option("--dataset-option", multiple=True, metavar="KEY=VALUE", help="Extra dataset option, repeatable.")
+@click.option("--threshold", type=float, help="Probability threshold. [default: the checkpoint's, usually 0.5]")
+@click.option("--tta", is_flag=True, help="Flip test-time augmentation: average with a horizontally flipped pass.")
+@click.option("--resolution", type=click.Choice(["original", "network", "both"]), default="both", show_default=True,
+              help="Score at each image's original mask size (predictions resized back), at the network input "
+                   "size, or both. Original needs a dataset that can read its masks from disk.")
+@click.option("--no-boundary", is_flag=True, help="Skip the boundary metrics (HD95, boundary F1), which cost time.")
+@click.option("--worst", type=click.IntRange(min=0), default=5, show_default=True, help="List this many worst images.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per batch.")
+@click.option("-o", "--out", type=click.Path(path_type=Path),
+              help="Folder for summary JSON and per-image CSV. [default: <run folder>/eval-<split>]")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def evaluate(checkpoint, split, dataset, data_path, dataset_option, threshold, tta, resolution, no_boundary, worst,
+             batch_size, out, device, quiet):
+    """Evaluate CHECKPOINT (a run folder or a .pt file) on a dataset split.
+
+    Prints Dice and IoU with their reduction (per-image mean, and pooled over the split), threshold
+    and resolution; writes summary.json and per_image.csv, and lists the worst images.
+    """
+    import segkit
+    from segkit.engine.device import resolve_device
+    from segkit.engine.rundir import write_json
+    from segkit.errors import UsageError
+    from segkit.evaluation import evaluate_dataset
+    from segkit.inference import load_trained_model
+    from segkit.options import parse_options
+
+    trained = load_trained_model(checkpoint, device=resolve_device(device))
+    recorded = trained.checkpoint.get("config") or {}
+    threshold = trained.threshold if threshold is None else threshold
+    if not 0 < threshold < 1:
+        raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
+    name = dataset or trained.checkpoint.get("dataset") or recorded.get("dataset")
+    options = dict(recorded.get("dataset_options") or {}) if name == recorded.get("dataset") else {}
+    options.update(parse_options(dataset_option, "--dataset-option"))
+    options.pop("augment", None)
+    root = data_path if data_path is not None else recorded.get("data_path")
+    if root is not None:
+        options["root"] = root
+    data = segkit.create_dataset(name, split=split, image_size=trained.image_size, augment="none", **options)
+    if len(data) == 0:
+        raise UsageError(f"the {split} split of dataset {name!r} is empty")
+    result = evaluate_dataset(trained, data, split=split, threshold=threshold, tta=tta, batch_size=batch_size,
+                              original_resolution=resolution != "network", boundary=not no_boundary, quiet=quiet)
+    if resolution == "original" and result.original is None:
+        click.echo(f"note: dataset {name!r} cannot read original masks; scores are at network resolution", err=True)
+    summary = result.summary()
+    if resolution == "original" and result.original is not None:
+        summary.pop("network_resolution")
+    if out is None:
+        base = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+        out = base / f"eval-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "summary.json", {"checkpoint": str(trained.path), "dataset": name, **summary})
+    rows = result.per_image_rows()
+    with (out / "per_image.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    click.echo(f"{name} {split} split, {summary['images']} images, threshold {threshold}, "
+               f"test-time augmentation {summary['test_time_augmentation']}")
+    for key in ("original_resolution", "network_resolution"):
+        if key in summary:
+            scores = summary[key]
+            click.echo(f"  at {scores['resolution']}:")
+            click.echo(f"    Dice  per-image mean {scores['dice_per_image']:.4f}   dataset-pooled {scores['dice_dataset']:.4f}")
+            click.echo(f"    IoU   per-image mean {scores['iou_per_image']:.4f}   dataset-pooled {scores['iou_dataset']:.4f}")
+    if "boundary" in summary:
+        b = summary["boundary"]
+        hd95 = "n/a" if b["hd95_pixels_mean"] is None else f"{b['hd95_pixels_mean']:.2f} px"
+        bf1 = "n/a" if b["boundary_f1_mean"] is None else f"{b['boundary_f1_mean']:.4f}"
+        click.echo(f"  boundary ({b['resolution']} resolution, per-image mean): HD95 {hd95}, boundary F1 {bf1}")
+    if worst:
+        click.echo(f"  worst {min(worst, len(rows))} images by Dice:")
+        for row in sorted(rows, key=lambda r: r["dice"])[:worst]:
+            click.echo(f"    {row['name']:<32} Dice {row['dice']:.4f}  IoU {row['iou']:.4f}")
+    click.echo(f"Wrote {out / 'summary.json'} and {out / 'per_image.csv'}")

@@ -1,0 +1,114 @@
+"""``segkit predict``: masks, probability maps and overlays for images of any size."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import click
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
+    """Files, folders (their images, sorted) and glob patterns, in the order given, without repeats."""
+    from segkit.errors import UsageError
+
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        elif path.is_file():
+            found.append(path)
+        elif glob.has_magic(item):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise UsageError(f"no file matches {item!r}")
+            found.extend(matches)
+        else:
+            raise UsageError(f"input {item} does not exist")
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise UsageError("no input images found in " + ", ".join(inputs))
+    return unique
+
+
+def overlay(image, mask, color=(255, 40, 40), alpha=0.45):
+    """The photo with the mask tinted over it and the mask outline drawn, as an RGB PIL image."""
+    import numpy as np
+    from PIL import Image
+    from skimage.segmentation import find_boundaries
+
+    pixels = np.asarray(image, dtype=np.float32).copy()
+    tint = np.array(color, dtype=np.float32)
+    pixels[mask] = (1 - alpha) * pixels[mask] + alpha * tint
+    pixels[find_boundaries(mask, mode="inner")] = tint
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+
+@click.command("predict")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("predictions"), show_default=True,
+              help="Folder for <name>_mask.png, <name>_overlay.png and (with --probabilities) <name>_prob.png.")
+@click.option("--threshold", type=float, help="Probability threshold for the mask. [default: the checkpoint's]")
+@click.option("--probabilities", is_flag=True, help="Also write the foreground probability as an 8-bit PNG.")
+@click.option("--no-overlay", is_flag=True, help="Do not write overlay pictures.")
+@click.option("--tta", is_flag=True, help="Average with a horizontally flipped pass (test-time augmentation).")
+@click.option("--fill-holes", is_flag=True, help="Post-process: fill holes inside the predicted mask.")
+@click.option("--keep-largest", is_flag=True, help="Post-process: keep only the largest connected component.")
+@click.option("--min-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Post-process: drop foreground specks smaller than this many pixels.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+def predict(checkpoint, inputs, out, threshold, probabilities, no_overlay, tta, fill_holes, keep_largest,
+            min_size, device):
+    """Predict binary masks for images, folders or glob patterns with a trained CHECKPOINT (a run
+    folder or a .pt file). Each mask is a 0/255 PNG at the image's own size. A file that cannot be
+    read is reported and skipped; the exit code is then 1."""
+    import numpy as np
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from segkit.engine.device import resolve_device
+    from segkit.errors import DataError, UsageError
+    from segkit.imageio import read_image
+    from segkit.inference import load_trained_model, predict_probability
+    from segkit.postprocess import postprocess_mask
+
+    files = collect_inputs(inputs)
+    trained = load_trained_model(checkpoint, device=resolve_device(device))
+    threshold = trained.threshold if threshold is None else threshold
+    if not 0 < threshold < 1:
+        raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out} cannot be created: {error.strerror}") from None
+    failures = 0
+    stems: dict[str, int] = {}
+    for path in tqdm(files, desc="predict", unit="image", disable=len(files) < 2):
+        try:
+            image = read_image(path)
+        except DataError as error:
+            click.echo(f"skipped: {error}", err=True)
+            failures += 1
+            continue
+        probability = predict_probability(trained, image, tta=tta)
+        mask = postprocess_mask(probability > threshold, fill_holes, keep_largest, min_size)
+        stem = path.stem if path.stem not in stems else f"{path.stem}-{stems[path.stem] + 1}"
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+        try:
+            Image.fromarray((mask * 255).astype(np.uint8)).save(out / f"{stem}_mask.png")
+            if probabilities:
+                Image.fromarray((probability * 255).round().astype(np.uint8)).save(out / f"{stem}_prob.png")
+            if not no_overlay:
+                overlay(image, mask).save(out / f"{stem}_overlay.png")
+        except OSError as error:
+            raise UsageError(f"cannot write into --out {out}: {error.strerror}") from None
+    written = len(files) - failures
+    click.echo(f"Wrote {written} mask(s) to {out} (threshold {threshold}, resized from "
+               f"{trained.image_size}x{trained.image_size} network input to each image's own size)")
+    if failures:
+        click.echo(f"{failures} file(s) could not be read", err=True)
+        raise SystemExit(1)

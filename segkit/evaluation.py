@@ -1,0 +1,106 @@
+"""Evaluation of a trained model on a dataset split, at network and at original resolution.
+
+Network resolution compares the prediction with the mask as the dataset resized it for the network.
+Original resolution resizes the predicted logits back to each image's own size (as ``predict`` does)
+and compares with the mask read from disk; that is what a user of the masks gets, and it needs the
+dataset to offer ``original_mask(index)``. Every figure carries its split, resolution, threshold and
+reduction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from segkit.boundary_metrics import boundary_f_score, hausdorff_distance
+from segkit.inference import TrainedModel, predict_logits, resize_logits
+from segkit.metrics import MetricAccumulator
+
+
+@dataclass
+class Evaluation:
+    split: str
+    threshold: float
+    tta: bool
+    network: MetricAccumulator
+    original: MetricAccumulator | None
+    boundary: list[dict[str, float]] = field(default_factory=list)
+    network_size: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "split": self.split,
+            "threshold": self.threshold,
+            "test_time_augmentation": "horizontal flip" if self.tta else "none",
+            "images": len(self.network),
+            "reductions": {"per_image": "mean of per-image scores (an image with empty truth and empty "
+                                        "prediction scores 1)",
+                           "dataset": "scores of the confusion counts pooled over the split"},
+            "network_resolution": {"resolution": f"{self.network_size}x{self.network_size} network input",
+                                   **self.network.compute()},
+        }
+        if self.original is not None:
+            result["original_resolution"] = {"resolution": "each image's original mask size",
+                                             **self.original.compute()}
+        if self.boundary:
+            result["boundary"] = {
+                "resolution": "original" if self.original is not None else "network",
+                "hd95_pixels_mean": _nanmean([b["hd95"] for b in self.boundary]),
+                "boundary_f1_mean": _nanmean([b["boundary_f1"] for b in self.boundary]),
+            }
+        return result
+
+    def per_image_rows(self) -> list[dict[str, Any]]:
+        primary = self.original if self.original is not None else self.network
+        rows = []
+        for index, row in enumerate(primary.per_image()):
+            entry = {"name": row["name"], "dice": row["dice"], "iou": row["iou"],
+                     "foreground_fraction": row["foreground_fraction"]}
+            if self.boundary:
+                entry.update(self.boundary[index])
+            rows.append(entry)
+        return rows
+
+
+def _nanmean(values: list[float]) -> float | None:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def evaluate_dataset(trained: TrainedModel, dataset, *, split: str, threshold: float, tta: bool = False,
+                     batch_size: int = 8, original_resolution: bool = True, boundary: bool = True,
+                     quiet: bool = False) -> Evaluation:
+    network = MetricAccumulator(threshold=threshold)
+    use_original = original_resolution and hasattr(dataset, "original_mask")
+    original = MetricAccumulator(threshold=threshold) if use_original else None
+    boundary_rows: list[dict[str, float]] = []
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    index = 0
+    for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=quiet, leave=False):
+        logits = predict_logits(trained, batch["image"], tta=tta).cpu()
+        names = list(batch["name"])
+        network.update(logits, batch["mask"], ignore=batch.get("ignore"), names=names)
+        for offset, name in enumerate(names):
+            if use_original:
+                mask, ignore = dataset.original_mask(index + offset)
+                mask_t = torch.as_tensor(np.asarray(mask), dtype=torch.float32)[None, None]
+                full = resize_logits(logits[offset:offset + 1], tuple(mask_t.shape[-2:]))
+                ignore_t = None if ignore is None else torch.as_tensor(np.asarray(ignore), dtype=torch.bool)[None, None]
+                original.update(full, mask_t, ignore=ignore_t, names=[name])
+                predicted, truth = (full[0, 0] > _logit(threshold)).numpy(), mask_t[0, 0].numpy() > 0.5
+            else:
+                predicted = (logits[offset, 0] > _logit(threshold)).numpy()
+                truth = batch["mask"][offset, 0].numpy() > 0.5
+            if boundary:
+                boundary_rows.append({"hd95": hausdorff_distance(predicted, truth),
+                                      "boundary_f1": boundary_f_score(predicted, truth)})
+        index += len(names)
+    return Evaluation(split, threshold, tta, network, original, boundary_rows, trained.image_size)
+
+
+def _logit(probability: float) -> float:
+    return float(np.log(probability / (1 - probability)))
