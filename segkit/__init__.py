@@ -2,7 +2,6 @@
 
 from importlib import metadata as _metadata
 
-from segkit.hookspecs import hookimpl
 from segkit.api import (
     create_callback,
     create_dataset,
@@ -11,6 +10,7 @@ from segkit.api import (
     get_component,
     list_components,
 )
+from segkit.hookspecs import hookimpl
 
 try:
     __version__ = _metadata.version("segkit")

@@ -71,7 +71,8 @@ class ResolvedConfig:
         for key, value in layer.items():
             if key not in REPORT_DEFAULTS:
                 raise UsageError(
-                    f"unknown setting {key!r} from {source}; known settings: {', '.join(sorted(REPORT_DEFAULTS))}"
+                    f"unknown setting {key!r} from {source}; "
+                    f"known settings: {', '.join(sorted(REPORT_DEFAULTS))}"
                 )
             if key in OPTION_TABLES:
                 if not isinstance(value, dict):
@@ -123,7 +124,9 @@ def validate(config: ResolvedConfig) -> None:
     values = config.values
     for key, choices in CHOICES.items():
         if values[key] not in choices:
-            raise UsageError(f"--{key.replace('_', '-')} must be one of {', '.join(choices)}, got {values[key]!r}")
+            raise UsageError(
+                f"--{key.replace('_', '-')} must be one of {', '.join(choices)}, got {values[key]!r}"
+            )
     for key in ("epochs", "batch_size", "image_size"):
         value = values[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -152,7 +155,9 @@ def parse_duration(text: str | float | int | None) -> float | None:
         try:
             seconds = float(number) * (factor or 1)
         except ValueError:
-            raise UsageError(f"--time-budget expects a duration such as 90s, 15m or 1.5h, got {text!r}") from None
+            raise UsageError(
+                f"--time-budget expects a duration such as 90s, 15m or 1.5h, got {text!r}"
+            ) from None
     if not seconds > 0:
         raise UsageError(f"--time-budget must be positive, got {text!r}")
     return seconds

@@ -37,15 +37,21 @@ class Evaluation:
             "threshold": self.threshold,
             "test_time_augmentation": "horizontal flip" if self.tta else "none",
             "images": len(self.network),
-            "reductions": {"per_image": "mean of per-image scores (an image with empty truth and empty "
-                                        "prediction scores 1)",
-                           "dataset": "scores of the confusion counts pooled over the split"},
-            "network_resolution": {"resolution": f"{self.network_size}x{self.network_size} network input",
-                                   **self.network.compute()},
+            "reductions": {
+                "per_image": "mean of per-image scores (an image with empty truth and empty "
+                "prediction scores 1)",
+                "dataset": "scores of the confusion counts pooled over the split",
+            },
+            "network_resolution": {
+                "resolution": f"{self.network_size}x{self.network_size} network input",
+                **self.network.compute(),
+            },
         }
         if self.original is not None:
-            result["original_resolution"] = {"resolution": "each image's original mask size",
-                                             **self.original.compute()}
+            result["original_resolution"] = {
+                "resolution": "each image's original mask size",
+                **self.original.compute(),
+            }
         if self.boundary:
             result["boundary"] = {
                 "resolution": "original" if self.original is not None else "network",
@@ -58,8 +64,12 @@ class Evaluation:
         primary = self.original if self.original is not None else self.network
         rows = []
         for index, row in enumerate(primary.per_image()):
-            entry = {"name": row["name"], "dice": row["dice"], "iou": row["iou"],
-                     "foreground_fraction": row["foreground_fraction"]}
+            entry = {
+                "name": row["name"],
+                "dice": row["dice"],
+                "iou": row["iou"],
+                "foreground_fraction": row["foreground_fraction"],
+            }
             if self.boundary:
                 entry.update(self.boundary[index])
             rows.append(entry)
@@ -71,9 +81,18 @@ def _nanmean(values: list[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def evaluate_dataset(trained: TrainedModel, dataset, *, split: str, threshold: float, tta: bool = False,
-                     batch_size: int = 8, original_resolution: bool = True, boundary: bool = True,
-                     quiet: bool = False) -> Evaluation:
+def evaluate_dataset(
+    trained: TrainedModel,
+    dataset,
+    *,
+    split: str,
+    threshold: float,
+    tta: bool = False,
+    batch_size: int = 8,
+    original_resolution: bool = True,
+    boundary: bool = True,
+    quiet: bool = False,
+) -> Evaluation:
     network = MetricAccumulator(threshold=threshold)
     use_original = original_resolution and hasattr(dataset, "original_mask")
     original = MetricAccumulator(threshold=threshold) if use_original else None
@@ -88,16 +107,24 @@ def evaluate_dataset(trained: TrainedModel, dataset, *, split: str, threshold: f
             if use_original:
                 mask, ignore = dataset.original_mask(index + offset)
                 mask_t = torch.as_tensor(np.asarray(mask), dtype=torch.float32)[None, None]
-                full = resize_logits(logits[offset:offset + 1], tuple(mask_t.shape[-2:]))
-                ignore_t = None if ignore is None else torch.as_tensor(np.asarray(ignore), dtype=torch.bool)[None, None]
+                full = resize_logits(logits[offset : offset + 1], tuple(mask_t.shape[-2:]))
+                ignore_t = (
+                    None
+                    if ignore is None
+                    else torch.as_tensor(np.asarray(ignore), dtype=torch.bool)[None, None]
+                )
                 original.update(full, mask_t, ignore=ignore_t, names=[name])
                 predicted, truth = (full[0, 0] > _logit(threshold)).numpy(), mask_t[0, 0].numpy() > 0.5
             else:
                 predicted = (logits[offset, 0] > _logit(threshold)).numpy()
                 truth = batch["mask"][offset, 0].numpy() > 0.5
             if boundary:
-                boundary_rows.append({"hd95": hausdorff_distance(predicted, truth),
-                                      "boundary_f1": boundary_f_score(predicted, truth)})
+                boundary_rows.append(
+                    {
+                        "hd95": hausdorff_distance(predicted, truth),
+                        "boundary_f1": boundary_f_score(predicted, truth),
+                    }
+                )
         index += len(names)
     return Evaluation(split, threshold, tta, network, original, boundary_rows, trained.image_size)
 

@@ -7,8 +7,9 @@ from scipy import ndimage
 from skimage import measure, morphology
 
 
-def postprocess_mask(mask: np.ndarray, fill_holes: bool = False, keep_largest: bool = False,
-                     min_size: int = 0) -> np.ndarray:
+def postprocess_mask(
+    mask: np.ndarray, fill_holes: bool = False, keep_largest: bool = False, min_size: int = 0
+) -> np.ndarray:
     """A boolean (H, W) mask cleaned up: specks below ``min_size`` pixels dropped, holes filled, and
     only the largest connected component kept, in that order."""
     cleaned = mask.astype(bool)

@@ -79,9 +79,7 @@ def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
     return message
 
 
-def make_register(
-    registry: Registry, plugin: str, distribution: str, version: str
-) -> Callable[..., None]:
+def make_register(registry: Registry, plugin: str, distribution: str, version: str) -> Callable[..., None]:
     """The ``register`` callable handed to one plugin's hook implementation."""
 
     def register(name: str, factory: Any, description: str | None = None, **metadata: Any) -> None:

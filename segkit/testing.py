@@ -108,7 +108,9 @@ def check_loss(name_or_factory: str | Callable, options: dict[str, Any] | None =
     for scale in (1.0, 100.0):
         good = loss_fn((target * 2 - 1) * 10 * scale, target)
         bad = loss_fn((1 - target * 2) * 10 * scale, target)
-        assert torch.isfinite(good) and torch.isfinite(bad), f"loss not finite for logits of size {10 * scale}"
+        assert torch.isfinite(good) and torch.isfinite(bad), (
+            f"loss not finite for logits of size {10 * scale}"
+        )
         assert good < bad, "a perfect prediction must score lower than the opposite one"
 
 
@@ -136,5 +138,3 @@ def check_dataset(dataset: Any, max_items: int = 4) -> None:
         if "ignore" in sample:
             ignore = sample["ignore"]
             assert ignore.dtype == torch.bool and ignore.shape == mask.shape, "ignore must be a bool mask"
-
-

@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 
-def make_distribution(root: Path, dist_name: str, module_name: str, source: str, version: str = "0.1") -> Path:
+def make_distribution(
+    root: Path, dist_name: str, module_name: str, source: str, version: str = "0.1"
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{module_name}.py").write_text(source)
     info = root / f"{dist_name.replace('-', '_')}-{version}.dist-info"
@@ -22,13 +24,26 @@ def make_distribution(root: Path, dist_name: str, module_name: str, source: str,
     return root
 
 
-def run_segkit(args: list[str], extra_path: Path | None = None, cwd: Path | None = None, timeout: int = 600,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_segkit(
+    args: list[str],
+    extra_path: Path | None = None,
+    cwd: Path | None = None,
+    timeout: int = 600,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     environment = dict(os.environ)
     environment.pop("SEGKIT_PLUGINS", None)
     environment.pop("SEGKIT_DISABLE_PLUGINS", None)
     if extra_path is not None:
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), environment.get("PYTHONPATH")]))
+        environment["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(extra_path), environment.get("PYTHONPATH")])
+        )
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "segkit", *args], capture_output=True, text=True, cwd=cwd,
-                          env=environment, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "segkit", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=environment,
+        timeout=timeout,
+    )

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from data_fixtures import TRIMAP_BACKGROUND, trimap_array, write_oxford_layout
 from PIL import Image
 
-from data_fixtures import TRIMAP_BACKGROUND, trimap_array, write_oxford_layout
 from segkit.cli import cli
 
 SIZE = (36, 52)  # not square and not a multiple of 32: predictions must come back at this size
@@ -19,13 +19,37 @@ TEST_NAMES = [f"cat_{i}" for i in range(6)]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = write_oxford_layout(tmp_path_factory.mktemp("pets"), [f"dog_{i}" for i in range(20)], TEST_NAMES,
-                               size=SIZE)
+    root = write_oxford_layout(
+        tmp_path_factory.mktemp("pets"), [f"dog_{i}" for i in range(20)], TEST_NAMES, size=SIZE
+    )
     out = tmp_path_factory.mktemp("runs")
-    result = CliRunner().invoke(cli, [
-        "run", "--dataset", "oxford_pet", "--data-path", str(root), "--model", "unet", "--model-option",
-        "base_channels=4", "--image-size", "32", "--batch-size", "6", "--epochs", "2", "--workers", "0",
-        "--augment", "none", "--quiet", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--dataset",
+            "oxford_pet",
+            "--data-path",
+            str(root),
+            "--model",
+            "unet",
+            "--model-option",
+            "base_channels=4",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "6",
+            "--epochs",
+            "2",
+            "--workers",
+            "0",
+            "--augment",
+            "none",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     run_dir = next(p for p in out.iterdir() if p.is_dir())
     return root, run_dir
@@ -43,7 +67,9 @@ def numpy_dice(predicted, truth):
 
 def test_evaluate_reports_named_figures_and_writes_files(trained, tmp_path):
     root, run_dir = trained
-    result = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--split", "test", "-o", str(tmp_path), "--quiet"])
+    result = CliRunner().invoke(
+        cli, ["evaluate", str(run_dir), "--split", "test", "-o", str(tmp_path), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     assert "test split, 6 images, threshold 0.5" in result.output
     assert "per-image mean" in result.output and "dataset-pooled" in result.output
@@ -61,12 +87,23 @@ def test_evaluate_reports_named_figures_and_writes_files(trained, tmp_path):
 def test_predict_masks_agree_with_evaluate_at_original_resolution(trained, tmp_path):
     root, run_dir = trained
     evaluation = tmp_path / "eval"
-    assert CliRunner().invoke(cli, ["evaluate", str(run_dir), "--split", "test", "-o", str(evaluation),
-                                    "--no-boundary", "--quiet"]).exit_code == 0
-    per_image = {row["name"]: float(row["dice"]) for row in csv.DictReader((evaluation / "per_image.csv").open())}
+    assert (
+        CliRunner()
+        .invoke(
+            cli,
+            ["evaluate", str(run_dir), "--split", "test", "-o", str(evaluation), "--no-boundary", "--quiet"],
+        )
+        .exit_code
+        == 0
+    )
+    per_image = {
+        row["name"]: float(row["dice"]) for row in csv.DictReader((evaluation / "per_image.csv").open())
+    }
     masks = tmp_path / "masks"
-    result = CliRunner().invoke(cli, ["predict", str(run_dir), str(root / "images" / "cat_*.jpg"), "-o", str(masks),
-                                      "--probabilities"])
+    result = CliRunner().invoke(
+        cli,
+        ["predict", str(run_dir), str(root / "images" / "cat_*.jpg"), "-o", str(masks), "--probabilities"],
+    )
     assert result.exit_code == 0, result.output
     for name in TEST_NAMES:
         mask = np.asarray(Image.open(masks / f"{name}_mask.png"))
@@ -81,8 +118,19 @@ def test_predict_masks_agree_with_evaluate_at_original_resolution(trained, tmp_p
 
 def test_predict_postprocessing_keeps_one_component(trained, tmp_path):
     root, run_dir = trained
-    result = CliRunner().invoke(cli, ["predict", str(run_dir), str(root / "images" / "cat_0.jpg"), "-o",
-                                      str(tmp_path), "--keep-largest", "--fill-holes", "--no-overlay"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(run_dir),
+            str(root / "images" / "cat_0.jpg"),
+            "-o",
+            str(tmp_path),
+            "--keep-largest",
+            "--fill-holes",
+            "--no-overlay",
+        ],
+    )
     assert result.exit_code == 0, result.output
     from skimage.measure import label
 
@@ -103,7 +151,9 @@ def test_evaluate_missing_split_file_is_a_clear_error(trained, tmp_path):
 
 def test_predict_missing_input_is_a_usage_error(trained, tmp_path):
     _, run_dir = trained
-    result = CliRunner().invoke(cli, ["predict", str(run_dir), str(tmp_path / "nope.jpg"), "-o", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli, ["predict", str(run_dir), str(tmp_path / "nope.jpg"), "-o", str(tmp_path)]
+    )
     assert result.exit_code == 2 and "nope.jpg" in result.output
 
 

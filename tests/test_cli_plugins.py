@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-
 from distributions import make_distribution, run_segkit
+
 from segkit.cli import cli
 
 BROKEN = "raise ZeroDivisionError('broken on purpose')\n"
@@ -24,9 +24,17 @@ def test_plugins_json_lists_builtins_with_distribution():
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     by_name = {(row["kind"], row["name"]): row for row in rows}
-    for kind, name in [("model", "unet"), ("model", "resnet34_unet"), ("loss", "bce_dice"), ("loss", "bce_tversky"),
-                       ("dataset", "synthetic"), ("dataset", "oxford_pet"), ("callback", "csv"),
-                       ("callback", "excel"), ("recipe", "seed")]:
+    for kind, name in [
+        ("model", "unet"),
+        ("model", "resnet34_unet"),
+        ("loss", "bce_dice"),
+        ("loss", "bce_tversky"),
+        ("dataset", "synthetic"),
+        ("dataset", "oxford_pet"),
+        ("callback", "csv"),
+        ("callback", "excel"),
+        ("recipe", "seed"),
+    ]:
         assert (kind, name) in by_name, f"{kind} {name} not listed"
         assert by_name[(kind, name)]["distribution"] == "segkit"
         assert by_name[(kind, name)]["description"]

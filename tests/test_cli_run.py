@@ -15,9 +15,25 @@ from segkit.checkpoint import load_checkpoint
 from segkit.cli import cli
 from segkit.plugins import get_host
 
-TINY = ["--model", "unet", "--loss", "bce_dice", "--model-option", "base_channels=4", "--image-size", "32",
-        "--batch-size", "8", "--dataset-option", "train_size=32", "--dataset-option", "valid_size=16",
-        "--workers", "0", "--quiet"]
+TINY = [
+    "--model",
+    "unet",
+    "--loss",
+    "bce_dice",
+    "--model-option",
+    "base_channels=4",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--dataset-option",
+    "train_size=32",
+    "--dataset-option",
+    "valid_size=16",
+    "--workers",
+    "0",
+    "--quiet",
+]
 
 
 def run_cli(*args):
@@ -89,8 +105,18 @@ def test_resume_after_ctrl_c_reproduces_an_uninterrupted_run(tmp_path):
     host = get_host()
     host.register_plugin(InterruptPlugin(), "interrupt-test", "tests")
     try:
-        result = run_cli("run", *TINY, "--epochs", "3", "--out", str(interrupted), "--callback", "csv",
-                         "--callback", "interrupt_after_2")
+        result = run_cli(
+            "run",
+            *TINY,
+            "--epochs",
+            "3",
+            "--out",
+            str(interrupted),
+            "--callback",
+            "csv",
+            "--callback",
+            "interrupt_after_2",
+        )
     finally:
         host.unregister_plugin("interrupt-test")
     assert result.exit_code != 0 and "--resume" in result.output
@@ -102,7 +128,9 @@ def test_resume_after_ctrl_c_reproduces_an_uninterrupted_run(tmp_path):
     resumed = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [r["epoch"] for r in resumed] == ["1", "2", "3"]
     for key in ("train_loss", "train_dice", "valid_loss", "valid_dice"):
-        assert [float(r[key]) for r in resumed] == pytest.approx([float(r[key]) for r in expected], rel=1e-5), key
+        assert [float(r[key]) for r in resumed] == pytest.approx(
+            [float(r[key]) for r in expected], rel=1e-5
+        ), key
     a = load_checkpoint(only_run_dir(straight) / "last.pt")["model_state"]
     b = load_checkpoint(run_dir / "last.pt")["model_state"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
@@ -124,21 +152,26 @@ def test_time_budget_stops_cleanly(tmp_path):
 
 def test_config_file_is_overridden_by_flags(tmp_path):
     config = tmp_path / "run.toml"
-    config.write_text('epochs = 1\nlearning_rate = 0.01\n[model_options]\nbase_channels = 4\n')
-    result = run_cli("run", *TINY, "--config", str(config), "--learning-rate", "0.002", "--out", str(tmp_path / "o"))
+    config.write_text("epochs = 1\nlearning_rate = 0.01\n[model_options]\nbase_channels = 4\n")
+    result = run_cli(
+        "run", *TINY, "--config", str(config), "--learning-rate", "0.002", "--out", str(tmp_path / "o")
+    )
     assert result.exit_code == 0, result.output
     recorded = json.loads((only_run_dir(tmp_path / "o") / "config.json").read_text())
     assert recorded["config"]["epochs"] == 1 and recorded["sources"]["epochs"].startswith("config")
     assert recorded["config"]["learning_rate"] == 0.002 and recorded["sources"]["learning_rate"] == "flag"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--loss", "bce_dise"], "Did you mean 'bce_dice'?"),
-    (["--epochs", "0"], "--epochs"),
-    (["--model-option", "base_channels"], "KEY=VALUE"),
-    (["--time-budget", "soon"], "--time-budget"),
-    (["--callback", "cvs"], "Did you mean 'csv'?"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--loss", "bce_dise"], "Did you mean 'bce_dice'?"),
+        (["--epochs", "0"], "--epochs"),
+        (["--model-option", "base_channels"], "KEY=VALUE"),
+        (["--time-budget", "soon"], "--time-budget"),
+        (["--callback", "cvs"], "Did you mean 'csv'?"),
+    ],
+)
 def test_bad_flags_are_usage_errors(tmp_path, args, message):
     result = run_cli("run", *TINY, *args, "--out", str(tmp_path))
     assert result.exit_code == 2, result.output

@@ -13,15 +13,44 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--model", "unet", "--loss", "bce_dice", "--model-option", "base_channels=4", "--image-size", "32",
-        "--batch-size", "8", "--dataset-option", "train_size=32", "--dataset-option", "valid_size=14",
-        "--workers", "0", "--quiet", "--epochs", "1"]
+TINY = [
+    "--model",
+    "unet",
+    "--loss",
+    "bce_dice",
+    "--model-option",
+    "base_channels=4",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--dataset-option",
+    "train_size=32",
+    "--dataset-option",
+    "valid_size=14",
+    "--workers",
+    "0",
+    "--quiet",
+    "--epochs",
+    "1",
+]
 
 
 def test_two_processes_sum_metrics_like_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segkit",
-               "run", *TINY, "--out", str(tmp_path / "runs")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "segkit",
+        "run",
+        *TINY,
+        "--out",
+        str(tmp_path / "runs"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
@@ -30,9 +59,27 @@ def test_two_processes_sum_metrics_like_one(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["resolved"]["processes"] == 2
     row = next(csv.DictReader((run_dir / "metrics.csv").open()))
     # The validation split (14 images, an odd share per process) scored by one process, same weights.
-    single = subprocess.run([sys.executable, "-m", "segkit", "evaluate", str(run_dir / "last.pt"), "--split", "valid",
-                             "--resolution", "network", "--no-boundary", "-o", str(tmp_path / "eval"), "--quiet"],
-                            capture_output=True, text=True, env=env, timeout=300)
+    single = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segkit",
+            "evaluate",
+            str(run_dir / "last.pt"),
+            "--split",
+            "valid",
+            "--resolution",
+            "network",
+            "--no-boundary",
+            "-o",
+            str(tmp_path / "eval"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["network_resolution"]
     assert summary["images"] == 14

@@ -12,9 +12,6 @@ import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from segkit_builtin import resnet_unet, unet
-from segkit_builtin.resnet_unet import ResNet34Encoder, adapt_rgb_filters, build_resnet34_unet
-from segkit_builtin.unet import build_unet
 from torch import nn
 from torchvision.models import resnet34
 
@@ -29,6 +26,9 @@ from segkit.models import (
 )
 from segkit.plugins import PluginHost
 from segkit.testing import check_model
+from segkit_builtin import resnet_unet, unet
+from segkit_builtin.resnet_unet import ResNet34Encoder, adapt_rgb_filters, build_resnet34_unet
+from segkit_builtin.unet import build_unet
 
 sides = st.integers(min_value=1, max_value=80)
 

@@ -13,7 +13,7 @@ from segkit.options import parse_options, parse_value
 identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)
 
 
-@given(st.integers(-10**9, 10**9))
+@given(st.integers(-(10**9), 10**9))
 def test_integers_round_trip(number):
     assert parse_value(str(number)) == number
 
@@ -28,15 +28,19 @@ def test_lists_round_trip(numbers):
     assert parse_value(str(numbers)) == numbers
 
 
-@pytest.mark.parametrize("text, expected", [("true", True), ("False", False), ("none", None), ("ignore", "ignore"),
-                                            ("(1, 2)", [1, 2]), (" 3 ", 3)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [("true", True), ("False", False), ("none", None), ("ignore", "ignore"), ("(1, 2)", [1, 2]), (" 3 ", 3)],
+)
 def test_words(text, expected):
     assert parse_value(text) == expected
 
 
 @given(st.dictionaries(identifiers, st.integers(-100, 100) | st.booleans(), max_size=5))
 def test_parse_options_recovers_each_pair(mapping):
-    pairs = [f"{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in mapping.items()]
+    pairs = [
+        f"{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in mapping.items()
+    ]
     assert parse_options(pairs, "--model-option") == mapping
 
 
@@ -114,8 +118,18 @@ def test_unknown_setting_names_its_source():
         config.apply({"epoch": 3}, "config run.toml")
 
 
-@pytest.mark.parametrize("key, value", [("epochs", 0), ("batch_size", -1), ("image_size", 2.5), ("threshold", 1.0),
-                                        ("optimizer", "adamx"), ("learning_rate", 0), ("workers", -1)])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("epochs", 0),
+        ("batch_size", -1),
+        ("image_size", 2.5),
+        ("threshold", 1.0),
+        ("optimizer", "adamx"),
+        ("learning_rate", 0),
+        ("workers", -1),
+    ],
+)
 def test_invalid_values_name_the_flag(key, value):
     config = ResolvedConfig()
     config.apply(REPORT_DEFAULTS, "default")

@@ -42,7 +42,11 @@ def test_registered_component_records_its_distribution():
     host, _ = host_with((ModelPlugin("alpha"), "dist-a"))
     component = host.registry("model").get("alpha")
     assert (component.name, component.kind, component.distribution, component.version) == (
-        "alpha", "model", "dist-a", "1.0")
+        "alpha",
+        "model",
+        "dist-a",
+        "1.0",
+    )
     assert component.description == "tiny alpha"
     assert component.factory is tiny_model
 
@@ -73,8 +77,10 @@ def test_unknown_name_lists_names_and_suggests_nearest():
     assert isinstance(info.value, UsageError) and info.value.exit_code == 2
 
 
-@given(st.lists(st.text(alphabet="abcdefghij_", min_size=1, max_size=8), min_size=1, max_size=6, unique=True),
-       st.text(alphabet="abcdefghij_", min_size=1, max_size=8))
+@given(
+    st.lists(st.text(alphabet="abcdefghij_", min_size=1, max_size=8), min_size=1, max_size=6, unique=True),
+    st.text(alphabet="abcdefghij_", min_size=1, max_size=8),
+)
 def test_unknown_name_message_always_lists_every_name(names, asked):
     message = unknown_name_message("model", asked, sorted(names))
     assert all(name in message for name in names)
@@ -137,14 +143,17 @@ def test_description_defaults_to_docstring_first_line():
     assert host.registry("model").get("doc").description == "First line."
 
 
-@pytest.mark.parametrize("variable, value, expect_loaded", [
-    ("SEGKIT_PLUGINS", "", False),
-    ("SEGKIT_PLUGINS", "segkit", True),
-    ("SEGKIT_PLUGINS", "unet", True),
-    ("SEGKIT_PLUGINS", "some-other-dist", False),
-    ("SEGKIT_DISABLE_PLUGINS", "unet", False),
-    ("SEGKIT_DISABLE_PLUGINS", "some-other-dist", True),
-])
+@pytest.mark.parametrize(
+    "variable, value, expect_loaded",
+    [
+        ("SEGKIT_PLUGINS", "", False),
+        ("SEGKIT_PLUGINS", "segkit", True),
+        ("SEGKIT_PLUGINS", "unet", True),
+        ("SEGKIT_PLUGINS", "some-other-dist", False),
+        ("SEGKIT_DISABLE_PLUGINS", "unet", False),
+        ("SEGKIT_DISABLE_PLUGINS", "some-other-dist", True),
+    ],
+)
 def test_environment_switches_choose_plugins(monkeypatch, variable, value, expect_loaded):
     monkeypatch.setenv(variable, value)
     host = PluginHost(stderr=io.StringIO())

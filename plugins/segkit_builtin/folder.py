@@ -317,6 +317,8 @@ def check_root(root: str | Path | None, dataset: str) -> Path:
     if root is None:
         raise UsageError(f"dataset {dataset!r} needs root=DIR, the folder holding the data")
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{dataset} root folder {root} is not a folder (it is a file)")
     if not root.is_dir():
         raise DataError(f"{dataset} root folder {root} does not exist")
     return root

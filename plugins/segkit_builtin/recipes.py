@@ -19,4 +19,8 @@ SEED_RECIPE = {
 
 @segkit.hookimpl
 def register_recipes(register):
-    register("seed", SEED_RECIPE, description="The seed report's recipe: Adam 1e-3 constant, batch 32, 200 epochs, 256px")
+    register(
+        "seed",
+        SEED_RECIPE,
+        description="The seed report's recipe: Adam 1e-3 constant, batch 32, 200 epochs, 256px",
+    )

@@ -72,7 +72,9 @@ def _one_line(error: SegkitError) -> str:
     return text
 
 
-@click.group(cls=SegkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=SegkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, "--version", "-V", prog_name="segkit")
 def cli() -> None:
     """segkit: binary semantic segmentation with plugins.

@@ -53,6 +53,13 @@ def evaluate(checkpoint, split, dataset, data_path, dataset_option, threshold, t
     root = data_path if data_path is not None else recorded.get("data_path")
     if root is not None:
         options["root"] = root
+    if out is None:
+        base = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+        out = base / f"eval-{split}"
+    try:  # before evaluating, so that an unusable --out costs no evaluation time
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out} cannot be created: {error.strerror or error}") from None
     data = segkit.create_dataset(name, split=split, image_size=trained.image_size, augment="none", **options)
     if len(data) == 0:
         raise UsageError(f"the {split} split of dataset {name!r} is empty")
@@ -63,16 +70,15 @@ def evaluate(checkpoint, split, dataset, data_path, dataset_option, threshold, t
     summary = result.summary()
     if resolution == "original" and result.original is not None:
         summary.pop("network_resolution")
-    if out is None:
-        base = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
-        out = base / f"eval-{split}"
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "summary.json", {"checkpoint": str(trained.path), "dataset": name, **summary})
     rows = result.per_image_rows()
-    with (out / "per_image.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    try:
+        write_json(out / "summary.json", {"checkpoint": str(trained.path), "dataset": name, **summary})
+        with (out / "per_image.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as error:
+        raise UsageError(f"cannot write into --out {out}: {error.strerror or error}") from None
 
     click.echo(f"{name} {split} split, {summary['images']} images, threshold {threshold}, "
                f"test-time augmentation {summary['test_time_augmentation']}")

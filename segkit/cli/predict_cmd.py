@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import sys
 from pathlib import Path
 
 import click
@@ -91,7 +92,8 @@ def predict(checkpoint, inputs, out, threshold, probabilities, no_overlay, tta, 
         try:
             image = read_image(path)
         except DataError as error:
-            click.echo(f"skipped: {error}", err=True)
+            # Through the bar, so the message gets a line of its own instead of continuing the bar's.
+            tqdm.write(f"skipped: {error}", file=sys.stderr)
             failures += 1
             continue
         probability = predict_probability(trained, image, tta=tta)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,26 @@ from segkit.options import parse_options, parse_value
 
 # Flags whose value the user gave; click's defaults are None so that lower layers show through.
 FLAG_KEYS = (
-    "model", "loss", "dataset", "data_path", "epochs", "batch_size", "learning_rate", "weight_decay",
-    "optimizer", "scheduler", "image_size", "augment", "device", "amp", "seed", "workers", "time_budget",
-    "threshold", "out", "on_nan",
+    "model",
+    "loss",
+    "dataset",
+    "data_path",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "optimizer",
+    "scheduler",
+    "image_size",
+    "augment",
+    "device",
+    "amp",
+    "seed",
+    "workers",
+    "time_budget",
+    "threshold",
+    "out",
+    "on_nan",
 )
 
 
@@ -45,10 +61,17 @@ def resolve_run_config(flags: dict[str, Any], config_file: Path | None, recipe: 
     config.apply(REPORT_DEFAULTS, "seed report default")
     file_layer = read_config_file(config_file) if config_file else {}
     recipe = recipe or file_layer.pop("recipe", None)
-    user_layers = [(file_layer, f"config {config_file}"), ({k: v for k, v in flags.items() if v is not None}, "flag")]
-    model = next((layer["model"] for layer, _ in reversed(user_layers) if "model" in layer), REPORT_DEFAULTS["model"])
-    dataset = next((layer["dataset"] for layer, _ in reversed(user_layers) if "dataset" in layer),
-                   REPORT_DEFAULTS["dataset"])
+    user_layers = [
+        (file_layer, f"config {config_file}"),
+        ({k: v for k, v in flags.items() if v is not None}, "flag"),
+    ]
+    model = next(
+        (layer["model"] for layer, _ in reversed(user_layers) if "model" in layer), REPORT_DEFAULTS["model"]
+    )
+    dataset = next(
+        (layer["dataset"] for layer, _ in reversed(user_layers) if "dataset" in layer),
+        REPORT_DEFAULTS["dataset"],
+    )
     component = segkit.get_component("dataset", dataset)
     config.apply(dataset_defaults(component.metadata.get("defaults"), model), f"dataset {dataset} default")
     if recipe:
@@ -79,45 +102,111 @@ def _workers(value: str | None) -> Any:
 @click.command("run")
 @click.option("--model", help="Registered model name (see `segkit plugins`). [default: unet]")
 @click.option("--loss", help="Registered loss name, e.g. bce_dice, bce_tversky. [default: bce_dice]")
-@click.option("--dataset", help="Registered dataset name: synthetic (built in, no download), oxford_pet, folder. "
-              "[default: synthetic]")
-@click.option("--data-path", type=click.Path(path_type=Path), help="Folder of the dataset (not needed for synthetic).")
+@click.option(
+    "--dataset",
+    help="Registered dataset name: synthetic (built in, no download), oxford_pet, folder. "
+    "[default: synthetic]",
+)
+@click.option(
+    "--data-path", type=click.Path(path_type=Path), help="Folder of the dataset (not needed for synthetic)."
+)
 @click.option("--epochs", type=int, help="Number of epochs. [default: dataset's, else 200]")
 @click.option("--batch-size", type=int, help="Images per training step. [default: dataset's, else 32]")
-@click.option("--learning-rate", "--lr", "learning_rate", type=float, help="Peak learning rate. [default: 1e-3]")
+@click.option(
+    "--learning-rate", "--lr", "learning_rate", type=float, help="Peak learning rate. [default: 1e-3]"
+)
 @click.option("--weight-decay", type=float, help="Weight decay. [default: 0]")
 @click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), help="Optimizer. [default: adam]")
-@click.option("--scheduler", type=click.Choice(["none", "cosine", "onecycle"]),
-              help="Learning-rate schedule, planned over the epochs or the --time-budget. [default: none]")
-@click.option("--image-size", type=int, help="Training/validation side length in pixels. [default: dataset's, else 256]")
-@click.option("--augment", help="Training augmentation pipeline: none, default (the report's), strong, or a plugin's.")
+@click.option(
+    "--scheduler",
+    type=click.Choice(["none", "cosine", "onecycle"]),
+    help="Learning-rate schedule, planned over the epochs or the --time-budget. [default: none]",
+)
+@click.option(
+    "--image-size", type=int, help="Training/validation side length in pixels. [default: dataset's, else 256]"
+)
+@click.option(
+    "--augment", help="Training augmentation pipeline: none, default (the report's), strong, or a plugin's."
+)
 @click.option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps. [default: auto]")
-@click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]),
-              help="Mixed precision on CUDA (auto: bf16, else fp16 with a grad scaler; off on CPU).")
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "off", "bf16", "fp16"]),
+    help="Mixed precision on CUDA (auto: bf16, else fp16 with a grad scaler; off on CPU).",
+)
 @click.option("--seed", type=int, help="Random seed for data order, augmentation and weights. [default: 0]")
 @click.option("--workers", help="DataLoader worker processes, or auto. [default: auto]")
-@click.option("--time-budget", help="Stop cleanly after this wall-clock time (90s, 15m, 1.5h); schedules plan for it.")
+@click.option(
+    "--time-budget", help="Stop cleanly after this wall-clock time (90s, 15m, 1.5h); schedules plan for it."
+)
 @click.option("--threshold", type=float, help="Probability threshold for Dice/IoU. [default: 0.5]")
-@click.option("--out", type=click.Path(path_type=Path), help="Folder under which the run folder is made. [default: runs]")
-@click.option("--on-nan", type=click.Choice(["stop", "skip"]), help="A NaN/inf loss stops the run, or skips the step.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Folder under which the run folder is made. [default: runs]",
+)
+@click.option(
+    "--on-nan", type=click.Choice(["stop", "skip"]), help="A NaN/inf loss stops the run, or skips the step."
+)
 @click.option("--recipe", help="Named preset of settings (see `segkit plugins`); flags override it.")
-@click.option("--config", "config_file", type=click.Path(path_type=Path),
-              help="TOML file of settings (keys as the flags, with underscores); flags override it.")
-@click.option("--model-option", "model_option", multiple=True, metavar="KEY=VALUE",
-              help="Option for the model factory, repeatable (e.g. base_channels=16).")
-@click.option("--loss-option", "loss_option", multiple=True, metavar="KEY=VALUE",
-              help="Option for the loss, repeatable (e.g. alpha=0.3).")
-@click.option("--dataset-option", "dataset_option", multiple=True, metavar="KEY=VALUE",
-              help="Option for the dataset, repeatable (e.g. border=ignore).")
-@click.option("--callback", "callbacks", multiple=True,
-              help="Enable only these callbacks, repeatable (default: those marked default, csv and excel).")
-@click.option("--callback-option", "callback_option", multiple=True, metavar="NAME.KEY=VALUE",
-              help="Option for a callback, repeatable (e.g. early_stopping.patience=5).")
-@click.option("--resume", type=click.Path(path_type=Path, file_okay=False),
-              help="Continue the run in this folder from its last.pt with its recorded settings; only --epochs, "
-                   "--time-budget, --device, --workers, --callback(-option) and --quiet may change.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="TOML file of settings (keys as the flags, with underscores); flags override it.",
+)
+@click.option(
+    "--model-option",
+    "model_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Option for the model factory, repeatable (e.g. base_channels=16).",
+)
+@click.option(
+    "--loss-option",
+    "loss_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Option for the loss, repeatable (e.g. alpha=0.3).",
+)
+@click.option(
+    "--dataset-option",
+    "dataset_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Option for the dataset, repeatable (e.g. border=ignore).",
+)
+@click.option(
+    "--callback",
+    "callbacks",
+    multiple=True,
+    help="Enable only these callbacks, repeatable (default: those marked default, csv and excel).",
+)
+@click.option(
+    "--callback-option",
+    "callback_option",
+    multiple=True,
+    metavar="NAME.KEY=VALUE",
+    help="Option for a callback, repeatable (e.g. early_stopping.patience=5).",
+)
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Continue the run in this folder from its last.pt with its recorded settings; only --epochs, "
+    "--time-budget, --device, --workers, --callback(-option) and --quiet may change.",
+)
 @click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bars or per-epoch lines.")
-def run(config_file, recipe, model_option, loss_option, dataset_option, callbacks, callback_option, resume, **flags):
+def run(
+    config_file,
+    recipe,
+    model_option,
+    loss_option,
+    dataset_option,
+    callbacks,
+    callback_option,
+    resume,
+    **flags,
+):
     """Train a segmentation model and write a run folder (config, metrics, checkpoints).
 
     Settings resolve in layers, each overriding the one before: the seed report's defaults (Adam 1e-3,
@@ -177,5 +266,3 @@ def _callback_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
             raise UsageError(f"--callback-option expects NAME.KEY=VALUE, got {pair!r}")
         grouped.setdefault(name, []).append(rest)
     return {name: parse_options(items, f"--callback-option {name}.") for name, items in grouped.items()}
-
-

@@ -20,7 +20,9 @@ def resolve_device(requested: str) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise UsageError(f"--device {requested!r} is not a device name (auto, cpu, cuda, cuda:1, mps)") from None
+        raise UsageError(
+            f"--device {requested!r} is not a device name (auto, cpu, cuda, cuda:1, mps)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():

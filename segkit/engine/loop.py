@@ -102,8 +102,10 @@ def train_one_epoch(
         if not quiet:
             bar.set_postfix(loss=f"{loss_value:.4f}", dice=f"{dice_value:.3f}", refresh=False)
     bar.close()
-    count = max(images_seen, 1)
-    return EpochStats(float(loss_sum) / count, dice_sum / count, images_seen, steps, skipped, stopped_early)
+    if images_seen == 0:  # every step skipped (or none run): there is no loss or Dice to report, not 0
+        return EpochStats(math.nan, math.nan, 0, steps, skipped, stopped_early)
+    return EpochStats(float(loss_sum) / images_seen, dice_sum / images_seen, images_seen, steps, skipped,
+                      stopped_early)
 
 
 @torch.no_grad()

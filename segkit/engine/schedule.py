@@ -21,7 +21,9 @@ def build_optimizer(name: str, parameters: Iterable, learning_rate: float, weigh
     if name == "adamw":
         return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(parameters, lr=learning_rate, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+        return torch.optim.SGD(
+            parameters, lr=learning_rate, momentum=0.9, weight_decay=weight_decay, nesterov=True
+        )
     raise UsageError(f"--optimizer must be adam, adamw or sgd, got {name!r}")
 
 

@@ -242,6 +242,7 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
         callback.on_fit_start(context)
     stop_reason = ""
     epoch = start_epoch - 1
+    saved_epoch = start_epoch - 1  # the epoch last.pt holds; a Ctrl-C during its write leaves the one before
     try:
         for epoch in range(start_epoch, epochs + 1):
             context.epoch = epoch
@@ -260,6 +261,9 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
                 stop_reason = "time budget reached"
                 epoch -= 1
                 break
+            # Checked before validation, whose metrics would otherwise fail on NaN logits less clearly.
+            if not _finite_parameters(model):
+                raise SegkitError(f"model weights became non-finite in epoch {epoch}; best.pt is left as it was")
             valid_started = time.monotonic()
             valid_loss, accumulator = evaluate_loader(
                 model, valid_loader, loss_fn, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
@@ -290,12 +294,11 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
             }
             history.append(record)
             improved = record["valid_dice"] > best_dice and math.isfinite(record["valid_dice"])
-            if not _finite_parameters(model):
-                raise SegkitError(f"model weights became non-finite in epoch {epoch}; best.pt is left as it was")
             if improved:
                 best_dice, best_epoch = record["valid_dice"], epoch
             if group.is_main:
                 save_checkpoint(run_dir / "last.pt", checkpoint_payload(epoch))
+                saved_epoch = epoch
             for callback in callbacks:
                 callback.on_checkpoint(context, run_dir / "last.pt", False)
             if improved and group.is_main:
@@ -315,7 +318,7 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
     except KeyboardInterrupt:
         # last.pt always holds the last completed epoch (epoch 0: the initial weights), so --resume
         # repeats the unfinished epoch exactly as an uninterrupted run would.
-        echo(f"Interrupted: {run_dir / 'last.pt'} holds epoch {len(history)}; "
+        echo(f"Interrupted: {run_dir / 'last.pt'} holds epoch {saved_epoch}; "
              f"continue with: segkit run --resume {run_dir}")
         for callback in callbacks:
             callback.on_fit_end(context)

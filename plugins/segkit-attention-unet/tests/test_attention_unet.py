@@ -9,13 +9,13 @@ from __future__ import annotations
 from importlib import metadata
 
 import pytest
-import segkit_attention_unet
 import torch
-from segkit_attention_unet import AttentionGate, build_attention_unet
 
+import segkit_attention_unet
 from segkit.errors import UsageError
 from segkit.plugins import PluginHost
 from segkit.testing import check_model
+from segkit_attention_unet import AttentionGate, build_attention_unet
 
 
 @pytest.fixture(autouse=True, scope="module")
