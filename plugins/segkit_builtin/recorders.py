@@ -1,0 +1,339 @@
+"""Callbacks "csv" and "excel": write each epoch's metrics to disk as training goes.
+
+- ``csv`` writes ``metrics.csv`` in the run directory: one row per epoch, every key of the engine's
+  epoch record a column. The file is flushed and fsync'ed after every epoch, so a crash loses nothing
+  already recorded. Resuming a run appends to it; rows of epochs that are trained again after a resume
+  are replaced, never duplicated.
+- ``excel`` writes ``model_performance.xlsx`` in the layout of the course report this project grew
+  from: ``Epoch`` then ``<Model> Train Loss``, ``<Model> Train Dice``, ``<Model> Val Loss``,
+  ``<Model> Val Dice``. Several runs may share one workbook (option ``path``): each model's columns sit
+  beside the others'. A workbook that cannot be read or written is reported as a warning and training
+  goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import segkit
+from segkit.callbacks import Callback, RunContext
+from segkit.errors import UsageError
+
+CSV_NAME = "metrics.csv"
+EXCEL_NAME = "model_performance.xlsx"
+EXCEL_SHEET = "performance"
+
+# How the report named the models; other models appear under their registered name.
+MODEL_DISPLAY_NAMES = {"unet": "UNet", "resnet34_unet": "ResNet34_UNet"}
+
+# Report column suffix -> key of the engine's epoch record.
+EXCEL_COLUMNS = (
+    ("Train Loss", "train_loss"),
+    ("Train Dice", "train_dice"),
+    ("Val Loss", "valid_loss"),
+    ("Val Dice", "valid_dice"),
+)
+
+
+class RecorderWarning(UserWarning):
+    """A metrics file could not be written; training continues without it."""
+
+
+def _reject_unknown(callback: str, options: dict[str, Any], known: Iterable[str]) -> None:
+    if options:
+        raise UsageError(
+            f"callback {callback!r}: unknown option(s) {', '.join(sorted(options))}; "
+            f"options are {', '.join(known) or '(none)'}"
+        )
+
+
+def _epoch_of(record: dict[str, Any]) -> int | None:
+    try:
+        return int(float(record["epoch"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _write_atomically(path: Path, write: Any, suffix: str) -> None:
+    """Call ``write(temp_path)``, fsync the result, then move it over ``path`` in one step.
+
+    Readers see either the old file or the new one, never half of one.
+    """
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        write(temp)
+        with open(temp, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename durable on POSIX; Windows cannot open folders and does not need it."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+# -- CSV ---------------------------------------------------------------------------------------
+def _csv_cell(value: Any) -> Any:
+    """None becomes an empty cell; numbers keep full precision (``repr`` of a float round-trips)."""
+    if value is None:
+        return ""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a 0-d tensor or numpy scalar
+        value = value.item()
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+class CsvRecorder(Callback):
+    """Appends one row per epoch to ``metrics.csv``.
+
+    Columns: the keys of the first epoch's record, in order. A key that first appears in a later
+    epoch is added as a new column on the right and the file is rewritten (atomically) with the wider
+    header, earlier rows leaving that cell empty; a key missing from a later epoch leaves its cell
+    empty. ``None`` is written as an empty cell.
+    """
+
+    def __init__(self, run_dir: Path, filename: str = CSV_NAME) -> None:
+        self.path = Path(run_dir) / filename
+        self._columns: list[str] | None = None
+        self._rows: list[dict[str, str]] | None = None
+
+    def _load(self) -> None:
+        """Read what an earlier (interrupted or resumed) session of this run already recorded.
+
+        An unreadable file is moved aside (``metrics.csv.unreadable``) with a warning, never overwritten.
+        """
+        self._columns, self._rows = [], []
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        try:
+            with open(self.path, newline="", encoding="utf-8") as stream:
+                reader = csv.DictReader(stream)
+                self._columns = [str(name) for name in reader.fieldnames or [] if name]
+                # A longer row files its surplus under None: dropped, like cells of unnamed columns.
+                self._rows = [{k: v for k, v in row.items() if k in self._columns} for row in reader]
+        except (UnicodeDecodeError, csv.Error) as error:
+            aside = self.path.with_name(self.path.name + ".unreadable")
+            os.replace(self.path, aside)
+            warnings.warn(
+                f"segkit csv recorder: could not read {self.path} ({type(error).__name__}: {error}); "
+                f"moved it to {aside} and started a new one",
+                RecorderWarning,
+                stacklevel=4,
+            )
+            self._columns, self._rows = [], []
+
+    def _rewrite(self) -> None:
+        def write(temp: Path) -> None:
+            with open(temp, "w", newline="", encoding="utf-8") as stream:
+                writer = csv.DictWriter(stream, fieldnames=self._columns, restval="")
+                writer.writeheader()
+                writer.writerows(self._rows)
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(self.path, write, ".csv")
+
+    def on_epoch_end(self, context: RunContext, metrics: dict[str, Any]) -> None:
+        first_write = self._rows is None
+        if first_write:
+            self._load()
+        row = {str(key): _csv_cell(value) for key, value in metrics.items()}
+        epoch = _epoch_of(metrics)
+        # After a resume, epochs from the checkpoint onwards are trained again: their new rows replace
+        # the old ones instead of repeating them.
+        kept = [old for old in self._rows if epoch is None or not _epoch_at_or_after(old, epoch)]
+        stale = len(kept) < len(self._rows)
+        new_columns = [key for key in row if key not in self._columns]
+        self._rows = kept + [{key: str(value) for key, value in row.items()}]
+        self._columns.extend(new_columns)
+        # Rewrite the whole file when the header or earlier rows change, and on a session's first write
+        # (a crash may have left a half-written last line that an append would continue).
+        if first_write or stale or new_columns or not self.path.exists():
+            self._rewrite()
+            return
+        with open(self.path, "a", newline="", encoding="utf-8") as stream:
+            csv.DictWriter(stream, fieldnames=self._columns, restval="").writerow(row)
+            stream.flush()
+            os.fsync(stream.fileno())
+
+
+def _epoch_at_or_after(row: dict[str, Any], epoch: int) -> bool:
+    recorded = _epoch_of(row)
+    return recorded is not None and recorded >= epoch
+
+
+def build_csv_recorder(run_dir: Path, **options: Any) -> CsvRecorder:
+    """Write every epoch's metrics to metrics.csv in the run directory (flushed each epoch)."""
+    filename = options.pop("filename", CSV_NAME)
+    _reject_unknown("csv", options, ["filename"])
+    return CsvRecorder(Path(run_dir), filename=str(filename))
+
+
+# -- Excel -------------------------------------------------------------------------------------
+def display_name(model_name: str) -> str:
+    """The model's name as the report wrote it (``unet`` -> ``UNet``), else the registered name."""
+    return MODEL_DISPLAY_NAMES.get(model_name, model_name)
+
+
+def _number(value: Any) -> float | int | None:
+    """A cell value: numbers stay numbers; None, NaN and anything non-numeric become an empty cell."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def read_performance_table(path: Path) -> tuple[list[str], dict[str, dict[int, Any]]]:
+    """The columns of a performance workbook, in order, and each column's values by epoch.
+
+    Raises whatever openpyxl raises for a file that is not a readable workbook.
+    """
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    try:
+        if len(workbook.sheetnames) != 1:
+            # Rewriting would drop the other sheets: this is someone's own workbook, not ours.
+            raise ValueError(f"it has {len(workbook.sheetnames)} sheets; segkit writes one-sheet workbooks")
+        sheet = workbook.worksheets[0]
+        rows = sheet.iter_rows(values_only=True)
+        header = list(next(rows, ()))
+        if not header or header[0] != "Epoch":
+            raise ValueError(f"its first column is headed {header[0] if header else None!r}, not 'Epoch'")
+        named = {position: str(name) for position, name in enumerate(header) if position and name is not None}
+        table: dict[str, dict[int, Any]] = {name: {} for name in named.values()}
+        for row in rows:
+            if not row or row[0] is None:
+                continue
+            epoch = int(row[0])
+            for position, name in named.items():
+                if position < len(row) and row[position] is not None:
+                    table[name][epoch] = row[position]
+    finally:
+        workbook.close()
+    return list(table), table
+
+
+def write_performance_table(path: Path, columns: list[str], table: dict[str, dict[int, Any]]) -> None:
+    """Write ``Epoch`` and ``columns`` (values by epoch) as a new workbook, atomically."""
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.title = EXCEL_SHEET
+    sheet.append(["Epoch", *columns])
+    epochs = sorted({epoch for column in columns for epoch in table[column]})
+    for epoch in epochs:
+        sheet.append([epoch, *(table[column].get(epoch) for column in columns)])
+    sheet.freeze_panes = "B2"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, workbook.save, ".xlsx")
+
+
+class ExcelRecorder(Callback):
+    """Keeps this run's four report columns in ``model_performance.xlsx`` up to date after each epoch.
+
+    Other models' columns in the workbook are kept where they are; this model's columns are replaced:
+    rows of epochs before the first epoch of this session are kept (a resumed run continues its own
+    columns), the rest come from this session (a fresh run of the same model starts them over).
+    The workbook is rewritten whole (one sheet, "performance") after each epoch; a file that is not
+    such a workbook (unreadable, several sheets, first column not "Epoch") is left untouched with a
+    warning. Concurrent runs writing one shared workbook at the same moment may lose each other's
+    update.
+    """
+
+    def __init__(self, run_dir: Path, path: Path | None = None, label: str | None = None) -> None:
+        target = Path(path) if path is not None else Path(run_dir)
+        self.path = target if target.suffix.lower() == ".xlsx" else target / EXCEL_NAME
+        self.label = label
+        self._records: dict[int, dict[str, Any]] = {}
+        self._first_epoch: int | None = None
+        self._warned: set[str] = set()
+
+    def _warn(self, problem: str, error: BaseException) -> None:
+        # One warning per kind of problem per run: a locked file would otherwise warn every epoch.
+        if problem in self._warned:
+            return
+        self._warned.add(problem)
+        warnings.warn(
+            f"segkit excel recorder: could not {problem} {self.path}: {type(error).__name__}: {error}. "
+            f"Training continues; metrics.csv still records every epoch.",
+            RecorderWarning,
+            stacklevel=3,
+        )
+
+    def on_epoch_end(self, context: RunContext, metrics: dict[str, Any]) -> None:
+        epoch = _epoch_of(metrics)
+        if epoch is None:
+            epoch = (max(self._records) + 1) if self._records else int(getattr(context, "epoch", 0) or 0)
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+        self._records[epoch] = dict(metrics)
+        model = self.label or display_name(context.model_name)
+        names = [f"{model} {suffix}" for suffix, _ in EXCEL_COLUMNS]
+
+        columns: list[str] = []
+        table: dict[str, dict[int, Any]] = {}
+        if self.path.exists():
+            try:
+                columns, table = read_performance_table(self.path)
+            except Exception as error:  # noqa: BLE001 - a bad workbook must never stop training
+                self._warn("read the workbook (corrupt, locked or not a segkit performance sheet)", error)
+                return  # leave the user's file untouched
+        for name, (_, key) in zip(names, EXCEL_COLUMNS, strict=True):
+            kept = {e: v for e, v in table.get(name, {}).items() if e < self._first_epoch}
+            kept.update({e: _number(record.get(key)) for e, record in self._records.items()})
+            table[name] = {e: v for e, v in kept.items() if v is not None}
+            if name not in columns:
+                columns.append(name)
+        try:
+            write_performance_table(self.path, columns, table)
+        except Exception as error:  # noqa: BLE001 - e.g. PermissionError while Excel holds the file
+            self._warn("write the workbook", error)
+
+
+def build_excel_recorder(run_dir: Path, **options: Any) -> ExcelRecorder:
+    """Write the report's loss/Dice columns per epoch to model_performance.xlsx (shareable across runs)."""
+    path = options.pop("path", None)
+    label = options.pop("label", None)
+    _reject_unknown("excel", options, ["path", "label"])
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise UsageError(f"callback 'excel': option label must be a non-empty string, got {label!r}")
+    return ExcelRecorder(Path(run_dir), path=Path(path) if path is not None else None, label=label)
+
+
+@segkit.hookimpl
+def register_callbacks(register):
+    register("csv", build_csv_recorder, description="Write each epoch's metrics to metrics.csv", default=True)
+    register(
+        "excel",
+        build_excel_recorder,
+        description="Write loss/Dice per epoch to model_performance.xlsx, models side by side",
+        default=True,
+    )
