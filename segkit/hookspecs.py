@@ -35,13 +35,19 @@ def register_losses(register):
 def register_datasets(register):
     """Call ``register(name, factory, description=..., defaults=...)`` for each dataset.
 
-    Contract: ``factory(root=None, split="train", image_size=256, **options)`` returns a
-    ``torch.utils.data.Dataset`` whose items are dicts with ``"image"`` (float tensor ``(C, H, W)``),
+    Contract: ``factory(root=None, split="train", image_size=256, augment=None, **options)`` returns a
+    ``torch.utils.data.Dataset``. ``augment`` names the augmentation pipeline (``None``: the split's
+    default; the engine passes ``--augment`` for train and ``"none"`` for valid). Items are dicts
+    with ``"image"`` (float tensor ``(C, H, W)``),
     ``"mask"`` (float tensor ``(1, H, W)`` with values in ``{0, 1}``) and ``"name"`` (str); optionally
     ``"ignore"`` (bool tensor ``(1, H, W)``, True where pixels must not count). Splits are ``train``,
     ``valid`` and ``test``. ``defaults`` (optional) is a dict of training settings this dataset
     suggests (``image_size``, ``epochs``, ``batch_size``, ``model_options`` per model name, ...); flags
-    and config files override them.
+    and config files override them. Optional dataset attributes the engine reads:
+    ``normalization = {"mean": [...], "std": [...]}`` (stored in checkpoints, so prediction normalises
+    photos alike), ``in_memory = True`` (no loader worker processes are started), and
+    ``original_mask(index) -> (mask, ignore)`` (the mask at the photo's own size, for evaluation at
+    original resolution).
     """
 
 
