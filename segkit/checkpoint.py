@@ -76,7 +76,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{path} holds objects segkit does not store (refused, nothing was executed): {reason}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint: {str(error).splitlines()[0]}") from None
+        # torch's first sentence says what failed; the rest is general advice about corrupt files
+        reason = str(error).splitlines()[0].split(". ")[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}"
+        ) from None
     if not isinstance(payload, dict) or "model_state" not in payload:
         raise CheckpointError(f"{path} is not a segkit checkpoint (no model_state)")
     version = payload.get("format")

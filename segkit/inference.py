@@ -7,6 +7,7 @@ sigmoid and the threshold, so a 500x375 photo gets a 500x375 mask.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from torchvision.transforms import v2
 
 import segkit
 from segkit.checkpoint import load_checkpoint
-from segkit.errors import CheckpointError, UnknownComponentError
+from segkit.errors import CheckpointError, UnknownComponentError, UsageError
+from segkit.imageio import MAX_IMAGE_PIXELS
 from segkit.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGENET_NORMALIZATION = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
@@ -50,7 +52,10 @@ def load_trained_model(path: Path, device: str | torch.device = "cpu") -> Traine
     if path.is_dir():
         path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
     name = payload.get("model_name")
+    if not isinstance(name, str):
+        raise CheckpointError(f"{path} names no model (model_name is {name!r})")
     try:
+        image_size, threshold, normalization = inference_settings(payload)
         model = segkit.create_model(
             name, in_channels=int(payload["in_channels"]), out_channels=int(payload["out_channels"]),
             **dict(payload.get("model_options") or {}),
@@ -59,23 +64,62 @@ def load_trained_model(path: Path, device: str | torch.device = "cpu") -> Traine
         raise CheckpointError(f"{path} was trained with model {name!r}, which is not installed here: {error}") from None
     except KeyError as error:
         raise CheckpointError(f"{path} lacks the field {error} that segkit checkpoints carry") from None
+    except UsageError as error:  # the checkpoint's model_options, refused by the installed model
+        raise CheckpointError(
+            f"{path} records options the installed model {name!r} refuses: {error}"
+        ) from None
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has malformed fields ({type(error).__name__}: {error})") from None
+    except (MemoryError, RuntimeError) as error:  # options asking for weights beyond any memory
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path}: model {name!r} cannot be built with its recorded options: {reason}"
+        ) from None
     load_state(model, payload["model_state"], path, name)
     device = torch.device(device)
     model.to(device).eval()
     return TrainedModel(
         model=model,
         model_name=name,
-        image_size=int(payload["image_size"]),
-        normalization=payload.get("normalization") or IMAGENET_NORMALIZATION,
-        threshold=float(payload.get("threshold", 0.5)),
+        image_size=image_size,
+        normalization=normalization,
+        threshold=threshold,
         checkpoint=payload,
         path=path,
         device=device,
     )
 
 
+def inference_settings(payload: dict[str, Any]) -> tuple[int, float, dict[str, list[float]]]:
+    """The checkpoint's ``image_size``, ``threshold`` and ``normalization`` (a mean/std dict, "imagenet"
+    or absent), checked: a checkpoint is a file from anywhere, and a crafted ``image_size`` of a
+    million would otherwise ask for a trillion-pixel input."""
+    image_size, threshold = payload["image_size"], float(payload.get("threshold", 0.5))
+    normalization = payload.get("normalization")
+    if normalization is None or normalization == "imagenet":
+        normalization = IMAGENET_NORMALIZATION
+    if not isinstance(normalization, dict):
+        raise TypeError(f"normalization is {normalization!r}")
+    mean, std = [float(v) for v in normalization["mean"]], [float(v) for v in normalization["std"]]
+    largest_side = math.isqrt(MAX_IMAGE_PIXELS)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 1 <= image_size <= largest_side:
+        raise ValueError(f"image_size {image_size!r} is not a side length from 1 to {largest_side}")
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold {threshold!r} is not strictly between 0 and 1")
+    if len(mean) != 3 or len(std) != 3 or not all(map(math.isfinite, mean + std)) or 0 in std:
+        raise ValueError(
+            f"normalization mean {mean} / std {std} is not three finite numbers each (RGB), std nonzero"
+        )
+    return image_size, threshold, {"mean": mean, "std": std}
+
+
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, name: str) -> None:
     """``load_state_dict`` with a one-line explanation instead of a wall of keys."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} has a malformed model_state ({type(state).__name__}, not a dict)")
+    not_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path} has a malformed model_state: {not_tensors[0]!r} is not a tensor")
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]

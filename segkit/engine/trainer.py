@@ -26,6 +26,7 @@ from segkit.engine.loop import evaluate_loader, train_one_epoch
 from segkit.engine.rundir import CONFIG_FILE, create_run_dir, write_json
 from segkit.engine.schedule import build_optimizer, learning_rate_factor, set_learning_rate
 from segkit.errors import CheckpointError, DataError, SegkitError, UsageError
+from segkit.inference import load_state
 from segkit.metrics import describe_metric
 
 Echo = Callable[[str], None]
@@ -136,7 +137,15 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
     workers = resolve_workers(values["workers"], train_set, device)
     in_channels = int(train_set[0]["image"].shape[0])
     model_name = values["model"]
-    model = segkit.create_model(model_name, in_channels=in_channels, out_channels=1, **values["model_options"])
+    try:
+        model = segkit.create_model(
+            model_name, in_channels=in_channels, out_channels=1, **values["model_options"]
+        )
+    except (MemoryError, RuntimeError) as error:  # e.g. base_channels=99999999: weights beyond any memory
+        raise UsageError(
+            f"model {model_name!r} cannot be built with options {values['model_options']}: "
+            f"{str(error).splitlines()[0][:200] if str(error) else type(error).__name__}"
+        ) from None
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -151,19 +160,23 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
     if resume_dir is not None:
         run_dir = Path(resume_dir)
         state = load_checkpoint(run_dir / "last.pt")
+        load_state(model, state["model_state"], run_dir / "last.pt", model_name)  # one line on a mismatch
         try:
-            model.load_state_dict(state["model_state"])
-        except RuntimeError as error:
-            raise CheckpointError(f"{run_dir / 'last.pt'} does not fit model {model_name!r}: {str(error)[:300]}") from None
-        optimizer.load_state_dict(state["optimizer_state"])
-        if scaler is not None and state.get("scaler_state"):
-            scaler.load_state_dict(state["scaler_state"])
-        start_epoch = state["epoch"] + 1
-        step = state["schedule_state"]["step"]
-        elapsed_before = state["schedule_state"]["elapsed_s"]
-        history = list(state.get("history", []))
-        best_dice, best_epoch = state.get("best_dice", -1.0), state.get("best_epoch", 0)
-        _restore_rng(state["rng_state"])
+            optimizer.load_state_dict(state["optimizer_state"])
+            if scaler is not None and state.get("scaler_state"):
+                scaler.load_state_dict(state["scaler_state"])
+            start_epoch = state["epoch"] + 1
+            step = state["schedule_state"]["step"]
+            elapsed_before = state["schedule_state"]["elapsed_s"]
+            history = list(state.get("history", []))
+            best_dice, best_epoch = state.get("best_dice", -1.0), state.get("best_epoch", 0)
+            _restore_rng(state["rng_state"])
+        except KeyError as error:
+            raise CheckpointError(f"{run_dir / 'last.pt'} cannot be resumed from: it lacks {error}") from None
+        except (ValueError, TypeError, IndexError, RuntimeError) as error:
+            raise CheckpointError(
+                f"{run_dir / 'last.pt'} cannot be resumed from: {type(error).__name__}: {str(error)[:200]}"
+            ) from None
         echo(f"Resuming {run_dir} at epoch {start_epoch} of {values['epochs']}")
     else:
         run_dir = create_run_dir(Path(values["out"]), model_name, values["loss"]) if group.is_main else None
@@ -263,7 +276,9 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
                 break
             # Checked before validation, whose metrics would otherwise fail on NaN logits less clearly.
             if not _finite_parameters(model):
-                raise SegkitError(f"model weights became non-finite in epoch {epoch}; best.pt is left as it was")
+                raise SegkitError(
+                    f"model weights became non-finite in epoch {epoch}; best.pt is left as it was"
+                )
             valid_started = time.monotonic()
             valid_loss, accumulator = evaluate_loader(
                 model, valid_loader, loss_fn, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
