@@ -6,6 +6,7 @@ Precedence, lowest first: the seed report's defaults; the dataset's own defaults
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,8 +138,49 @@ def validate(config: ResolvedConfig) -> None:
     if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
         raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold!r}")
     workers = values["workers"]
-    if workers != "auto" and (not isinstance(workers, int) or workers < 0):
+    if workers != "auto" and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
         raise UsageError(f"--workers must be 'auto' or a non-negative integer, got {workers!r}")
+    _check_types(values)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """Settings that only a config file can get wrong (flags are typed by click)."""
+
+    def fail(key: str, expected: str) -> None:
+        raise UsageError(f"{key} (--{key.replace('_', '-')}) must be {expected}, got {values[key]!r}")
+
+    for key in ("model", "loss", "dataset", "augment", "device"):
+        if not isinstance(values[key], str) or not values[key]:
+            fail(key, "a name")
+    if not isinstance(values["seed"], int) or isinstance(values["seed"], bool):
+        fail("seed", "an integer")
+    if not _number(values["weight_decay"]) or values["weight_decay"] < 0:
+        fail("weight_decay", "a number >= 0")
+    if not _number(values["warmup_fraction"]) or not 0 <= values["warmup_fraction"] < 1:
+        fail("warmup_fraction", "a number in [0, 1)")
+    budget = values["time_budget"]
+    if budget is not None and (not _number(budget) or budget <= 0):
+        fail("time_budget", "a duration such as 90s, 15m or 1.5h")
+    if not isinstance(values["out"], (str, Path)) or not str(values["out"]):
+        fail("out", "a folder path")
+    if values["data_path"] is not None and not isinstance(values["data_path"], (str, Path)):
+        fail("data_path", "a folder path")
+    if not isinstance(values["quiet"], bool):
+        fail("quiet", "true or false")
+    if values["channels_last"] not in ("auto", True, False):
+        fail("channels_last", "auto, true or false")
+    callbacks = values["callbacks"]
+    if callbacks is not None and (
+        not isinstance(callbacks, list) or not all(isinstance(name, str) for name in callbacks)
+    ):
+        fail("callbacks", "a list of callback names")
+    for name, options in values["callback_options"].items():
+        if not isinstance(options, dict):
+            raise UsageError(f"callback_options.{name} must be a table of KEY = VALUE, got {options!r}")
 
 
 def parse_duration(text: str | float | int | None) -> float | None:

@@ -52,6 +52,8 @@ class Registry:
         self._components[component.name] = component
 
     def get(self, name: str) -> Component:
+        if not isinstance(name, str):
+            raise UnknownComponentError(f"{self.kind} (--{self.kind}) must be a name, got {name!r}")
         try:
             return self._components[name]
         except KeyError:

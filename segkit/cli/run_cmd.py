@@ -15,6 +15,7 @@ from segkit.config import (
     read_config_file,
     validate,
 )
+from segkit.errors import UsageError
 from segkit.options import parse_options, parse_value
 
 # Flags whose value the user gave; click's defaults are None so that lower layers show through.
@@ -61,6 +62,8 @@ def resolve_run_config(flags: dict[str, Any], config_file: Path | None, recipe: 
     config.apply(REPORT_DEFAULTS, "seed report default")
     file_layer = read_config_file(config_file) if config_file else {}
     recipe = recipe or file_layer.pop("recipe", None)
+    if recipe is not None and not isinstance(recipe, str):
+        raise UsageError(f"recipe must be the name of a registered recipe, got {recipe!r}")
     user_layers = [
         (file_layer, f"config {config_file}"),
         ({k: v for k, v in flags.items() if v is not None}, "flag"),
@@ -257,8 +260,6 @@ def run(
 
 
 def _callback_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    from segkit.errors import UsageError
-
     grouped: dict[str, list[str]] = {}
     for pair in pairs:
         name, dot, rest = pair.partition(".")
