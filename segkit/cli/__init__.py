@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import click
 
@@ -55,6 +56,9 @@ class SegkitGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)  # the shell's convention for SIGINT
         except SegkitError as error:
             if os.environ.get("SEGKIT_DEBUG"):
                 raise
@@ -85,7 +89,13 @@ def cli() -> None:
     """
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings meant for users (skipped files, recorder trouble) as one plain line on stderr."""
+    click.echo(f"Warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
+    warnings.showwarning = _show_warning
     cli.main(args=argv, prog_name="segkit")
 
 
