@@ -57,11 +57,15 @@ def load_trained_model(path: Path, device: str | torch.device = "cpu") -> Traine
     try:
         image_size, threshold, normalization = inference_settings(payload)
         model = segkit.create_model(
-            name, in_channels=int(payload["in_channels"]), out_channels=int(payload["out_channels"]),
+            name,
+            in_channels=int(payload["in_channels"]),
+            out_channels=int(payload["out_channels"]),
             **dict(payload.get("model_options") or {}),
         )
     except UnknownComponentError as error:
-        raise CheckpointError(f"{path} was trained with model {name!r}, which is not installed here: {error}") from None
+        raise CheckpointError(
+            f"{path} was trained with model {name!r}, which is not installed here: {error}"
+        ) from None
     except KeyError as error:
         raise CheckpointError(f"{path} lacks the field {error} that segkit checkpoints carry") from None
     except UsageError as error:  # the checkpoint's model_options, refused by the installed model
@@ -131,8 +135,10 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Pat
     if missing or unexpected or wrong_shape:
         parts = []
         if wrong_shape:
-            parts.append(f"{len(wrong_shape)} tensors of another shape (first: {wrong_shape[0]}; "
-                         "another number of channels or another width?)")
+            parts.append(
+                f"{len(wrong_shape)} tensors of another shape (first: {wrong_shape[0]}; "
+                "another number of channels or another width?)"
+            )
         if missing:
             parts.append(f"{len(missing)} weights missing (first: {missing[0]})")
         if unexpected:
@@ -141,7 +147,9 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Pat
     model.load_state_dict(state)
 
 
-def image_to_tensor(image: Image.Image, image_size: int, normalization: dict[str, list[float]]) -> torch.Tensor:
+def image_to_tensor(
+    image: Image.Image, image_size: int, normalization: dict[str, list[float]]
+) -> torch.Tensor:
     """An RGB PIL image -> normalised float tensor (3, image_size, image_size), resized exactly as the
     datasets' evaluation pipeline resizes (so predict and evaluate see the same pixels)."""
     pixels = v2.functional.pil_to_tensor(image)

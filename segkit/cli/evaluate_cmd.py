@@ -10,24 +10,61 @@ import click
 
 @click.command("evaluate")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--split", default="test", show_default=True, help="Dataset split to evaluate: train, valid or test.")
+@click.option(
+    "--split", default="test", show_default=True, help="Dataset split to evaluate: train, valid or test."
+)
 @click.option("--dataset", help="Registered dataset name. [default: the one the run trained on]")
 @click.option("--data-path", type=click.Path(path_type=Path), help="Dataset folder. [default: the run's]")
-@click.option("--dataset-option", multiple=True, metavar="KEY=VALUE", help="Extra dataset option, repeatable.")
-@click.option("--threshold", type=float, help="Probability threshold. [default: the checkpoint's, usually 0.5]")
-@click.option("--tta", is_flag=True, help="Flip test-time augmentation: average with a horizontally flipped pass.")
-@click.option("--resolution", type=click.Choice(["original", "network", "both"]), default="both", show_default=True,
-              help="Score at each image's original mask size (predictions resized back), at the network input "
-                   "size, or both. Original needs a dataset that can read its masks from disk.")
-@click.option("--no-boundary", is_flag=True, help="Skip the boundary metrics (HD95, boundary F1), which cost time.")
-@click.option("--worst", type=click.IntRange(min=0), default=5, show_default=True, help="List this many worst images.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per batch.")
-@click.option("-o", "--out", type=click.Path(path_type=Path),
-              help="Folder for summary JSON and per-image CSV. [default: <run folder>/eval-<split>]")
+@click.option(
+    "--dataset-option", multiple=True, metavar="KEY=VALUE", help="Extra dataset option, repeatable."
+)
+@click.option(
+    "--threshold", type=float, help="Probability threshold. [default: the checkpoint's, usually 0.5]"
+)
+@click.option(
+    "--tta", is_flag=True, help="Flip test-time augmentation: average with a horizontally flipped pass."
+)
+@click.option(
+    "--resolution",
+    type=click.Choice(["original", "network", "both"]),
+    default="both",
+    show_default=True,
+    help="Score at each image's original mask size (predictions resized back), at the network input "
+    "size, or both. Original needs a dataset that can read its masks from disk.",
+)
+@click.option(
+    "--no-boundary", is_flag=True, help="Skip the boundary metrics (HD95, boundary F1), which cost time."
+)
+@click.option(
+    "--worst", type=click.IntRange(min=0), default=5, show_default=True, help="List this many worst images."
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per batch."
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Folder for summary JSON and per-image CSV. [default: <run folder>/eval-<split>]",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def evaluate(checkpoint, split, dataset, data_path, dataset_option, threshold, tta, resolution, no_boundary, worst,
-             batch_size, out, device, quiet):
+def evaluate(
+    checkpoint,
+    split,
+    dataset,
+    data_path,
+    dataset_option,
+    threshold,
+    tta,
+    resolution,
+    no_boundary,
+    worst,
+    batch_size,
+    out,
+    device,
+    quiet,
+):
     """Evaluate CHECKPOINT (a run folder or a .pt file) on a dataset split.
 
     Prints Dice and IoU with their reduction (per-image mean, and pooled over the split), threshold
@@ -63,10 +100,21 @@ def evaluate(checkpoint, split, dataset, data_path, dataset_option, threshold, t
     data = segkit.create_dataset(name, split=split, image_size=trained.image_size, augment="none", **options)
     if len(data) == 0:
         raise UsageError(f"the {split} split of dataset {name!r} is empty")
-    result = evaluate_dataset(trained, data, split=split, threshold=threshold, tta=tta, batch_size=batch_size,
-                              original_resolution=resolution != "network", boundary=not no_boundary, quiet=quiet)
+    result = evaluate_dataset(
+        trained,
+        data,
+        split=split,
+        threshold=threshold,
+        tta=tta,
+        batch_size=batch_size,
+        original_resolution=resolution != "network",
+        boundary=not no_boundary,
+        quiet=quiet,
+    )
     if resolution == "original" and result.original is None:
-        click.echo(f"note: dataset {name!r} cannot read original masks; scores are at network resolution", err=True)
+        click.echo(
+            f"note: dataset {name!r} cannot read original masks; scores are at network resolution", err=True
+        )
     summary = result.summary()
     if resolution == "original" and result.original is not None:
         summary.pop("network_resolution")
@@ -80,19 +128,27 @@ def evaluate(checkpoint, split, dataset, data_path, dataset_option, threshold, t
     except OSError as error:
         raise UsageError(f"cannot write into --out {out}: {error.strerror or error}") from None
 
-    click.echo(f"{name} {split} split, {summary['images']} images, threshold {threshold}, "
-               f"test-time augmentation {summary['test_time_augmentation']}")
+    click.echo(
+        f"{name} {split} split, {summary['images']} images, threshold {threshold}, "
+        f"test-time augmentation {summary['test_time_augmentation']}"
+    )
     for key in ("original_resolution", "network_resolution"):
         if key in summary:
             scores = summary[key]
             click.echo(f"  at {scores['resolution']}:")
-            click.echo(f"    Dice  per-image mean {scores['dice_per_image']:.4f}   dataset-pooled {scores['dice_dataset']:.4f}")
-            click.echo(f"    IoU   per-image mean {scores['iou_per_image']:.4f}   dataset-pooled {scores['iou_dataset']:.4f}")
+            click.echo(
+                f"    Dice  per-image mean {scores['dice_per_image']:.4f}   dataset-pooled {scores['dice_dataset']:.4f}"
+            )
+            click.echo(
+                f"    IoU   per-image mean {scores['iou_per_image']:.4f}   dataset-pooled {scores['iou_dataset']:.4f}"
+            )
     if "boundary" in summary:
         b = summary["boundary"]
         hd95 = "n/a" if b["hd95_pixels_mean"] is None else f"{b['hd95_pixels_mean']:.2f} px"
         bf1 = "n/a" if b["boundary_f1_mean"] is None else f"{b['boundary_f1_mean']:.4f}"
-        click.echo(f"  boundary ({b['resolution']} resolution, per-image mean): HD95 {hd95}, boundary F1 {bf1}")
+        click.echo(
+            f"  boundary ({b['resolution']} resolution, per-image mean): HD95 {hd95}, boundary F1 {bf1}"
+        )
     if worst:
         click.echo(f"  worst {min(worst, len(rows))} images by Dice:")
         for row in sorted(rows, key=lambda r: r["dice"])[:worst]:

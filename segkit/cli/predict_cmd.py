@@ -19,7 +19,9 @@ def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+            found.extend(
+                sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            )
         elif path.is_file():
             found.append(path)
         elif glob.has_magic(item):
@@ -51,19 +53,45 @@ def overlay(image, mask, color=(255, 40, 40), alpha=0.45):
 @click.command("predict")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("predictions"), show_default=True,
-              help="Folder for <name>_mask.png, <name>_overlay.png and (with --probabilities) <name>_prob.png.")
-@click.option("--threshold", type=float, help="Probability threshold for the mask. [default: the checkpoint's]")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("predictions"),
+    show_default=True,
+    help="Folder for <name>_mask.png, <name>_overlay.png and (with --probabilities) <name>_prob.png.",
+)
+@click.option(
+    "--threshold", type=float, help="Probability threshold for the mask. [default: the checkpoint's]"
+)
 @click.option("--probabilities", is_flag=True, help="Also write the foreground probability as an 8-bit PNG.")
 @click.option("--no-overlay", is_flag=True, help="Do not write overlay pictures.")
-@click.option("--tta", is_flag=True, help="Average with a horizontally flipped pass (test-time augmentation).")
+@click.option(
+    "--tta", is_flag=True, help="Average with a horizontally flipped pass (test-time augmentation)."
+)
 @click.option("--fill-holes", is_flag=True, help="Post-process: fill holes inside the predicted mask.")
 @click.option("--keep-largest", is_flag=True, help="Post-process: keep only the largest connected component.")
-@click.option("--min-size", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Post-process: drop foreground specks smaller than this many pixels.")
+@click.option(
+    "--min-size",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Post-process: drop foreground specks smaller than this many pixels.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-def predict(checkpoint, inputs, out, threshold, probabilities, no_overlay, tta, fill_holes, keep_largest,
-            min_size, device):
+def predict(
+    checkpoint,
+    inputs,
+    out,
+    threshold,
+    probabilities,
+    no_overlay,
+    tta,
+    fill_holes,
+    keep_largest,
+    min_size,
+    device,
+):
     """Predict binary masks for images, folders or glob patterns with a trained CHECKPOINT (a run
     folder or a .pt file). Each mask is a 0/255 PNG at the image's own size. A file that cannot be
     read is reported and skipped; the exit code is then 1."""
@@ -109,8 +137,10 @@ def predict(checkpoint, inputs, out, threshold, probabilities, no_overlay, tta, 
         except OSError as error:
             raise UsageError(f"cannot write into --out {out}: {error.strerror}") from None
     written = len(files) - failures
-    click.echo(f"Wrote {written} mask(s) to {out} (threshold {threshold}, resized from "
-               f"{trained.image_size}x{trained.image_size} network input to each image's own size)")
+    click.echo(
+        f"Wrote {written} mask(s) to {out} (threshold {threshold}, resized from "
+        f"{trained.image_size}x{trained.image_size} network input to each image's own size)"
+    )
     if failures:
         click.echo(f"{failures} file(s) could not be read", err=True)
         raise SystemExit(1)

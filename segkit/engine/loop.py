@@ -104,8 +104,9 @@ def train_one_epoch(
     bar.close()
     if images_seen == 0:  # every step skipped (or none run): there is no loss or Dice to report, not 0
         return EpochStats(math.nan, math.nan, 0, steps, skipped, stopped_early)
-    return EpochStats(float(loss_sum) / images_seen, dice_sum / images_seen, images_seen, steps, skipped,
-                      stopped_early)
+    return EpochStats(
+        float(loss_sum) / images_seen, dice_sum / images_seen, images_seen, steps, skipped, stopped_early
+    )
 
 
 @torch.no_grad()
@@ -125,7 +126,9 @@ def evaluate_loader(
     model.eval()
     accumulator = MetricAccumulator(threshold=threshold)
     loss_sum, images_seen = 0.0, 0
-    for batch in tqdm(loader, desc=progress_label, leave=False, disable=quiet, unit="batch", dynamic_ncols=True):
+    for batch in tqdm(
+        loader, desc=progress_label, leave=False, disable=quiet, unit="batch", dynamic_ncols=True
+    ):
         images, masks, ignore = move_batch(batch, device, channels_last)
         with autocast(device, amp_dtype):
             logits = model(images)

@@ -72,15 +72,24 @@ def resolve_workers(requested: Any, dataset: Any, device: torch.device) -> int:
     return min(4, max(1, cores - 1)) if device.type == "cpu" else min(8, cores)
 
 
-def make_loader(dataset, batch_size: int, shuffle: bool, workers: int, device: torch.device, seed: int,
-                group: distributed.ProcessGroup = distributed.ProcessGroup()):
+def make_loader(
+    dataset,
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    device: torch.device,
+    seed: int,
+    group: distributed.ProcessGroup = distributed.ProcessGroup(),
+):
     """Training loaders shuffle with a per-epoch seed; under torchrun each process takes its shard."""
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if group.enabled:
         batch_size = max(1, batch_size // group.world_size)  # --batch-size stays the global batch
         if shuffle:
-            sampler = DistributedSampler(dataset, group.world_size, group.rank, shuffle=True, seed=seed, drop_last=True)
+            sampler = DistributedSampler(
+                dataset, group.world_size, group.rank, shuffle=True, seed=seed, drop_last=True
+            )
         else:
             dataset = Subset(dataset, distributed.shard_indices(len(dataset), group))
     return DataLoader(
@@ -151,7 +160,9 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
         model.to(memory_format=torch.channels_last)
     train_model = DistributedDataParallel(model) if group.enabled else model
     loss_fn = segkit.create_loss(values["loss"], **values["loss_options"])
-    optimizer = build_optimizer(values["optimizer"], model.parameters(), values["learning_rate"], values["weight_decay"])
+    optimizer = build_optimizer(
+        values["optimizer"], model.parameters(), values["learning_rate"], values["weight_decay"]
+    )
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     start_epoch, step, elapsed_before = 1, 0, 0.0
@@ -184,19 +195,32 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
 
     callbacks = _build_callbacks(values, run_dir) if group.is_main else []
     metric_text = describe_metric(
-        "dice", "per_image", values["threshold"], f"{values['image_size']}x{values['image_size']} network input", "valid"
+        "dice",
+        "per_image",
+        values["threshold"],
+        f"{values['image_size']}x{values['image_size']} network input",
+        "valid",
     )
     if group.is_main:
-        write_json(run_dir / CONFIG_FILE, {
-            "segkit_version": segkit.__version__,
-            "config": values,
-            "sources": config.sources,
-            "resolved": {"device": str(device), "amp": str(amp_dtype), "channels_last": channels_last,
-                         "workers": workers, "in_channels": in_channels,
-                         "train_images": len(train_set), "valid_images": len(valid_set),
-                         "processes": group.world_size},
-            "metrics": {"valid_dice": metric_text},
-        })
+        write_json(
+            run_dir / CONFIG_FILE,
+            {
+                "segkit_version": segkit.__version__,
+                "config": values,
+                "sources": config.sources,
+                "resolved": {
+                    "device": str(device),
+                    "amp": str(amp_dtype),
+                    "channels_last": channels_last,
+                    "workers": workers,
+                    "in_channels": in_channels,
+                    "train_images": len(train_set),
+                    "valid_images": len(valid_set),
+                    "processes": group.world_size,
+                },
+                "metrics": {"valid_dice": metric_text},
+            },
+        )
     echo(f"Device {device}, {workers} loader workers, {len(train_set)} train / {len(valid_set)} valid images")
     echo(f"Run folder: {run_dir}")
 
@@ -220,8 +244,11 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
         nonlocal step
         if distributed.any_across(group, bool(budget) and elapsed() + validation_seconds >= budget):
             return False
-        set_learning_rate(optimizer, values["learning_rate"],
-                          learning_rate_factor(values["scheduler"], progress(), values["warmup_fraction"]))
+        set_learning_rate(
+            optimizer,
+            values["learning_rate"],
+            learning_rate_factor(values["scheduler"], progress(), values["warmup_fraction"]),
+        )
         step += 1
         return True
 
@@ -261,13 +288,30 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
             context.epoch = epoch
             # Seeding per epoch makes a resumed run repeat the uninterrupted one exactly.
             seed_everything(values["seed"] * 100_003 + epoch)
-            train_loader = make_loader(train_set, values["batch_size"], True, workers, device,
-                                       values["seed"] * 100_003 + epoch, group)
+            train_loader = make_loader(
+                train_set,
+                values["batch_size"],
+                True,
+                workers,
+                device,
+                values["seed"] * 100_003 + epoch,
+                group,
+            )
             epoch_started = time.monotonic()
             stats = train_one_epoch(
-                train_model, train_loader, loss_fn, optimizer, device=device, amp_dtype=amp_dtype, scaler=scaler,
-                channels_last=channels_last, threshold=values["threshold"], on_nan=values["on_nan"],
-                before_step=before_step, progress_label=f"epoch {epoch}/{epochs}", quiet=values["quiet"],
+                train_model,
+                train_loader,
+                loss_fn,
+                optimizer,
+                device=device,
+                amp_dtype=amp_dtype,
+                scaler=scaler,
+                channels_last=channels_last,
+                threshold=values["threshold"],
+                on_nan=values["on_nan"],
+                before_step=before_step,
+                progress_label=f"epoch {epoch}/{epochs}",
+                quiet=values["quiet"],
             )
             train_seconds = time.monotonic() - epoch_started
             if stats.steps == 0 and stats.stopped_early:
@@ -281,15 +325,23 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
                 )
             valid_started = time.monotonic()
             valid_loss, accumulator = evaluate_loader(
-                model, valid_loader, loss_fn, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
+                model,
+                valid_loader,
+                loss_fn,
+                device=device,
+                amp_dtype=amp_dtype,
+                channels_last=channels_last,
                 threshold=values["threshold"],
             )
             if group.enabled:  # pool the shards: counts, losses and image numbers of every process
-                loss_total, valid_count = distributed.sum_across(group, valid_loss * len(accumulator), len(accumulator))
+                loss_total, valid_count = distributed.sum_across(
+                    group, valid_loss * len(accumulator), len(accumulator)
+                )
                 valid_loss = loss_total / max(valid_count, 1)
                 accumulator.all_reduce()
                 train_loss, train_dice, train_count = distributed.sum_across(
-                    group, stats.loss * stats.images, stats.dice * stats.images, stats.images)
+                    group, stats.loss * stats.images, stats.dice * stats.images, stats.images
+                )
                 stats.loss, stats.dice = train_loss / max(train_count, 1), train_dice / max(train_count, 1)
                 stats.images = int(train_count)
             validation_seconds = time.monotonic() - valid_started
@@ -333,8 +385,10 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
     except KeyboardInterrupt:
         # last.pt always holds the last completed epoch (epoch 0: the initial weights), so --resume
         # repeats the unfinished epoch exactly as an uninterrupted run would.
-        echo(f"Interrupted: {run_dir / 'last.pt'} holds epoch {saved_epoch}; "
-             f"continue with: segkit run --resume {run_dir}")
+        echo(
+            f"Interrupted: {run_dir / 'last.pt'} holds epoch {saved_epoch}; "
+            f"continue with: segkit run --resume {run_dir}"
+        )
         for callback in callbacks:
             callback.on_fit_end(context)
         raise
@@ -368,5 +422,7 @@ def _build_callbacks(values: dict[str, Any], run_dir: Path) -> list:
     options = values["callback_options"]
     unknown = set(options) - set(names)
     if unknown:
-        raise UsageError(f"--callback-option given for callbacks that are not enabled: {', '.join(sorted(unknown))}")
+        raise UsageError(
+            f"--callback-option given for callbacks that are not enabled: {', '.join(sorted(unknown))}"
+        )
     return [segkit.create_callback(name, run_dir=run_dir, **options.get(name, {})) for name in names]
