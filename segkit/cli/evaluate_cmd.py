@@ -137,10 +137,12 @@ def evaluate(
             scores = summary[key]
             click.echo(f"  at {scores['resolution']}:")
             click.echo(
-                f"    Dice  per-image mean {scores['dice_per_image']:.4f}   dataset-pooled {scores['dice_dataset']:.4f}"
+                f"    Dice  per-image mean {scores['dice_per_image']:.4f}"
+                f"   dataset-pooled {scores['dice_dataset']:.4f}"
             )
             click.echo(
-                f"    IoU   per-image mean {scores['iou_per_image']:.4f}   dataset-pooled {scores['iou_dataset']:.4f}"
+                f"    IoU   per-image mean {scores['iou_per_image']:.4f}"
+                f"   dataset-pooled {scores['iou_dataset']:.4f}"
             )
     if "boundary" in summary:
         b = summary["boundary"]

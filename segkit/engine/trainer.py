@@ -408,7 +408,8 @@ def _silent(text: str) -> None:
 
 def _epoch_line(record: dict[str, Any], epochs: int, improved: bool) -> str:
     return (
-        f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} dice {record['train_dice']:.4f}"
+        f"epoch {record['epoch']:>3}/{epochs}"
+        f"  train loss {record['train_loss']:.4f} dice {record['train_dice']:.4f}"
         f"  valid loss {record['valid_loss']:.4f} dice {record['valid_dice']:.4f}"
         f"  lr {record['lr']:.2e}  {record['epoch_time_s']:.1f}s"
         f"  {record['train_images_per_s']:.1f} img/s{'  *best' if improved else ''}"
