@@ -707,15 +707,10 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
     assert load_checkpoint(run_dir / "best.pt")["epoch"] >= 1
     recorded = [int(row["epoch"]) for row in csv.DictReader((run_dir / "metrics.csv").open())]
-    if target == "last.pt":  # (see the xfail below for best.pt)
+    if target == "last.pt":  # (for best.pt, see the next test)
         assert recorded == [1, 2, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="metrics.csv is written after last.pt and best.pt; a failure between "
-    "them loses that epoch's row for good (CsvRecorder could backfill it from context.history)",
-)
 def test_records_are_complete_after_resuming_a_run_that_failed_writing_best_pt(tmp_path, monkeypatch):
     import segkit.checkpoint as checkpoint_module
 

@@ -160,6 +160,8 @@ class CsvRecorder(Callback):
             self._load()
         row = {str(key): _csv_cell(value) for key, value in metrics.items()}
         epoch = _epoch_of(metrics)
+        if first_write:
+            self._backfill(context.history, epoch)
         # After a resume, epochs from the checkpoint onwards are trained again: their new rows replace
         # the old ones instead of repeating them.
         kept = [old for old in self._rows if epoch is None or not _epoch_at_or_after(old, epoch)]
@@ -176,6 +178,22 @@ class CsvRecorder(Callback):
             csv.DictWriter(stream, fieldnames=self._columns, restval="").writerow(row)
             stream.flush()
             os.fsync(stream.fileno())
+
+
+    def _backfill(self, history: list[dict[str, Any]], epoch: int | None) -> None:
+        """Restore rows of earlier epochs the checkpoint remembers but the file lacks (a crash between
+        writing a checkpoint and this file loses nothing)."""
+        recorded = {_epoch_of(old) for old in self._rows}
+        missing = [
+            {str(key): _csv_cell(value) for key, value in record.items()}
+            for record in history
+            if _epoch_of(record) not in recorded and (epoch is None or (_epoch_of(record) or 0) < epoch)
+        ]
+        if not missing:
+            return
+        for record in missing:
+            self._columns.extend(key for key in record if key not in self._columns)
+        self._rows = sorted([*self._rows, *missing], key=lambda row: _epoch_of(row) or 0)
 
 
 def _epoch_at_or_after(row: dict[str, Any], epoch: int) -> bool:
