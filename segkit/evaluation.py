@@ -104,10 +104,10 @@ def evaluate_dataset(
         names = list(batch["name"])
         network.update(logits, batch["mask"], ignore=batch.get("ignore"), names=names)
         for offset, name in enumerate(names):
-            if use_original:
+            if original is not None:  # i.e. use_original
                 mask, ignore = dataset.original_mask(index + offset)
                 mask_t = torch.as_tensor(np.asarray(mask), dtype=torch.float32)[None, None]
-                full = resize_logits(logits[offset : offset + 1], tuple(mask_t.shape[-2:]))
+                full = resize_logits(logits[offset : offset + 1], (mask_t.shape[-2], mask_t.shape[-1]))
                 ignore_t = (
                     None
                     if ignore is None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -267,7 +268,7 @@ class MetricAccumulator:
         for index, (name, row) in enumerate(zip(self._names, counts.tolist(), strict=True)):
             tp, fp, fn, tn = row
             counted = tp + fp + fn + tn
-            entry = {"name": name}
+            entry: dict[str, Any] = {"name": name}
             entry.update({metric: float(scores[metric][index]) for metric in METRICS})
             entry["foreground_fraction"] = (tp + fn) / counted if counted else 0.0
             entry.update(dict(zip(COUNT_NAMES, row, strict=True)))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -179,13 +179,14 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def _as_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    size: tuple[int, ...]
     if isinstance(image_size, int) and not isinstance(image_size, bool):
         size = (image_size, image_size)
     else:
-        size = tuple(image_size)
+        size = tuple(cast("Iterable[int]", image_size))  # a bool lands here too and fails, as before
     if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size):
         raise UsageError(f"image_size must be a positive int or (height, width), got {image_size!r}")
-    return size  # type: ignore[return-value]
+    return cast("tuple[int, int]", size)  # length 2 checked above
 
 
 def count_flops(model: nn.Module, in_channels: int, image_size: int | tuple[int, int] = (256, 256)) -> int:

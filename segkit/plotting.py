@@ -18,7 +18,7 @@ import csv
 import json
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +124,8 @@ def read_run(run_dir: Path) -> RunMetrics:
         epochs = np.arange(1, len(table) + 1, dtype=float)
     if not columns:
         raise DataError(f"{metrics_path} has no numeric metric column (columns: {', '.join(header)})")
-    settings = config.get("config") if isinstance(config.get("config"), dict) else {}
+    recorded = config.get("config")
+    settings = recorded if isinstance(recorded, dict) else {}
     model = str(settings.get("model", "model unknown"))
     labels = {column: describe_column(column, config) for column in columns}
     return RunMetrics(run_dir.resolve(), model, epochs, columns, labels, skipped)
@@ -212,7 +213,8 @@ def describe_column(column: str, config: dict[str, Any]) -> str:
     recorded = config.get("metrics")
     if isinstance(recorded, dict) and isinstance(recorded.get(column), str):
         return recorded[column]
-    settings = config.get("config") if isinstance(config.get("config"), dict) else {}
+    recorded_config = config.get("config")
+    settings = recorded_config if isinstance(recorded_config, dict) else {}
     if column in _SCORE_COLUMNS:
         metric, reduction, split = _SCORE_COLUMNS[column]
         try:
@@ -234,7 +236,7 @@ def describe_column(column: str, config: dict[str, Any]) -> str:
 # -- summary ----------------------------------------------------------------------------------------
 
 
-def summarize(values: Sequence[float]) -> dict[str, float] | None:
+def summarize(values: Iterable[float]) -> dict[str, float] | None:
     """Min, max, first, last and percent change of the finite values, in order; None if none is finite.
 
     ``change_percent`` is ``(last - first) / |first| * 100``: NaN when ``first`` is 0.

@@ -9,7 +9,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 import torch
@@ -83,7 +83,7 @@ def make_loader(
 ):
     """Training loaders shuffle with a per-epoch seed; under torchrun each process takes its shard."""
     generator = torch.Generator().manual_seed(seed)
-    sampler = None
+    sampler: DistributedSampler[Any] | None = None
     if group.enabled:
         batch_size = max(1, batch_size // group.world_size)  # --batch-size stays the global batch
         if shuffle:
@@ -106,7 +106,8 @@ def make_loader(
 
 
 def _rng_state() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
+    # legacy=True (the default) gives the global MT19937 state as a tuple, never the dict form
+    numpy_state = cast("tuple[Any, ...]", np.random.get_state())
     return {
         "python": random.getstate(),
         "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]),
@@ -190,8 +191,8 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
             ) from None
         echo(f"Resuming {run_dir} at epoch {start_epoch} of {values['epochs']}")
     else:
-        run_dir = create_run_dir(Path(values["out"]), model_name, values["loss"]) if group.is_main else None
-        run_dir = distributed.broadcast(group, run_dir)
+        created = create_run_dir(Path(values["out"]), model_name, values["loss"]) if group.is_main else None
+        run_dir = distributed.broadcast(group, created)
 
     callbacks = _build_callbacks(values, run_dir) if group.is_main else []
     metric_text = describe_metric(
