@@ -22,6 +22,7 @@ import segkit
 from segkit.checkpoint import load_checkpoint
 from segkit.errors import CheckpointError, UnknownComponentError, UsageError
 from segkit.imageio import MAX_IMAGE_PIXELS
+from segkit.speed import prepare_for_inference, to_input_format
 from segkit.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGENET_NORMALIZATION = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
@@ -45,8 +46,12 @@ class TrainedModel:
         return int(self.checkpoint["in_channels"])
 
 
-def load_trained_model(path: Path, device: str | torch.device = "cpu") -> TrainedModel:
-    """Load a run folder (its best.pt) or a checkpoint file; mismatches are clear ``CheckpointError``s."""
+def load_trained_model(
+    path: Path, device: str | torch.device = "cpu", fold_batchnorm: bool = True
+) -> TrainedModel:
+    """Load a run folder (its best.pt) or a checkpoint file; mismatches are clear ``CheckpointError``s.
+
+    The model is an eval-only copy prepared by ``segkit.speed.prepare_for_inference``."""
     path = Path(path)
     payload = load_checkpoint(path)
     if path.is_dir():
@@ -81,9 +86,10 @@ def load_trained_model(path: Path, device: str | torch.device = "cpu") -> Traine
         ) from None
     load_state(model, payload["model_state"], path, name)
     device = torch.device(device)
-    model.to(device).eval()
+    # The fast path: BatchNorm folded into the convolutions, channels_last where it pays.
+    fast_model = prepare_for_inference(model, device, fold=fold_batchnorm)
     return TrainedModel(
-        model=model,
+        model=fast_model,
         model_name=name,
         image_size=image_size,
         normalization=normalization,
@@ -161,7 +167,7 @@ def image_to_tensor(
 @torch.inference_mode()
 def predict_logits(trained: TrainedModel, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
     """Logits for a batch at network resolution; ``tta`` averages with the horizontally flipped pass."""
-    images = images.to(trained.device)
+    images = to_input_format(images, trained.device, training=False)
     logits = trained.model(images).float()
     if tta:
         logits = (logits + trained.model(images.flip(-1)).float().flip(-1)) / 2
