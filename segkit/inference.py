@@ -87,7 +87,7 @@ def load_trained_model(
     load_state(model, payload["model_state"], path, name)
     device = torch.device(device)
     # The fast path: BatchNorm folded into the convolutions, channels_last where it pays.
-    fast_model = prepare_for_inference(model, device, fold=fold_batchnorm)
+    fast_model = prepare_for_inference(model, device, fold=fold_batchnorm, threads=0)
     return TrainedModel(
         model=fast_model,
         model_name=name,
