@@ -177,3 +177,14 @@ def test_bad_flags_are_usage_errors(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not any(tmp_path.iterdir()), "a failed start must not leave a run folder"
+
+
+def test_a_named_recipe_beats_dataset_defaults_and_loses_to_flags():
+    from segkit.cli.run_cmd import resolve_run_config
+
+    config = resolve_run_config({"epochs": 3}, None, "seed")
+    assert config["image_size"] == 256 and config.sources["image_size"] == "recipe seed"
+    assert config["batch_size"] == 32 and config.sources["batch_size"] == "recipe seed"
+    assert config["epochs"] == 3 and config.sources["epochs"] == "flag"
+    plain = resolve_run_config({}, None, None)
+    assert plain["image_size"] == 64 and plain.sources["image_size"] == "dataset synthetic default"

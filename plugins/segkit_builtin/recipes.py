@@ -1,19 +1,24 @@
 """Built-in training recipes: named presets of settings for ``segkit run --recipe NAME``."""
 
 import segkit
+from segkit.config import REPORT_DEFAULTS
 
 # The seed report's train.py, exactly: Adam 1e-3 at a constant rate, batch 32, 200 epochs, 256x256,
-# the report's augmentation. These are also segkit's base defaults, so results stay comparable.
+# the report's augmentation. These are segkit's base defaults too, so the recipe is read from them:
+# naming it explicitly makes them win over a dataset's own defaults.
 SEED_RECIPE = {
-    "epochs": 200,
-    "batch_size": 32,
-    "learning_rate": 1e-3,
-    "weight_decay": 0.0,
-    "optimizer": "adam",
-    "scheduler": "none",
-    "warmup_fraction": 0.0,
-    "image_size": 256,
-    "augment": "default",
+    key: REPORT_DEFAULTS[key]
+    for key in (
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "weight_decay",
+        "optimizer",
+        "scheduler",
+        "warmup_fraction",
+        "image_size",
+        "augment",
+    )
 }
 
 
