@@ -34,7 +34,7 @@ import math
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -153,7 +153,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         raise UsageError("fold_batchnorm needs a model in eval mode (call model.eval() first)")
     uses = Counter(id(module) for _, module in model.named_modules(remove_duplicate=False))
     for conv_path, bn_path in _conv_batchnorm_pairs(model):
-        conv, bn = model.get_submodule(conv_path), model.get_submodule(bn_path)
+        conv = cast(nn.Conv2d, model.get_submodule(conv_path))  # any _CONVS type: pairs are checked
+        bn = cast(nn.BatchNorm2d, model.get_submodule(bn_path))
         if uses[id(conv)] > 1 or uses[id(bn)] > 1:
             continue  # shared modules are used elsewhere, where folding would change their result
         fused = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.modules.conv._ConvTransposeNd))
@@ -187,7 +188,7 @@ def _conv_batchnorm_pairs(module: nn.Module, prefix: str = "") -> list[tuple[str
         source = node.args[0]
         if source.op != "call_module" or len(source.users) != 1:
             continue
-        conv, bn = module.get_submodule(source.target), module.get_submodule(node.target)
+        conv, bn = module.get_submodule(str(source.target)), module.get_submodule(str(node.target))
         if not _foldable(conv, bn) or calls[source.target] != 1 or calls[node.target] != 1:
             continue
         pairs.append((f"{prefix}{source.target}", f"{prefix}{node.target}"))
@@ -237,7 +238,8 @@ def prepare_for_training(
     model.to(device)
     if resolve_channels_last(channels_last, device, training=True):
         model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if compile else model
+    # torch.compile returns an OptimizedModule (an nn.Module); its stub only says "callable".
+    return cast(nn.Module, torch.compile(model)) if compile else model
 
 
 def prepare_for_inference(
@@ -269,5 +271,6 @@ def prepare_for_inference(
     if resolve_channels_last(channels_last, device):
         fast.to(memory_format=torch.channels_last)
     if compile:
-        return torch.compile(fast, options={"freezing": True} if device.type == "cpu" else None)
+        options: dict[str, Any] | None = {"freezing": True} if device.type == "cpu" else None
+        return cast(nn.Module, torch.compile(fast, options=options))
     return fast
