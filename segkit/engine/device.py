@@ -47,9 +47,3 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def resolve_channels_last(requested: str | bool, device: torch.device) -> bool:
-    if requested == "auto":
-        return device.type == "cuda"
-    return bool(requested)

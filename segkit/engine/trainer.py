@@ -21,13 +21,14 @@ from segkit.callbacks import RunContext
 from segkit.checkpoint import load_checkpoint, save_checkpoint
 from segkit.config import ResolvedConfig
 from segkit.engine import distributed
-from segkit.engine.device import resolve_amp, resolve_channels_last, resolve_device
+from segkit.engine.device import resolve_amp, resolve_device
 from segkit.engine.loop import evaluate_loader, train_one_epoch
 from segkit.engine.rundir import CONFIG_FILE, create_run_dir, write_json
 from segkit.engine.schedule import build_optimizer, learning_rate_factor, set_learning_rate
 from segkit.errors import CheckpointError, DataError, SegkitError, UsageError
 from segkit.inference import load_state
 from segkit.metrics import describe_metric
+from segkit.speed import resolve_channels_last
 
 Echo = Callable[[str], None]
 
@@ -132,7 +133,7 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
     values = json.loads(json.dumps(config.values, default=str))
     device = resolve_device(values["device"])
     amp_dtype = resolve_amp(values["amp"], device)
-    channels_last = resolve_channels_last(values["channels_last"], device)
+    channels_last = resolve_channels_last(values["channels_last"], device, training=True)
     group = distributed.setup(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
