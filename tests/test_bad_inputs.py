@@ -46,6 +46,14 @@ BAD = "bad"
 TINY_MODEL = "--model unet --model-option base_channels=4 --image-size 32 --workers 0 --quiet".split()
 TINY_RUN = [*TINY_MODEL, "--batch-size", "2", "--epochs", "1", "--callback", "csv"]
 
+# Three short epochs at a learning rate that improves validation Dice in epoch 2, so best.pt is
+# written twice: the full-disk cases below fail the first or the second write of each file.
+THREE_EPOCH_RUN = [
+    *TINY_RUN,
+    *("--epochs", "3", "--batch-size", "4", "--learning-rate", "0.01"),
+    *("--dataset-option", "train_size=8", "--dataset-option", "valid_size=4"),
+]
+
 
 def invoke(*args: str):
     result = CliRunner().invoke(cli, [str(arg) for arg in args])
@@ -671,19 +679,7 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(
     # A high learning rate on this seeded data improves validation Dice in epoch 2, so best.pt is
     # written twice (asserted below through ``writes``). last.pt is written once per epoch (and may be
     # written before the first, so that a run killed in epoch 1 can resume).
-    args = [
-        *TINY_RUN,
-        "--epochs",
-        "3",
-        "--batch-size",
-        "4",
-        "--learning-rate",
-        "0.01",
-        "--dataset-option",
-        "train_size=8",
-        "--dataset-option",
-        "valid_size=4",
-    ]
+    args = THREE_EPOCH_RUN
     result = invoke("run", *args, "--out", out)
     run_dir = the_run_dir(out)
     expect_named_failure(result, run_dir / target, "could not write checkpoint .*: No space left on device")
@@ -722,19 +718,7 @@ def test_records_are_complete_after_resuming_a_run_that_failed_writing_best_pt(t
         real_atomic_write(path, write_contents)
 
     monkeypatch.setattr(checkpoint_module, "atomic_write", best_pt_fills_the_disk)
-    args = [
-        *TINY_RUN,
-        "--epochs",
-        "3",
-        "--batch-size",
-        "4",
-        "--learning-rate",
-        "0.01",
-        "--dataset-option",
-        "train_size=8",
-        "--dataset-option",
-        "valid_size=4",
-    ]
+    args = THREE_EPOCH_RUN
     assert invoke("run", *args, "--out", tmp_path).exit_code == 1
     monkeypatch.setattr(checkpoint_module, "atomic_write", real_atomic_write)
     run_dir = the_run_dir(tmp_path)

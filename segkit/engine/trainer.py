@@ -227,7 +227,6 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
     echo(f"Run folder: {run_dir}")
 
     context = RunContext(run_dir=run_dir, config=values, model_name=model_name, history=history)
-    train_loader = None
     valid_loader = make_loader(valid_set, values["batch_size"], False, workers, device, values["seed"], group)
     epochs, budget = values["epochs"], values["time_budget"]
     steps_per_epoch = max(1, len(train_set) // values["batch_size"])
