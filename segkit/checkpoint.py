@@ -70,8 +70,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line),
-                      str(error).splitlines()[0] if str(error) else "")
+        reason = next(
+            (line.strip() for line in str(error).splitlines() if "Unsupported global" in line),
+            str(error).splitlines()[0] if str(error) else "",
+        )
         raise CheckpointError(
             f"{path} holds objects segkit does not store (refused, nothing was executed): {reason}"
         ) from None

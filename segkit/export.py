@@ -150,8 +150,16 @@ def write_onnx(
     axes = {INPUT_NAME: DYNAMIC_AXES, OUTPUT_NAME: DYNAMIC_AXES}
     try:
         with _quiet_tracing(), torch.no_grad():
-            torch.onnx.export(model, (sample,), str(path), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes)
+            torch.onnx.export(
+                model,
+                (sample,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=axes,
+            )
     except Exception as error:  # noqa: BLE001 - the exporter raises many types; the first line explains
         raise SegkitError(f"ONNX export with opset {opset} failed: {_first_line(error)}") from None
     proto = onnx.load(str(path))
@@ -221,8 +229,14 @@ def compare_with_pytorch(
             checks.append(SizeCheck(tuple(shape), math.inf, tolerance, _first_line(error)))
             continue
         if actual.shape != expected.shape:
-            checks.append(SizeCheck(tuple(shape), math.inf, tolerance,
-                                    f"output shape {actual.shape}, PyTorch gives {expected.shape}"))
+            checks.append(
+                SizeCheck(
+                    tuple(shape),
+                    math.inf,
+                    tolerance,
+                    f"output shape {actual.shape}, PyTorch gives {expected.shape}",
+                )
+            )
             continue
         checks.append(SizeCheck(tuple(shape), float(np.abs(actual - expected).max()), tolerance))
     return checks
@@ -261,8 +275,11 @@ def deployment_notes(
         **({"onnx_opset": opset} if export_format == "onnx" else {}),
         "segkit_version": segkit.__version__,
         "model": {"name": trained.model_name, "options": dict(checkpoint.get("model_options") or {})},
-        "checkpoint": {"path": str(trained.path), "epoch": checkpoint.get("epoch"),
-                       "dataset": checkpoint.get("dataset")},
+        "checkpoint": {
+            "path": str(trained.path),
+            "epoch": checkpoint.get("epoch"),
+            "dataset": checkpoint.get("dataset"),
+        },
         "input": {
             "name": INPUT_NAME,
             "shape": ["batch", channels, "height", "width"],
@@ -270,11 +287,13 @@ def deployment_notes(
             "channel_order": order,
             "layout": "channels first (N, C, H, W)",
             "scaling": "pixel values divided by 255, giving [0, 1]",
-            "normalization": {**normalization,
-                              "formula": "(x - mean[c]) / std[c] per channel, after scaling"},
+            "normalization": {
+                **normalization,
+                "formula": "(x - mean[c]) / std[c] per channel, after scaling",
+            },
             "training_image_size": [size, size],
             "resize": f"resize photos to {size}x{size} (bilinear) as in training; any size runs, but the "
-                      "model learned at this one",
+            "model learned at this one",
             **({"note": assumed} if assumed else {}),
         },
         "output": {
@@ -347,8 +366,9 @@ def export_model(
         elif run is None:
             result.note = f"not checked against PyTorch: onnxruntime is not installed ({INSTALL_HINT})"
         else:
-            result.checks = compare_with_pytorch(model, run, shapes or check_shapes(trained.in_channels,
-                                                                                   trained.image_size))
+            result.checks = compare_with_pytorch(
+                model, run, shapes or check_shapes(trained.in_channels, trained.image_size)
+            )
             failed = [c for c in result.checks if not c.passed]
             if failed:
                 raise SegkitError(
@@ -361,8 +381,9 @@ def export_model(
         temp.unlink(missing_ok=True)
     notes["verification"] = {
         "runtime": result.runtime if result.checks else "",
-        "checks": [{"input_shape": list(c.input_shape), "max_abs_diff": c.max_abs_diff}
-                   for c in result.checks],
+        "checks": [
+            {"input_shape": list(c.input_shape), "max_abs_diff": c.max_abs_diff} for c in result.checks
+        ],
         "note": result.note,
     }
     text = json.dumps(notes, indent=2) + "\n"

@@ -60,7 +60,10 @@ _SCORE_COLUMNS = {
 
 # Words for score labels when config.json lacks the settings describe_metric needs.
 _SCORE_WORDS = {
-    "dice": "Dice", "iou": "IoU", "per_image": "per-image mean", "dataset": "pooled over the dataset",
+    "dice": "Dice",
+    "iou": "IoU",
+    "per_image": "per-image mean",
+    "dataset": "pooled over the dataset",
 }
 
 
@@ -222,8 +225,10 @@ def describe_column(column: str, config: dict[str, Any]) -> str:
 
             text = describe_metric(metric, reduction, settings["threshold"], settings["image_size"], split)
         except (KeyError, TypeError, ValueError, SegkitError):
-            text = (f"{split} {_SCORE_WORDS[metric]} ({_SCORE_WORDS[reduction]}; "
-                    f"threshold and resolution not recorded)")
+            text = (
+                f"{split} {_SCORE_WORDS[metric]} ({_SCORE_WORDS[reduction]}; "
+                f"threshold and resolution not recorded)"
+            )
         return text + (", running mean over the epoch's training batches" if split == "train" else "")
     if column in ("train_loss", "valid_loss"):
         split = column.split("_")[0]
@@ -256,8 +261,15 @@ def summarize_runs(runs: Sequence[RunMetrics]) -> list[dict[str, Any]]:
         for column, values in run.columns.items():
             stats = summarize(values)
             if stats is not None:
-                rows.append({"run": run.name, "model": run.model, "metric": column, **stats,
-                             "description": run.describe(column)})
+                rows.append(
+                    {
+                        "run": run.name,
+                        "model": run.model,
+                        "metric": column,
+                        **stats,
+                        "description": run.describe(column),
+                    }
+                )
     return rows
 
 
@@ -283,15 +295,20 @@ def format_summary_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [header]
     for row in rows:
         change = row["change_percent"]
-        lines.append((
-            f"{row['run']} ({row['model']})", row["metric"],
-            *(f"{row[key]:.4g}" for key in ("min", "max", "first", "last")),
-            "n/a" if math.isnan(change) else f"{change:+.1f}%",
-        ))
+        lines.append(
+            (
+                f"{row['run']} ({row['model']})",
+                row["metric"],
+                *(f"{row[key]:.4g}" for key in ("min", "max", "first", "last")),
+                "n/a" if math.isnan(change) else f"{change:+.1f}%",
+            )
+        )
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
     text = [
-        "  ".join(cell.ljust(width) if column < 2 else cell.rjust(width)
-                  for column, (cell, width) in enumerate(zip(line, widths, strict=True))).rstrip()
+        "  ".join(
+            cell.ljust(width) if column < 2 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
         for line in lines
     ]
     meanings: dict[str, str] = {}
@@ -346,7 +363,7 @@ def axis_label(run: RunMetrics, family: str) -> str:
     description = run.describe(column)
     for split in SPLIT_STYLES:
         if description.startswith(split + " "):
-            description = description[len(split) + 1:]
+            description = description[len(split) + 1 :]
             break
     description = description.split("), ")[0] + ")" if "), " in description else description
     return description[:1].upper() + description[1:]
@@ -373,8 +390,10 @@ def _wrap(text: str, width: int = 48) -> str:
 
 def _split_note(family: str) -> str:
     better = "Lower" if family == "loss" else "Higher"
-    return (f"train: running mean over each epoch's training batches (augmented, weights still changing); "
-            f"valid: the validation split after the epoch. {better} is better.")
+    return (
+        f"train: running mean over each epoch's training batches (augmented, weights still changing); "
+        f"valid: the validation split after the epoch. {better} is better."
+    )
 
 
 def run_figure(run: RunMetrics, family: str):
@@ -388,8 +407,14 @@ def run_figure(run: RunMetrics, family: str):
     if family == "dice" and "valid_dice" in run.columns and np.isfinite(run.columns["valid_dice"]).any():
         best = int(np.nanargmax(run.columns["valid_dice"]))
         epoch, score = run.epochs[best], run.columns["valid_dice"][best]
-        axes.plot([epoch], [score], "*", markersize=14, color="black",
-                  label=f"best valid {score:.4f} (epoch {epoch:g})")
+        axes.plot(
+            [epoch],
+            [score],
+            "*",
+            markersize=14,
+            color="black",
+            label=f"best valid {score:.4f} (epoch {epoch:g})",
+        )
     axes.set_ylabel(_wrap(axis_label(run, family)))
     axes.legend()
     figure.text(0.01, 0.0, _wrap(_split_note(family), 130), fontsize=8, va="bottom")
@@ -411,8 +436,14 @@ def comparison_figure(runs: Sequence[RunMetrics], family: str):
         for column in columns:
             if column in run.columns:
                 split = column.split("_")[0]
-                axes.plot(run.epochs, run.columns[column], SPLIT_STYLES[split], color=color, marker=".",
-                          label=f"{name} ({run.model}) {split}{suffix}")
+                axes.plot(
+                    run.epochs,
+                    run.columns[column],
+                    SPLIT_STYLES[split],
+                    color=color,
+                    marker=".",
+                    label=f"{name} ({run.model}) {split}{suffix}",
+                )
     ylabel = labels.pop() if same_meaning else f"{title} (runs differ in what it measures: see legend)"
     axes.set_ylabel(_wrap(ylabel))
     axes.legend(fontsize=8)

@@ -62,8 +62,12 @@ def physical_cores() -> int:
     for cpu in cpus:
         topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
         try:
-            cores.add((topology.joinpath("physical_package_id").read_text().strip(),
-                       topology.joinpath("core_id").read_text().strip()))
+            cores.add(
+                (
+                    topology.joinpath("physical_package_id").read_text().strip(),
+                    topology.joinpath("core_id").read_text().strip(),
+                )
+            )
         except OSError:
             cores.add(("cpu", str(cpu)))
     count = len(cores) or 1

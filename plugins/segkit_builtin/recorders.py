@@ -179,7 +179,6 @@ class CsvRecorder(Callback):
             stream.flush()
             os.fsync(stream.fileno())
 
-
     def _backfill(self, history: list[dict[str, Any]], epoch: int | None) -> None:
         """Restore rows of earlier epochs the checkpoint remembers but the file lacks (a crash between
         writing a checkpoint and this file loses nothing)."""

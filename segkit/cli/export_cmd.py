@@ -9,16 +9,33 @@ import click
 
 @click.command("export")
 @click.argument("source", type=click.Path(path_type=Path), metavar="CHECKPOINT_OR_RUN_DIR")
-@click.option("-o", "--out", type=click.Path(path_type=Path),
-              help="File to write, or an existing folder for the default name. "
-              "[default: beside the checkpoint: best.onnx or best.torchscript.pt]")
-@click.option("--format", "export_format", type=click.Choice(["onnx", "torchscript"]), default="onnx",
-              show_default=True, help="ONNX (needs `pip install segkit[export]`) or TorchScript.")
-@click.option("--opset", type=click.IntRange(min=11), default=None,
-              help="ONNX opset version (11 or more: the any-size padding needs it). [default: 17]")
-@click.option("--check/--no-check", default=True, show_default=True,
-              help="Compare the export with PyTorch on two random inputs of other sizes; "
-              "refuse on a mismatch.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    help="File to write, or an existing folder for the default name. "
+    "[default: beside the checkpoint: best.onnx or best.torchscript.pt]",
+)
+@click.option(
+    "--format",
+    "export_format",
+    type=click.Choice(["onnx", "torchscript"]),
+    default="onnx",
+    show_default=True,
+    help="ONNX (needs `pip install segkit[export]`) or TorchScript.",
+)
+@click.option(
+    "--opset",
+    type=click.IntRange(min=11),
+    default=None,
+    help="ONNX opset version (11 or more: the any-size padding needs it). [default: 17]",
+)
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Compare the export with PyTorch on two random inputs of other sizes; refuse on a mismatch.",
+)
 def export(source: Path, out: Path | None, export_format: str, opset: int | None, check: bool) -> None:
     """Export a trained model (a run folder's best.pt, or a checkpoint file) to ONNX or TorchScript.
 

@@ -9,9 +9,13 @@ import click
 
 @click.command("plot")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_DIR...")
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Folder for the PNGs and summary.csv. "
-              "[default: the run folder for one run, ./plots for several]")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for the PNGs and summary.csv. [default: the run folder for one run, ./plots for several]",
+)
 def plot(run_dirs: tuple[Path, ...], out_dir: Path | None) -> None:
     """Plot loss and Dice curves (train and valid) of each run folder, and of several runs together.
 
