@@ -173,13 +173,39 @@ def test_segkit_run_stops_early_and_says_why(tmp_path):
     from segkit.cli import cli
 
     # valid_dice lies in [0, 1], so nothing after epoch 1 can improve on it by more than 1.
-    result = CliRunner().invoke(cli, [
-        "run", "--model", "unet", "--model-option", "base_channels=2", "--image-size", "16", "--epochs", "6",
-        "--batch-size", "4", "--dataset-option", "train_size=8", "--dataset-option", "valid_size=4",
-        "--workers", "0", "--quiet", "--out", str(tmp_path),
-        "--callback", "csv", "--callback", "early_stopping",
-        "--callback-option", "early_stopping.patience=1", "--callback-option", "early_stopping.min_delta=1.0",
-    ])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--model",
+            "unet",
+            "--model-option",
+            "base_channels=2",
+            "--image-size",
+            "16",
+            "--epochs",
+            "6",
+            "--batch-size",
+            "4",
+            "--dataset-option",
+            "train_size=8",
+            "--dataset-option",
+            "valid_size=4",
+            "--workers",
+            "0",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+            "--callback",
+            "csv",
+            "--callback",
+            "early_stopping",
+            "--callback-option",
+            "early_stopping.patience=1",
+            "--callback-option",
+            "early_stopping.min_delta=1.0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "early stopping: valid_dice did not improve" in result.output
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]

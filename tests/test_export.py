@@ -50,11 +50,20 @@ def run_dir(tmp_path_factory) -> Path:
     """A run folder with the best.pt a 3-epoch training of a tiny UNet at 32x32 would leave."""
     folder = tmp_path_factory.mktemp("run")
     model = tiny_unet()
-    save_checkpoint(folder / "best.pt", {
-        "model_name": "unet", "model_options": {"base_channels": 4}, "in_channels": 3, "out_channels": 1,
-        "image_size": 32, "normalization": NORMALIZATION, "threshold": 0.4, "epoch": 3,
-        "model_state": model.state_dict(),
-    })
+    save_checkpoint(
+        folder / "best.pt",
+        {
+            "model_name": "unet",
+            "model_options": {"base_channels": 4},
+            "in_channels": 3,
+            "out_channels": 1,
+            "image_size": 32,
+            "normalization": NORMALIZATION,
+            "threshold": 0.4,
+            "epoch": 3,
+            "model_state": model.state_dict(),
+        },
+    )
     return folder
 
 
@@ -230,11 +239,20 @@ def test_export_that_differs_from_pytorch_is_refused_and_leaves_nothing(fresh_ho
     host = fresh_host()
     host.register_plugin(SizeFrozenPlugin(), "size_frozen_plugin", "tests")
     try:
-        save_checkpoint(tmp_path / "best.pt", {
-            "model_name": "size_frozen", "model_options": {}, "in_channels": 3, "out_channels": 1,
-            "image_size": 24, "normalization": None, "threshold": 0.5, "epoch": 1,
-            "model_state": SizeFrozen().state_dict(),
-        })
+        save_checkpoint(
+            tmp_path / "best.pt",
+            {
+                "model_name": "size_frozen",
+                "model_options": {},
+                "in_channels": 3,
+                "out_channels": 1,
+                "image_size": 24,
+                "normalization": None,
+                "threshold": 0.5,
+                "epoch": 1,
+                "model_state": SizeFrozen().state_dict(),
+            },
+        )
         with pytest.raises(SegkitError, match="does not match PyTorch"):
             export_model(tmp_path, None, "torchscript")
         assert sorted(path.name for path in tmp_path.iterdir()) == ["best.pt"]

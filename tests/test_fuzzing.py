@@ -548,23 +548,15 @@ def test_crafted_checkpoint_fields_load_and_predict_or_give_a_checkpoint_error(
 
 WRONG_TYPES = [
     pytest.param('seed = "x"', "seed", id="seed-a-string"),
-    pytest.param(
-        'weight_decay = "x"', "weight_decay", id="weight-decay-a-string"
-    ),
-    pytest.param(
-        "weight_decay = -1", "weight_decay", id="weight-decay-negative"
-    ),
-    pytest.param(
-        'warmup_fraction = "x"', "warmup_fraction", id="warmup-a-string"
-    ),
+    pytest.param('weight_decay = "x"', "weight_decay", id="weight-decay-a-string"),
+    pytest.param("weight_decay = -1", "weight_decay", id="weight-decay-negative"),
+    pytest.param('warmup_fraction = "x"', "warmup_fraction", id="warmup-a-string"),
     pytest.param("time_budget = [1]", "time_budget", id="time-budget-a-list"),
     pytest.param("model = 5", "model", id="model-a-number"),
     pytest.param('loss = ["bce"]', "loss", id="loss-a-list"),
     pytest.param("dataset = 3", "dataset", id="dataset-a-number"),
     pytest.param("recipe = 5", "recipe", id="recipe-a-number"),
-    pytest.param(
-        "[callback_options]\ncsv = 5", "csv", id="callback-options-not-tables"
-    ),
+    pytest.param("[callback_options]\ncsv = 5", "csv", id="callback-options-not-tables"),
     pytest.param("amp = 5", "amp", id="amp-a-number"),
     pytest.param("on_nan = 1", "on-nan", id="on-nan-a-number"),
     pytest.param("threshold = nan", "threshold", id="threshold-nan"),

@@ -26,19 +26,42 @@ from segkit.plotting import (
     write_summary_csv,
 )
 
-ENGINE_COLUMNS = ["epoch", "train_loss", "train_dice", "valid_loss", "valid_dice", "valid_dice_dataset",
-                  "valid_iou", "lr", "epoch_time_s", "train_images_per_s"]
+ENGINE_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_dice",
+    "valid_loss",
+    "valid_dice",
+    "valid_dice_dataset",
+    "valid_iou",
+    "lr",
+    "epoch_time_s",
+    "train_images_per_s",
+]
 VALID_DICE_LABEL = "valid Dice (per-image mean, threshold 0.5, 64x64 network input)"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def write_run(folder: Path, rows: list[dict], model: str = "unet", metrics: dict | None = None,
-              settings_: dict | None = None) -> Path:
+def write_run(
+    folder: Path,
+    rows: list[dict],
+    model: str = "unet",
+    metrics: dict | None = None,
+    settings_: dict | None = None,
+) -> Path:
     """A run folder as `segkit run` leaves it: config.json and metrics.csv (cells written with repr)."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"config": {"model": model, "loss": "bce_dice", "dataset": "synthetic", "image_size": 64,
-                         "threshold": 0.5, **(settings_ or {})},
-              "metrics": {"valid_dice": VALID_DICE_LABEL} if metrics is None else metrics}
+    config = {
+        "config": {
+            "model": model,
+            "loss": "bce_dice",
+            "dataset": "synthetic",
+            "image_size": 64,
+            "threshold": 0.5,
+            **(settings_ or {}),
+        },
+        "metrics": {"valid_dice": VALID_DICE_LABEL} if metrics is None else metrics,
+    }
     (folder / "config.json").write_text(json.dumps(config))
     columns = list(rows[0])
     with open(folder / "metrics.csv", "w", newline="") as handle:
@@ -54,10 +77,20 @@ def training_rows(epochs: int = 6, seed: int = 0) -> list[dict]:
     rows = []
     for epoch in range(1, epochs + 1):
         loss = 1.0 / epoch + float(rng.uniform(0, 0.05))
-        rows.append({"epoch": epoch, "train_loss": loss, "train_dice": 1 - loss / 2, "valid_loss": loss + 0.1,
-                     "valid_dice": 0.9 - loss / 2, "valid_dice_dataset": 0.91 - loss / 2,
-                     "valid_iou": 0.8 - loss / 2, "lr": 1e-3, "epoch_time_s": 2.0 + float(rng.uniform()),
-                     "train_images_per_s": 100.0 + float(rng.uniform())})
+        rows.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss,
+                "train_dice": 1 - loss / 2,
+                "valid_loss": loss + 0.1,
+                "valid_dice": 0.9 - loss / 2,
+                "valid_dice_dataset": 0.91 - loss / 2,
+                "valid_iou": 0.8 - loss / 2,
+                "lr": 1e-3,
+                "epoch_time_s": 2.0 + float(rng.uniform()),
+                "train_images_per_s": 100.0 + float(rng.uniform()),
+            }
+        )
     return rows
 
 
@@ -98,8 +131,10 @@ def test_several_runs_are_compared_in_plots_by_default(tmp_path, monkeypatch):
     for stem in ("a-loss", "a-dice", "b-loss", "b-dice", "compare-loss", "compare-dice"):
         assert_png(out / f"{stem}.png")
     with open(out / "summary.csv", newline="") as handle:
-        assert {(row["run"], row["model"]) for row in csv.DictReader(handle)} == {("a", "unet"),
-                                                                                  ("b", "resnet34_unet")}
+        assert {(row["run"], row["model"]) for row in csv.DictReader(handle)} == {
+            ("a", "unet"),
+            ("b", "resnet34_unet"),
+        }
     assert not any(path.suffix == ".png" for path in first.iterdir())
 
 
@@ -113,8 +148,10 @@ def test_out_option_and_runs_sharing_a_folder_name(tmp_path):
 
 
 def test_comparison_legend_names_run_folder_and_model(tmp_path):
-    runs = [read_run(write_run(tmp_path / "a", training_rows(), model="unet")),
-            read_run(write_run(tmp_path / "b", training_rows(), model="resnet34_unet"))]
+    runs = [
+        read_run(write_run(tmp_path / "a", training_rows(), model="unet")),
+        read_run(write_run(tmp_path / "b", training_rows(), model="resnet34_unet")),
+    ]
     legend = [text.get_text() for text in comparison_figure(runs, "dice").axes[0].get_legend().get_texts()]
     assert "a (unet) valid" in legend and "b (resnet34_unet) train" in legend
 
@@ -131,11 +168,18 @@ def test_axis_label_is_config_json_description(tmp_path):
 
 
 def test_labels_are_rebuilt_from_settings_when_config_json_has_none(tmp_path):
-    run = read_run(write_run(tmp_path / "r", training_rows(), metrics={},
-                             settings_={"threshold": 0.3, "image_size": 96, "loss": "bce_tversky"}))
+    run = read_run(
+        write_run(
+            tmp_path / "r",
+            training_rows(),
+            metrics={},
+            settings_={"threshold": 0.3, "image_size": 96, "loss": "bce_tversky"},
+        )
+    )
     assert axis_label(run, "dice") == "Dice (per-image mean, threshold 0.3, 96x96 network input)"
     assert run.describe("valid_dice_dataset") == (
-        "valid Dice (pooled over the dataset, threshold 0.3, 96x96 network input)")
+        "valid Dice (pooled over the dataset, threshold 0.3, 96x96 network input)"
+    )
     assert "bce_tversky" in axis_label(run, "loss")
 
 
@@ -190,7 +234,8 @@ def same_number(text: str, expected: float) -> bool:
             st.integers(min_value=1, max_value=8),
             st.lists(st.sampled_from(ENGINE_COLUMNS[1:] + ["extra"]), min_size=1, max_size=5, unique=True),
         ),
-        min_size=1, max_size=3,
+        min_size=1,
+        max_size=3,
     ),
     data=st.data(),
 )
@@ -198,8 +243,9 @@ def test_summary_csv_agrees_with_independent_computation(tables, data):
     with tempfile.TemporaryDirectory() as folder:
         runs, generated = [], {}
         for index, (epochs, columns) in enumerate(tables):
-            values = {c: data.draw(st.lists(cell, min_size=epochs, max_size=epochs), label=c)
-                      for c in columns}
+            values = {
+                c: data.draw(st.lists(cell, min_size=epochs, max_size=epochs), label=c) for c in columns
+            }
             rows = [{"epoch": e + 1, **{c: values[c][e] for c in columns}} for e in range(epochs)]
             name = f"run{index}"
             runs.append(read_run(write_run(Path(folder) / name, rows)))

@@ -28,7 +28,13 @@ from segkit_builtin.recorders import (
 )
 
 REQUIRED_KEYS = (
-    "epoch", "train_loss", "train_dice", "valid_loss", "valid_dice", "lr", "epoch_time_s",
+    "epoch",
+    "train_loss",
+    "train_dice",
+    "valid_loss",
+    "valid_dice",
+    "lr",
+    "epoch_time_s",
     "train_images_per_s",
 )
 
@@ -247,9 +253,17 @@ def test_two_models_share_a_workbook_side_by_side(tmp_path):
     for epoch in (1, 2):
         resnet.on_epoch_end(context_for(tmp_path / "run-b", "resnet34_unet"), record(epoch, valid_dice=0.5))
     rows = read_sheet(shared / EXCEL_NAME)
-    assert rows[0] == ["Epoch", "UNet Train Loss", "UNet Train Dice", "UNet Val Loss", "UNet Val Dice",
-                       "ResNet34_UNet Train Loss", "ResNet34_UNet Train Dice", "ResNet34_UNet Val Loss",
-                       "ResNet34_UNet Val Dice"]
+    assert rows[0] == [
+        "Epoch",
+        "UNet Train Loss",
+        "UNet Train Dice",
+        "UNet Val Loss",
+        "UNet Val Dice",
+        "ResNet34_UNet Train Loss",
+        "ResNet34_UNet Train Dice",
+        "ResNet34_UNet Val Loss",
+        "ResNet34_UNet Val Dice",
+    ]
     assert column(rows, "UNet Val Dice") == {epoch: record(epoch)["valid_dice"] for epoch in (1, 2, 3)}
     assert column(rows, "ResNet34_UNet Val Dice") == {1: 0.5, 2: 0.5}
     assert not (tmp_path / "run-a" / EXCEL_NAME).exists()  # `path` replaced the run dir
@@ -272,8 +286,12 @@ def test_a_resumed_run_continues_its_own_columns(tmp_path):
     for epoch in (3, 4):  # the checkpoint was from epoch 2
         resumed.on_epoch_end(context_for(tmp_path), record(epoch, valid_dice=0.125))
     rows = read_sheet(tmp_path / EXCEL_NAME)
-    assert column(rows, "UNet Val Dice") == {1: record(1)["valid_dice"], 2: record(2)["valid_dice"],
-                                             3: 0.125, 4: 0.125}
+    assert column(rows, "UNet Val Dice") == {
+        1: record(1)["valid_dice"],
+        2: record(2)["valid_dice"],
+        3: 0.125,
+        4: 0.125,
+    }
 
 
 def test_missing_and_nan_values_leave_cells_empty(tmp_path):
@@ -341,11 +359,31 @@ def test_a_tiny_run_writes_both_records(tmp_path):
 
     from segkit.cli import cli
 
-    result = CliRunner().invoke(cli, [
-        "run", "--model", "unet", "--model-option", "base_channels=2", "--image-size", "16", "--epochs", "2",
-        "--batch-size", "4", "--dataset-option", "train_size=8", "--dataset-option", "valid_size=4",
-        "--workers", "0", "--quiet", "--out", str(tmp_path),
-    ])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--model",
+            "unet",
+            "--model-option",
+            "base_channels=2",
+            "--image-size",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--dataset-option",
+            "train_size=8",
+            "--dataset-option",
+            "valid_size=4",
+            "--workers",
+            "0",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     header, rows = read_csv(run_dir / CSV_NAME)

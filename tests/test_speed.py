@@ -164,8 +164,14 @@ def conv_bn_block(config: dict) -> nn.Sequential:
     groups = config["groups"]
     in_channels, out_channels = config["in_channels"] * groups, config["out_channels"] * groups
     conv_type = nn.ConvTranspose2d if config["transposed"] else nn.Conv2d
-    conv = conv_type(in_channels, out_channels, config["kernel"], stride=config["stride"],
-                     groups=groups, bias=config["bias"])
+    conv = conv_type(
+        in_channels,
+        out_channels,
+        config["kernel"],
+        stride=config["stride"],
+        groups=groups,
+        bias=config["bias"],
+    )
     layers = [conv, nn.BatchNorm2d(out_channels, eps=config["eps"], affine=config["affine"])]
     if config["relu"]:
         layers.append(nn.ReLU(inplace=True))
@@ -309,8 +315,10 @@ def test_channels_last_choice():
 
 
 @settings(max_examples=20, deadline=None)
-@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 9), st.integers(1, 9)),
-       channels_last=st.booleans())
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 9), st.integers(1, 9)),
+    channels_last=st.booleans(),
+)
 def test_to_input_format_keeps_values_and_sets_the_layout(shape, channels_last):
     images = torch.randn(shape)
     moved = to_input_format(images, "cpu", channels_last=channels_last)
