@@ -34,6 +34,12 @@ REPORT_DEFAULTS: dict[str, Any] = {
     "warmup_fraction": 0.0,
     "image_size": 256,
     "augment": "default",
+    "progressive_sizes": [],
+    "ema_decay": 0.0,
+    "calibrate_threshold": False,
+    "tta": False,
+    "fill_holes": False,
+    "keep_largest": False,
     "device": "auto",
     "amp": "auto",
     "channels_last": "auto",
@@ -169,8 +175,16 @@ def _check_types(values: dict[str, Any]) -> None:
         fail("out", "a folder path")
     if values["data_path"] is not None and not isinstance(values["data_path"], (str, Path)):
         fail("data_path", "a folder path")
-    if not isinstance(values["quiet"], bool):
-        fail("quiet", "true or false")
+    for key in ("quiet", "calibrate_threshold", "tta", "fill_holes", "keep_largest"):
+        if not isinstance(values[key], bool):
+            fail(key, "true or false")
+    sizes = values["progressive_sizes"]
+    if not isinstance(sizes, list) or not all(
+        isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes
+    ):
+        fail("progressive_sizes", "a list of positive image sizes, e.g. [96, 128, 160]")
+    if not _number(values["ema_decay"]) or not 0 <= values["ema_decay"] < 1:
+        fail("ema_decay", "a number in [0, 1) (0: no weight average)")
     if values["channels_last"] not in ("auto", True, False):
         fail("channels_last", "auto, true or false")
     callbacks = values["callbacks"]

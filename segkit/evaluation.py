@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from segkit.boundary_metrics import boundary_f_score, hausdorff_distance
 from segkit.inference import TrainedModel, predict_logits, resize_logits
 from segkit.metrics import MetricAccumulator
+from segkit.postprocess import postprocess_mask
 
 
 @dataclass
@@ -30,12 +31,14 @@ class Evaluation:
     original: MetricAccumulator | None
     boundary: list[dict[str, float]] = field(default_factory=list)
     network_size: int = 0
+    postprocess: dict[str, bool] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         result: dict[str, Any] = {
             "split": self.split,
             "threshold": self.threshold,
             "test_time_augmentation": "horizontal flip" if self.tta else "none",
+            "postprocess": describe_postprocess(self.postprocess),
             "images": len(self.network),
             "reductions": {
                 "per_image": "mean of per-image scores (an image with empty truth and empty "
@@ -76,6 +79,11 @@ class Evaluation:
         return rows
 
 
+def describe_postprocess(steps: dict[str, bool] | None) -> str:
+    chosen = [name.replace("_", " ") for name, on in (steps or {}).items() if on]
+    return ", ".join(chosen) if chosen else "none"
+
+
 def _nanmean(values: list[float]) -> float | None:
     finite = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(finite)) if finite else None
@@ -92,7 +100,11 @@ def evaluate_dataset(
     original_resolution: bool = True,
     boundary: bool = True,
     quiet: bool = False,
+    postprocess: dict[str, bool] | None = None,
 ) -> Evaluation:
+    """Score ``trained`` on ``dataset``. ``postprocess`` (``fill_holes``, ``keep_largest``) cleans each
+    thresholded mask up before it is scored, at every resolution, as ``predict`` would."""
+    steps = {k: v for k, v in (postprocess or {}).items() if v}
     network = MetricAccumulator(threshold=threshold)
     use_original = original_resolution and hasattr(dataset, "original_mask")
     original = MetricAccumulator(threshold=threshold) if use_original else None
@@ -102,12 +114,15 @@ def evaluate_dataset(
     for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=quiet, leave=False):
         logits = predict_logits(trained, batch["image"], tta=tta).cpu()
         names = list(batch["name"])
-        network.update(logits, batch["mask"], ignore=batch.get("ignore"), names=names)
+        network.update(
+            _cleaned(logits, threshold, steps), batch["mask"], ignore=batch.get("ignore"), names=names
+        )
         for offset, name in enumerate(names):
             if original is not None:  # i.e. use_original
                 mask, ignore = dataset.original_mask(index + offset)
                 mask_t = torch.as_tensor(np.asarray(mask), dtype=torch.float32)[None, None]
                 full = resize_logits(logits[offset : offset + 1], (mask_t.shape[-2], mask_t.shape[-1]))
+                full = _cleaned(full, threshold, steps)
                 ignore_t = (
                     None
                     if ignore is None
@@ -116,7 +131,9 @@ def evaluate_dataset(
                 original.update(full, mask_t, ignore=ignore_t, names=[name])
                 predicted, truth = (full[0, 0] > _logit(threshold)).numpy(), mask_t[0, 0].numpy() > 0.5
             else:
-                predicted = (logits[offset, 0] > _logit(threshold)).numpy()
+                predicted = (
+                    _cleaned(logits[offset : offset + 1], threshold, steps)[0, 0] > _logit(threshold)
+                ).numpy()
                 truth = batch["mask"][offset, 0].numpy() > 0.5
             if boundary:
                 boundary_rows.append(
@@ -126,7 +143,21 @@ def evaluate_dataset(
                     }
                 )
         index += len(names)
-    return Evaluation(split, threshold, tta, network, original, boundary_rows, trained.image_size)
+    return Evaluation(split, threshold, tta, network, original, boundary_rows, trained.image_size, steps)
+
+
+#: Logit standing in for "certainly foreground/background" once a mask has been post-processed.
+_DECIDED_LOGIT = 30.0
+
+
+def _cleaned(logits: torch.Tensor, threshold: float, steps: dict[str, bool]) -> torch.Tensor:
+    """``(N, 1, H, W)`` logits, or, when post-processing is asked for, each image's thresholded mask
+    cleaned up and turned back into decided logits (+-30) that any threshold reads the same way."""
+    if not steps:
+        return logits
+    masks = [postprocess_mask((image[0] > _logit(threshold)).numpy(), **steps) for image in logits.cpu()]
+    decided = torch.as_tensor(np.stack(masks))[:, None]
+    return torch.where(decided, _DECIDED_LOGIT, -_DECIDED_LOGIT).to(logits.dtype)
 
 
 def _logit(probability: float) -> float:

@@ -8,7 +8,7 @@ sigmoid and the threshold, so a 500x375 photo gets a 500x375 mask.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ class TrainedModel:
     checkpoint: dict[str, Any]
     path: Path
     device: torch.device
+    #: Inference defaults the training recipe chose (``predict``/``evaluate`` flags override them).
+    tta: bool = False
+    postprocess: dict[str, bool] = field(default_factory=dict)
 
     @property
     def in_channels(self) -> int:
@@ -88,6 +91,7 @@ def load_trained_model(
     device = torch.device(device)
     # The fast path: BatchNorm folded into the convolutions, channels_last where it pays.
     fast_model = prepare_for_inference(model, device, fold=fold_batchnorm, threads=0)
+    tta, postprocess = recipe_inference_defaults(payload, path)
     return TrainedModel(
         model=fast_model,
         model_name=name,
@@ -97,7 +101,29 @@ def load_trained_model(
         checkpoint=payload,
         path=path,
         device=device,
+        tta=tta,
+        postprocess=postprocess,
     )
+
+
+#: Post-processing steps a checkpoint may ask for by default (see ``segkit.postprocess``).
+POSTPROCESS_STEPS = ("fill_holes", "keep_largest")
+
+
+def recipe_inference_defaults(payload: dict[str, Any], path: Path) -> tuple[bool, dict[str, bool]]:
+    """The checkpoint's ``inference`` table: flip TTA and post-processing its recipe chose (all off
+    when absent, as in checkpoints written before recipes could choose them)."""
+    table = payload.get("inference") or {}
+    if not isinstance(table, dict):
+        raise CheckpointError(f"{path} has a malformed inference table ({type(table).__name__})")
+    chosen = {}
+    for key in ("tta", *POSTPROCESS_STEPS):
+        value = table.get(key, False)
+        if not isinstance(value, bool):
+            raise CheckpointError(f"{path} has a malformed inference.{key} ({value!r}, not true/false)")
+        chosen[key] = value
+    tta = chosen.pop("tta")
+    return tta, chosen
 
 
 def inference_settings(payload: dict[str, Any]) -> tuple[int, float, dict[str, list[float]]]:
@@ -168,9 +194,15 @@ def image_to_tensor(
 def predict_logits(trained: TrainedModel, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
     """Logits for a batch at network resolution; ``tta`` averages with the horizontally flipped pass."""
     images = to_input_format(images, trained.device, training=False)
-    logits = trained.model(images).float()
+    return model_logits(trained.model, images, tta)
+
+
+def model_logits(model: torch.nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """``model(images)`` as float32; with ``tta``, averaged with the pass on horizontally flipped
+    images (flipped back), the flip test-time augmentation used by predict, evaluate and validation."""
+    logits = model(images).float()
     if tta:
-        logits = (logits + trained.model(images.flip(-1)).float().flip(-1)) / 2
+        logits = (logits + model(images.flip(-1)).float().flip(-1)) / 2
     return logits
 
 

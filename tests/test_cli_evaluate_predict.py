@@ -18,11 +18,13 @@ TEST_NAMES = [f"cat_{i}" for i in range(6)]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = write_oxford_layout(
+def pets(tmp_path_factory):
+    return write_oxford_layout(
         tmp_path_factory.mktemp("pets"), [f"dog_{i}" for i in range(20)], TEST_NAMES, size=SIZE
     )
-    out = tmp_path_factory.mktemp("runs")
+
+
+def train_tiny(root, out, *extra):
     result = CliRunner().invoke(
         cli,
         [
@@ -48,11 +50,23 @@ def trained(tmp_path_factory):
             "--quiet",
             "--out",
             str(out),
+            *extra,
         ],
     )
     assert result.exit_code == 0, result.output
-    run_dir = next(p for p in out.iterdir() if p.is_dir())
-    return root, run_dir
+    return next(p for p in out.iterdir() if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def trained(pets, tmp_path_factory):
+    return pets, train_tiny(pets, tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def trained_with_inference_choices(pets, tmp_path_factory):
+    """A run whose recipe chose flip TTA, both clean-ups and a calibrated threshold."""
+    choices = ("--tta", "--fill-holes", "--keep-largest", "--calibrate-threshold", "--ema-decay", "0.9")
+    return pets, train_tiny(pets, tmp_path_factory.mktemp("runs"), *choices)
 
 
 def truth_mask(root, name):
@@ -137,6 +151,57 @@ def test_predict_postprocessing_keeps_one_component(trained, tmp_path):
     mask = np.asarray(Image.open(tmp_path / "cat_0_mask.png")) > 0
     assert label(mask).max() <= 1
     assert not (tmp_path / "cat_0_overlay.png").exists()
+
+
+def test_the_recipes_inference_choices_are_predict_and_evaluates_defaults(
+    trained_with_inference_choices, tmp_path
+):
+    from segkit.calibration import CALIBRATION_GRID
+    from segkit.checkpoint import load_checkpoint
+
+    root, run_dir = trained_with_inference_choices
+    best = load_checkpoint(run_dir / "best.pt")
+    assert best["inference"] == {"tta": True, "fill_holes": True, "keep_largest": True}
+    assert best["threshold"] in CALIBRATION_GRID
+    evaluation = tmp_path / "eval"
+    result = CliRunner().invoke(
+        cli, ["evaluate", str(run_dir), "--split", "test", "-o", str(evaluation), "--no-boundary", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"threshold {best['threshold']}" in result.output
+    assert "test-time augmentation horizontal flip, post-processing fill holes, keep largest" in result.output
+    per_image = {
+        row["name"]: float(row["dice"]) for row in csv.DictReader((evaluation / "per_image.csv").open())
+    }
+    masks = tmp_path / "masks"
+    result = CliRunner().invoke(
+        cli, ["predict", str(run_dir), str(root / "images" / "cat_*.jpg"), "-o", str(masks)]
+    )
+    assert result.exit_code == 0, result.output
+    from skimage.measure import label
+
+    for name in TEST_NAMES:
+        mask = np.asarray(Image.open(masks / f"{name}_mask.png")) > 0
+        assert label(mask).max() <= 1  # keep_largest applied by default
+        assert numpy_dice(mask, truth_mask(root, name)) == pytest.approx(per_image[name], abs=0.01)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            str(run_dir),
+            "--split",
+            "test",
+            "-o",
+            str(evaluation),
+            "--no-boundary",
+            "-q",
+            "--no-tta",
+            "--no-fill-holes",
+            "--no-keep-largest",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "test-time augmentation none, post-processing none" in result.output
 
 
 def test_evaluate_missing_split_file_is_a_clear_error(trained, tmp_path):

@@ -98,9 +98,14 @@ class InterruptPlugin:
         register("interrupt_after_2", lambda run_dir: InterruptAfterEpoch2(), description="test")
 
 
-def test_resume_after_ctrl_c_reproduces_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--ema-decay", "0.9", "--calibrate-threshold", "--tta"]],
+    ids=["plain", "weight-average-and-calibration"],
+)
+def test_resume_after_ctrl_c_reproduces_an_uninterrupted_run(tmp_path, extra):
     straight = tmp_path / "straight"
-    assert run_cli("run", *TINY, "--epochs", "3", "--out", str(straight)).exit_code == 0
+    assert run_cli("run", *TINY, *extra, "--epochs", "3", "--out", str(straight)).exit_code == 0
     interrupted = tmp_path / "interrupted"
     host = get_host()
     host.register_plugin(InterruptPlugin(), "interrupt-test", "tests")
@@ -108,6 +113,7 @@ def test_resume_after_ctrl_c_reproduces_an_uninterrupted_run(tmp_path):
         result = run_cli(
             "run",
             *TINY,
+            *extra,
             "--epochs",
             "3",
             "--out",
@@ -131,9 +137,12 @@ def test_resume_after_ctrl_c_reproduces_an_uninterrupted_run(tmp_path):
         assert [float(r[key]) for r in resumed] == pytest.approx(
             [float(r[key]) for r in expected], rel=1e-5
         ), key
-    a = load_checkpoint(only_run_dir(straight) / "last.pt")["model_state"]
-    b = load_checkpoint(run_dir / "last.pt")["model_state"]
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    straight_last = load_checkpoint(only_run_dir(straight) / "last.pt")
+    resumed_last = load_checkpoint(run_dir / "last.pt")
+    for weights in ("model_state", "raw_model_state") if extra else ("model_state",):
+        a, b = straight_last[weights], resumed_last[weights]
+        assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a), weights
+    assert resumed_last["threshold"] == straight_last["threshold"]
 
 
 def test_two_runs_into_one_folder_never_share_a_run_dir(tmp_path):

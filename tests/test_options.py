@@ -128,6 +128,13 @@ def test_unknown_setting_names_its_source():
         ("optimizer", "adamx"),
         ("learning_rate", 0),
         ("workers", -1),
+        ("ema_decay", 1.0),
+        ("ema_decay", "0.9"),
+        ("progressive_sizes", [96, 0]),
+        ("progressive_sizes", 128),
+        ("tta", "yes"),
+        ("calibrate_threshold", 1),
+        ("fill_holes", None),
     ],
 )
 def test_invalid_values_name_the_flag(key, value):

@@ -18,6 +18,11 @@ SEED_RECIPE = {
         "warmup_fraction",
         "image_size",
         "augment",
+        "ema_decay",
+        "calibrate_threshold",
+        "tta",
+        "fill_holes",
+        "keep_largest",
     )
 }
 

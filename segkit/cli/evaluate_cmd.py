@@ -22,7 +22,21 @@ import click
     "--threshold", type=float, help="Probability threshold. [default: the checkpoint's, usually 0.5]"
 )
 @click.option(
-    "--tta", is_flag=True, help="Flip test-time augmentation: average with a horizontally flipped pass."
+    "--tta/--no-tta",
+    default=None,
+    help="Flip test-time augmentation: average with a horizontally flipped pass. "
+    "[default: as the run's recipe chose, usually off]",
+)
+@click.option(
+    "--fill-holes/--no-fill-holes",
+    default=None,
+    help="Post-process each mask before scoring: fill holes. [default: as the run's recipe chose]",
+)
+@click.option(
+    "--keep-largest/--no-keep-largest",
+    default=None,
+    help="Post-process each mask before scoring: keep only the largest connected component. "
+    "[default: as the run's recipe chose]",
 )
 @click.option(
     "--resolution",
@@ -57,6 +71,8 @@ def evaluate(
     dataset_option,
     threshold,
     tta,
+    fill_holes,
+    keep_largest,
     resolution,
     no_boundary,
     worst,
@@ -81,6 +97,11 @@ def evaluate(
     trained = load_trained_model(checkpoint, device=resolve_device(device))
     recorded = trained.checkpoint.get("config") or {}
     threshold = trained.threshold if threshold is None else threshold
+    tta = trained.tta if tta is None else tta
+    postprocess = dict(trained.postprocess)
+    for step, flag in (("fill_holes", fill_holes), ("keep_largest", keep_largest)):
+        if flag is not None:
+            postprocess[step] = flag
     if not 0 < threshold < 1:
         raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
     name = dataset or trained.checkpoint.get("dataset") or recorded.get("dataset")
@@ -106,6 +127,7 @@ def evaluate(
         split=split,
         threshold=threshold,
         tta=tta,
+        postprocess=postprocess,
         batch_size=batch_size,
         original_resolution=resolution != "network",
         boundary=not no_boundary,
@@ -130,7 +152,8 @@ def evaluate(
 
     click.echo(
         f"{name} {split} split, {summary['images']} images, threshold {threshold}, "
-        f"test-time augmentation {summary['test_time_augmentation']}"
+        f"test-time augmentation {summary['test_time_augmentation']}, "
+        f"post-processing {summary['postprocess']}"
     )
     for key in ("original_resolution", "network_resolution"):
         if key in summary:

@@ -30,7 +30,9 @@ FLAG_KEYS = (
     "weight_decay",
     "optimizer",
     "scheduler",
+    "warmup_fraction",
     "image_size",
+    "progressive_sizes",
     "augment",
     "device",
     "amp",
@@ -40,6 +42,11 @@ FLAG_KEYS = (
     "threshold",
     "out",
     "on_nan",
+    "ema_decay",
+    "calibrate_threshold",
+    "tta",
+    "fill_holes",
+    "keep_largest",
 )
 
 
@@ -98,6 +105,18 @@ def check_component_names(config: ResolvedConfig) -> None:
         segkit.get_component("callback", name)
 
 
+def _sizes(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise UsageError(f"--progressive-sizes expects positive sizes separated by commas, got {text!r}")
+    return sizes
+
+
 def _workers(value: str | None) -> Any:
     return None if value is None else parse_value(value)
 
@@ -126,7 +145,20 @@ def _workers(value: str | None) -> Any:
     help="Learning-rate schedule, planned over the epochs or the --time-budget. [default: none]",
 )
 @click.option(
+    "--warmup-fraction",
+    type=float,
+    help="Fraction of the run (of its steps, or of --time-budget) spent warming the learning rate up "
+    "linearly. [default: 0]",
+)
+@click.option(
     "--image-size", type=int, help="Training/validation side length in pixels. [default: dataset's, else 256]"
+)
+@click.option(
+    "--progressive-sizes",
+    metavar="SIZES",
+    help="Progressive resizing: train at these comma-separated sizes in turn (e.g. 96,128,160), "
+    "each for an equal share of the run or of --time-budget; validation, checkpoints and inference "
+    "use --image-size. [default: none, train at --image-size throughout]",
 )
 @click.option(
     "--augment", help="Training augmentation pipeline: none, default (the report's), strong, or a plugin's."
@@ -150,6 +182,33 @@ def _workers(value: str | None) -> Any:
 )
 @click.option(
     "--on-nan", type=click.Choice(["stop", "skip"]), help="A NaN/inf loss stops the run, or skips the step."
+)
+@click.option(
+    "--ema-decay",
+    type=float,
+    help="Validate, checkpoint and predict with an exponential moving average of the weights with "
+    "this decay per step (e.g. 0.99); 0 turns it off. [default: 0]",
+)
+@click.option(
+    "--calibrate-threshold/--no-calibrate-threshold",
+    default=None,
+    help="Pick the probability threshold (0.3-0.7) with the best valid Dice each epoch and store it "
+    "in the checkpoint for predict and evaluate. [default: off]",
+)
+@click.option(
+    "--tta/--no-tta",
+    default=None,
+    help="Flip test-time augmentation in validation, and as predict/evaluate's default. [default: off]",
+)
+@click.option(
+    "--fill-holes/--no-fill-holes",
+    default=None,
+    help="Make hole filling predict/evaluate's default post-processing. [default: off]",
+)
+@click.option(
+    "--keep-largest/--no-keep-largest",
+    default=None,
+    help="Make keeping the largest component predict/evaluate's default post-processing. [default: off]",
 )
 @click.option("--recipe", help="Named preset of settings (see `segkit plugins`); flags override it.")
 @click.option(
@@ -223,6 +282,7 @@ def run(
     from segkit.engine.trainer import fit
 
     flags["workers"] = _workers(flags["workers"])
+    flags["progressive_sizes"] = _sizes(flags["progressive_sizes"])
     if model_option:
         flags["model_options"] = parse_options(model_option, "--model-option")
     if loss_option:

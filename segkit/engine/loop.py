@@ -9,8 +9,10 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from segkit.calibration import ThresholdSweep
 from segkit.engine.device import autocast
 from segkit.errors import SegkitError
+from segkit.inference import model_logits
 from segkit.metrics import MetricAccumulator, batch_dice
 
 
@@ -59,8 +61,10 @@ def train_one_epoch(
     before_step: Callable[[], bool],
     progress_label: str,
     quiet: bool,
+    after_step: Callable[[], None] | None = None,
 ) -> EpochStats:
-    """Train for one pass over ``loader``. ``before_step()`` returns False to stop early (time budget)."""
+    """Train for one pass over ``loader``. ``before_step()`` returns False to stop early (time budget);
+    ``after_step()`` runs after each optimizer step (e.g. to update a weight average)."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64)
     dice_sum = 0.0
@@ -93,6 +97,8 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if after_step is not None:
+            after_step()
         batch_size = images.shape[0]
         loss_sum += loss_value * batch_size
         dice_value = batch_dice(logits.detach().float(), masks, threshold=threshold)
@@ -121,8 +127,13 @@ def evaluate_loader(
     threshold: float,
     progress_label: str = "valid",
     quiet: bool = True,
+    tta: bool = False,
+    sweep: ThresholdSweep | None = None,
 ) -> tuple[float, MetricAccumulator]:
-    """Mean loss per image and the metric accumulator over ``loader``, at network resolution."""
+    """Mean loss per image and the metric accumulator over ``loader``, at network resolution.
+
+    ``tta`` averages each prediction with its horizontally flipped pass; ``sweep`` also scores the
+    same predictions at each threshold of a ``ThresholdSweep``."""
     model.eval()
     accumulator = MetricAccumulator(threshold=threshold)
     loss_sum, images_seen = 0.0, 0
@@ -131,10 +142,11 @@ def evaluate_loader(
     ):
         images, masks, ignore = move_batch(batch, device, channels_last)
         with autocast(device, amp_dtype):
-            logits = model(images)
-        logits = logits.float()
+            logits = model_logits(model, images, tta)
         if loss_fn is not None:
             loss_sum += float(compute_loss(loss_fn, logits, masks, ignore)) * images.shape[0]
         accumulator.update(logits, masks, ignore=ignore, names=list(batch["name"]))
+        if sweep is not None:
+            sweep.update(logits, masks, ignore=ignore, names=list(batch["name"]))
         images_seen += images.shape[0]
     return loss_sum / max(images_seen, 1), accumulator

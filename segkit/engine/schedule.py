@@ -42,6 +42,16 @@ def learning_rate_factor(schedule: str, progress: float, warmup_fraction: float 
     raise UsageError(f"--scheduler must be none, cosine or onecycle, got {schedule!r}")
 
 
+def train_image_size(sizes: list[int], final_size: int, progress: float) -> int:
+    """Progressive resizing: the training image size at ``progress``. ``sizes`` splits the run into
+    equal stages of progress (of steps, or of the time budget), one per size; with no sizes every
+    epoch trains at ``final_size``, the size validation and inference always use."""
+    if not sizes:
+        return final_size
+    stage = min(int(min(max(progress, 0.0), 1.0) * len(sizes)), len(sizes) - 1)
+    return int(sizes[stage])
+
+
 def set_learning_rate(optimizer: torch.optim.Optimizer, base_rate: float, factor: float) -> float:
     rate = base_rate * factor
     for group in optimizer.param_groups:

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 import segkit
+from segkit.calibration import ThresholdSweep
 from segkit.callbacks import RunContext
 from segkit.checkpoint import load_checkpoint, save_checkpoint
 from segkit.config import ResolvedConfig
@@ -24,7 +25,13 @@ from segkit.engine import distributed
 from segkit.engine.device import resolve_amp, resolve_device
 from segkit.engine.loop import evaluate_loader, train_one_epoch
 from segkit.engine.rundir import CONFIG_FILE, create_run_dir, write_json
-from segkit.engine.schedule import build_optimizer, learning_rate_factor, set_learning_rate
+from segkit.engine.schedule import (
+    build_optimizer,
+    learning_rate_factor,
+    set_learning_rate,
+    train_image_size,
+)
+from segkit.engine.weight_average import WeightAverage
 from segkit.errors import CheckpointError, DataError, SegkitError, UsageError
 from segkit.inference import load_state
 from segkit.metrics import describe_metric
@@ -49,19 +56,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def build_split(config: ResolvedConfig, split: str, image_size: int):
+    """One split at ``image_size``: train with the chosen augmentation, the others with none."""
+    name = config["dataset"]
+    options = {"image_size": image_size, **config["dataset_options"]}
+    if config["data_path"] is not None:
+        options["root"] = config["data_path"]
+    augment = options.pop("augment", config["augment"])
+    dataset = segkit.create_dataset(
+        name, split=split, augment=augment if split == "train" else "none", **options
+    )
+    if len(dataset) == 0:
+        raise DataError(f"the {split} split of dataset {name!r} is empty")
+    return dataset
+
+
 def build_datasets(config: ResolvedConfig):
     """The train split with the chosen augmentation, and the valid split with none."""
-    name = config["dataset"]
-    common = {"image_size": config["image_size"], **config["dataset_options"]}
-    if config["data_path"] is not None:
-        common["root"] = config["data_path"]
-    augment = common.pop("augment", config["augment"])
-    train = segkit.create_dataset(name, split="train", augment=augment, **common)
-    valid = segkit.create_dataset(name, split="valid", augment="none", **common)
-    for split, dataset in (("train", train), ("valid", valid)):
-        if len(dataset) == 0:
-            raise DataError(f"the {split} split of dataset {name!r} is empty")
-    return train, valid
+    first_size = train_image_size(config["progressive_sizes"], config["image_size"], 0.0)
+    return build_split(config, "train", first_size), build_split(config, "valid", config["image_size"])
 
 
 def resolve_workers(requested: Any, dataset: Any, device: torch.device) -> int:
@@ -166,6 +179,9 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
         values["optimizer"], model.parameters(), values["learning_rate"], values["weight_decay"]
     )
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    # With ema_decay, validation, best.pt and prediction use the weight average; training the model.
+    weight_average = WeightAverage(model, values["ema_decay"]) if values["ema_decay"] else None
+    evaluated = weight_average.averaged if weight_average is not None else model
 
     start_epoch, step, elapsed_before = 1, 0, 0.0
     history: list[dict[str, Any]] = []
@@ -173,8 +189,11 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
     if resume_dir is not None:
         run_dir = Path(resume_dir)
         state = load_checkpoint(run_dir / "last.pt")
-        load_state(model, state["model_state"], run_dir / "last.pt", model_name)  # one line on a mismatch
+        trained_state = state.get("raw_model_state") or state["model_state"]
+        load_state(model, trained_state, run_dir / "last.pt", model_name)  # one line on a mismatch
         try:
+            if weight_average is not None:
+                weight_average.load_state_dict(state["ema_state"], state["model_state"])
             optimizer.load_state_dict(state["optimizer_state"])
             if scaler is not None and state.get("scaler_state"):
                 scaler.load_state_dict(state["scaler_state"])
@@ -254,7 +273,8 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
         return True
 
     def checkpoint_payload(epoch: int) -> dict[str, Any]:
-        return {
+        last = history[-1] if history else {}
+        payload = {
             "segkit_version": segkit.__version__,
             "model_name": model_name,
             "model_options": values["model_options"],
@@ -262,20 +282,26 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
             "out_channels": 1,
             "image_size": values["image_size"],
             "normalization": getattr(train_set, "normalization", None),
-            "threshold": values["threshold"],
+            # The validation-calibrated threshold when the recipe asks for one; predict/evaluate use it.
+            "threshold": last.get("calibrated_threshold", values["threshold"]),
+            "inference": {key: values[key] for key in ("tta", "fill_holes", "keep_largest")},
             "dataset": values["dataset"],
             "epoch": epoch,
-            "metrics": history[-1] if history else {},
+            "metrics": last,
             "history": history,
             "best_dice": best_dice,
             "best_epoch": best_epoch,
-            "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "model_state": _cpu_state(evaluated),
             "optimizer_state": optimizer.state_dict(),
             "schedule_state": {"step": step, "elapsed_s": elapsed()},
             "scaler_state": scaler.state_dict() if scaler is not None else {},
             "rng_state": _rng_state(),
             "config": values,
         }
+        if weight_average is not None:  # the trained weights too, which --resume continues from
+            payload["raw_model_state"] = _cpu_state(model)
+            payload["ema_state"] = weight_average.state_dict()
+        return payload
 
     if group.is_main and resume_dir is None:
         save_checkpoint(run_dir / "last.pt", checkpoint_payload(0))
@@ -284,9 +310,15 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
     stop_reason = ""
     epoch = start_epoch - 1
     saved_epoch = start_epoch - 1  # the epoch last.pt holds; a Ctrl-C during its write leaves the one before
+    train_size = train_image_size(values["progressive_sizes"], values["image_size"], progress())
+    if train_size != train_image_size(values["progressive_sizes"], values["image_size"], 0.0):
+        train_set = build_split(config, "train", train_size)  # resuming in a later resizing stage
     try:
         for epoch in range(start_epoch, epochs + 1):
             context.epoch = epoch
+            size_now = train_image_size(values["progressive_sizes"], values["image_size"], progress())
+            if size_now != train_size:  # progressive resizing: the next stage starts with this epoch
+                train_size, train_set = size_now, build_split(config, "train", size_now)
             # Seeding per epoch makes a resumed run repeat the uninterrupted one exactly.
             seed_everything(values["seed"] * 100_003 + epoch)
             train_loader = make_loader(
@@ -311,6 +343,7 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
                 threshold=values["threshold"],
                 on_nan=values["on_nan"],
                 before_step=before_step,
+                after_step=None if weight_average is None else lambda: weight_average.update(model),
                 progress_label=f"epoch {epoch}/{epochs}",
                 quiet=values["quiet"],
             )
@@ -325,14 +358,17 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
                     f"model weights became non-finite in epoch {epoch}; best.pt is left as it was"
                 )
             valid_started = time.monotonic()
+            sweep = ThresholdSweep() if values["calibrate_threshold"] else None
             valid_loss, accumulator = evaluate_loader(
-                model,
+                evaluated,
                 valid_loader,
                 loss_fn,
                 device=device,
                 amp_dtype=amp_dtype,
                 channels_last=channels_last,
                 threshold=values["threshold"],
+                tta=values["tta"],
+                sweep=sweep,
             )
             if group.enabled:  # pool the shards: counts, losses and image numbers of every process
                 loss_total, valid_count = distributed.sum_across(
@@ -340,6 +376,8 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
                 )
                 valid_loss = loss_total / max(valid_count, 1)
                 accumulator.all_reduce()
+                if sweep is not None:
+                    sweep.all_reduce()
                 train_loss, train_dice, train_count = distributed.sum_across(
                     group, stats.loss * stats.images, stats.dice * stats.images, stats.images
                 )
@@ -359,7 +397,12 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
                 "epoch_time_s": time.monotonic() - epoch_started,
                 "train_images_per_s": stats.images / max(train_seconds, 1e-9),
                 "skipped_steps": stats.skipped_steps,
+                "train_image_size": train_size,
             }
+            if sweep is not None:
+                record["calibrated_threshold"], record["valid_dice_calibrated"] = sweep.best(
+                    values["threshold"]
+                )
             history.append(record)
             improved = record["valid_dice"] > best_dice and math.isfinite(record["valid_dice"])
             if improved:
@@ -403,6 +446,10 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
     return RunResult(run_dir, best_dice, best_epoch, history, stop_reason, metric_text)
 
 
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu() for key, value in model.state_dict().items()}
+
+
 def _silent(text: str) -> None:
     """Processes other than rank 0 print nothing."""
 
@@ -412,7 +459,12 @@ def _epoch_line(record: dict[str, Any], epochs: int, improved: bool) -> str:
         f"epoch {record['epoch']:>3}/{epochs}"
         f"  train loss {record['train_loss']:.4f} dice {record['train_dice']:.4f}"
         f"  valid loss {record['valid_loss']:.4f} dice {record['valid_dice']:.4f}"
-        f"  lr {record['lr']:.2e}  {record['epoch_time_s']:.1f}s"
+        + (
+            f" ({record['valid_dice_calibrated']:.4f} at threshold {record['calibrated_threshold']:g})"
+            if "calibrated_threshold" in record
+            else ""
+        )
+        + f"  lr {record['lr']:.2e}  {record['epoch_time_s']:.1f}s"
         f"  {record['train_images_per_s']:.1f} img/s{'  *best' if improved else ''}"
     )
 
