@@ -44,6 +44,10 @@ def pytest_addoption(parser):
     )
     group.addoption("--bench-device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
     group.addoption(
+        "--bench-epoch-rounds", type=int, default=1,
+        help="interleaved rounds of the whole-epoch comparison (default 1: an epoch takes minutes)",
+    )
+    group.addoption(
         "--bench-compile", action="store_true",
         help="also time the torch.compile'd fast path (its first call, the compilation, is reported apart)",
     )
@@ -83,6 +87,7 @@ def settings_from(config) -> BenchSettings:
 def pytest_configure(config):
     config.segkit_bench_rows = []
     config.segkit_bench_other = []
+    config.segkit_bench_lines = []  # free-form result lines (the whole-epoch comparison)
 
 
 @pytest.fixture(scope="session")
@@ -363,7 +368,8 @@ def format_table(rows: list[Row], peak: float | None, settings: BenchSettings) -
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     rows = getattr(config, "segkit_bench_rows", [])
     other = getattr(config, "segkit_bench_other", [])
-    if not rows and not other:
+    lines = getattr(config, "segkit_bench_lines", [])
+    if not rows and not other and not lines:
         return
     terminalreporter.section("segkit speed")
     if rows:
@@ -379,3 +385,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         )
     for name, images_per_second in other:
         terminalreporter.write_line(f"data pipeline {name}: {images_per_second} images/s")
+    for line in lines:
+        terminalreporter.write_line(line)

@@ -277,8 +277,9 @@ def test_a_checkpoint_that_does_not_fit_is_one_clear_line(
         "truncated-file",
     ],
 )
-def test_resuming_from_a_last_pt_that_does_not_fit_is_one_clear_line(copy_of_run, genuine, mismatch):
+def test_resuming_from_a_last_pt_that_does_not_fit_is_one_clear_line(copy_of_run, mismatch):
     last = copy_of_run / "last.pt"
+    genuine = load_checkpoint(last)  # last.pt, not best.pt: only it carries the optimizer and RNG state
     if mismatch == "truncated-file":
         data = last.read_bytes()
         last.write_bytes(data[: len(data) // 2])
