@@ -302,9 +302,23 @@ def deployment_notes(
             "kind": "logits: apply a sigmoid to get the foreground probability",
             "threshold": trained.threshold,
             "postprocess": [
+                *(
+                    [
+                        "average the logits with those of the horizontally flipped photo, flipped back "
+                        "(the run's recipe chose flip test-time augmentation)"
+                    ]
+                    if trained.tta
+                    else []
+                ),
                 "resize the logits bilinearly to the photo's size (as segkit predict does)",
                 "probability = 1 / (1 + exp(-logits))",
                 f"mask = probability > {trained.threshold:g}",
+                *(["fill the holes inside the mask"] if trained.postprocess.get("fill_holes") else []),
+                *(
+                    ["keep only the largest connected component (8-connectivity)"]
+                    if trained.postprocess.get("keep_largest")
+                    else []
+                ),
             ],
         },
         "dynamic_axes": {str(axis): name for axis, name in DYNAMIC_AXES.items()},

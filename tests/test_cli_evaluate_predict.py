@@ -204,6 +204,17 @@ def test_the_recipes_inference_choices_are_predict_and_evaluates_defaults(
     assert "test-time augmentation none, post-processing none" in result.output
 
 
+def test_export_notes_list_the_recipes_inference_steps(trained_with_inference_choices, tmp_path):
+    _, run_dir = trained_with_inference_choices
+    target = tmp_path / "model.pt"
+    result = CliRunner().invoke(
+        cli, ["export", str(run_dir), "--format", "torchscript", "--no-check", "-o", str(target)]
+    )
+    assert result.exit_code == 0, result.output
+    steps = json.loads(target.with_suffix(".json").read_text())["output"]["postprocess"]
+    assert "flipped" in steps[0] and "fill the holes" in steps[-2] and "largest" in steps[-1]
+
+
 def test_evaluate_missing_split_file_is_a_clear_error(trained, tmp_path):
     root, run_dir = trained
     (root / "annotations" / "test.txt").rename(root / "annotations" / "test.txt.bak")

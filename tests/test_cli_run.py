@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -200,3 +201,51 @@ def test_a_named_recipe_beats_dataset_defaults_and_loses_to_flags():
     assert config["epochs"] == 3 and config.sources["epochs"] == "flag"
     plain = resolve_run_config({}, None, None)
     assert plain["image_size"] == 64 and plain.sources["image_size"] == "dataset synthetic default"
+
+
+def test_every_registered_recipe_resolves_to_valid_settings():
+    """A recipe is checked like a config file: known settings, valid values (third-party ones too)."""
+    from segkit.cli.run_cmd import resolve_run_config
+
+    names = [component.name for component in segkit.list_components("recipe")]
+    assert {"seed", "budget"} <= set(names)
+    for name in names:
+        config = resolve_run_config({"dataset": "oxford_pet"}, None, name)
+        recipe = segkit.get_component("recipe", name).factory
+        assert all(config.sources[key] == f"recipe {name}" for key in recipe), name
+
+
+def test_the_budget_recipe_plans_for_fifteen_minutes_unless_told_otherwise():
+    from segkit.cli.run_cmd import resolve_run_config
+
+    config = resolve_run_config({}, None, "budget")
+    assert config["time_budget"] == 900 and config.sources["time_budget"] == "recipe budget"
+    assert config["progressive_sizes"][-1] == config["image_size"]
+    assert resolve_run_config({"time_budget": "1h"}, None, "budget")["time_budget"] == 3600
+    # seed stays the report's recipe: none of the budget's levers
+    seed = resolve_run_config({}, None, "seed")
+    assert seed["time_budget"] is None and seed["progressive_sizes"] == [] and not seed["tta"]
+
+
+def test_a_step_that_would_end_past_the_budget_is_not_begun(tmp_path, monkeypatch):
+    """A fake clock advances 10 s per training step: under a 35 s budget three steps end at 30 s and
+    a fourth would end at 40 s, so the run stops after three (and never overruns by a step)."""
+    import segkit.engine.loop as loop
+    import segkit.engine.trainer as trainer
+
+    now = [0.0]
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    real_compute_loss = loop.compute_loss
+
+    def compute_loss_taking_ten_seconds(*args, **kwargs):
+        if torch.is_grad_enabled():  # training steps, not validation
+            now[0] += 10.0
+        return real_compute_loss(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "compute_loss", compute_loss_taking_ten_seconds)
+    result = run_cli("run", *TINY, "--epochs", "50", "--time-budget", "35s", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "time budget" in result.output
+    last = load_checkpoint(only_run_dir(tmp_path) / "last.pt")
+    assert last["schedule_state"]["step"] == 3
+    assert last["schedule_state"]["elapsed_s"] <= 35

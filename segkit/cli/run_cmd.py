@@ -210,7 +210,12 @@ def _workers(value: str | None) -> Any:
     default=None,
     help="Make keeping the largest component predict/evaluate's default post-processing. [default: off]",
 )
-@click.option("--recipe", help="Named preset of settings (see `segkit plugins`); flags override it.")
+@click.option(
+    "--recipe",
+    help="Named preset of settings; flags and --config override it. Built in: seed (the report's "
+    "recipe) and budget (most Dice from --time-budget, default 15m). `segkit plugins --kind recipe` "
+    "lists all.",
+)
 @click.option(
     "--config",
     "config_file",

@@ -256,6 +256,10 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
     total_steps = steps_per_epoch * epochs
     started = time.monotonic()
     validation_seconds = 0.0
+    # The time between the starts of the last two steps (data wait included): a step is only begun
+    # when it, and the validation after it, should still end within the budget.
+    step_seconds = 0.0
+    last_step_started: float | None = None
 
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - started
@@ -265,8 +269,13 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
         return max(by_steps, elapsed() / budget) if budget else by_steps
 
     def before_step() -> bool:
-        nonlocal step
-        if distributed.any_across(group, bool(budget) and elapsed() + validation_seconds >= budget):
+        nonlocal step, step_seconds, last_step_started
+        now = time.monotonic()
+        if last_step_started is not None:
+            step_seconds = now - last_step_started
+        last_step_started = now
+        over = bool(budget) and elapsed() + step_seconds + validation_seconds > budget
+        if distributed.any_across(group, over):
             return False
         set_learning_rate(
             optimizer,
@@ -335,6 +344,7 @@ def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = No
                 group,
             )
             epoch_started = time.monotonic()
+            last_step_started = None  # the gap across validation and checkpoints is no step's time
             stats = train_one_epoch(
                 train_model,
                 train_loader,
