@@ -104,7 +104,7 @@ def evaluate_dataset(
 ) -> Evaluation:
     """Score ``trained`` on ``dataset``. ``postprocess`` (``fill_holes``, ``keep_largest``) cleans each
     thresholded mask up before it is scored, at every resolution, as ``predict`` would."""
-    steps = {k: v for k, v in (postprocess or {}).items() if v}
+    steps: dict[str, bool] = {k: v for k, v in (postprocess or {}).items() if v}
     network = MetricAccumulator(threshold=threshold)
     use_original = original_resolution and hasattr(dataset, "original_mask")
     original = MetricAccumulator(threshold=threshold) if use_original else None

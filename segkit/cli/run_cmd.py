@@ -18,38 +18,6 @@ from segkit.config import (
 from segkit.errors import UsageError
 from segkit.options import parse_options, parse_value
 
-# Flags whose value the user gave; click's defaults are None so that lower layers show through.
-FLAG_KEYS = (
-    "model",
-    "loss",
-    "dataset",
-    "data_path",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "weight_decay",
-    "optimizer",
-    "scheduler",
-    "warmup_fraction",
-    "image_size",
-    "progressive_sizes",
-    "augment",
-    "device",
-    "amp",
-    "seed",
-    "workers",
-    "time_budget",
-    "threshold",
-    "out",
-    "on_nan",
-    "ema_decay",
-    "calibrate_threshold",
-    "tta",
-    "fill_holes",
-    "keep_largest",
-)
-
-
 # What --resume lets flags change; the rest is the run's recorded settings.
 RESUME_OVERRIDES = ("epochs", "time_budget", "quiet", "device", "workers", "callbacks", "callback_options")
 
