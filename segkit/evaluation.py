@@ -114,9 +114,8 @@ def evaluate_dataset(
     for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=quiet, leave=False):
         logits = predict_logits(trained, batch["image"], tta=tta).cpu()
         names = list(batch["name"])
-        network.update(
-            _cleaned(logits, threshold, steps), batch["mask"], ignore=batch.get("ignore"), names=names
-        )
+        network_logits = _cleaned(logits, threshold, steps)
+        network.update(network_logits, batch["mask"], ignore=batch.get("ignore"), names=names)
         for offset, name in enumerate(names):
             if original is not None:  # i.e. use_original
                 mask, ignore = dataset.original_mask(index + offset)
@@ -131,9 +130,7 @@ def evaluate_dataset(
                 original.update(full, mask_t, ignore=ignore_t, names=[name])
                 predicted, truth = (full[0, 0] > _logit(threshold)).numpy(), mask_t[0, 0].numpy() > 0.5
             else:
-                predicted = (
-                    _cleaned(logits[offset : offset + 1], threshold, steps)[0, 0] > _logit(threshold)
-                ).numpy()
+                predicted = (network_logits[offset, 0] > _logit(threshold)).numpy()
                 truth = batch["mask"][offset, 0].numpy() > 0.5
             if boundary:
                 boundary_rows.append(

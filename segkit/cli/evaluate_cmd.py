@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from segkit.cli.inference_choices import inference_choice_options, resolve_inference_choices
+
 
 @click.command("evaluate")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
@@ -21,23 +23,7 @@ import click
 @click.option(
     "--threshold", type=float, help="Probability threshold. [default: the checkpoint's, usually 0.5]"
 )
-@click.option(
-    "--tta/--no-tta",
-    default=None,
-    help="Flip test-time augmentation: average with a horizontally flipped pass. "
-    "[default: as the run's recipe chose, usually off]",
-)
-@click.option(
-    "--fill-holes/--no-fill-holes",
-    default=None,
-    help="Post-process each mask before scoring: fill holes. [default: as the run's recipe chose]",
-)
-@click.option(
-    "--keep-largest/--no-keep-largest",
-    default=None,
-    help="Post-process each mask before scoring: keep only the largest connected component. "
-    "[default: as the run's recipe chose]",
-)
+@inference_choice_options
 @click.option(
     "--resolution",
     type=click.Choice(["original", "network", "both"]),
@@ -97,11 +83,7 @@ def evaluate(
     trained = load_trained_model(checkpoint, device=resolve_device(device))
     recorded = trained.checkpoint.get("config") or {}
     threshold = trained.threshold if threshold is None else threshold
-    tta = trained.tta if tta is None else tta
-    postprocess = dict(trained.postprocess)
-    for step, flag in (("fill_holes", fill_holes), ("keep_largest", keep_largest)):
-        if flag is not None:
-            postprocess[step] = flag
+    tta, postprocess = resolve_inference_choices(trained, tta, fill_holes, keep_largest)
     if not 0 < threshold < 1:
         raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
     name = dataset or trained.checkpoint.get("dataset") or recorded.get("dataset")

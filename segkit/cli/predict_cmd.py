@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from segkit.cli.inference_choices import inference_choice_options, resolve_inference_choices
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -66,22 +68,7 @@ def overlay(image, mask, color=(255, 40, 40), alpha=0.45):
 )
 @click.option("--probabilities", is_flag=True, help="Also write the foreground probability as an 8-bit PNG.")
 @click.option("--no-overlay", is_flag=True, help="Do not write overlay pictures.")
-@click.option(
-    "--tta/--no-tta",
-    default=None,
-    help="Average with a horizontally flipped pass (test-time augmentation). "
-    "[default: as the run's recipe chose, usually off]",
-)
-@click.option(
-    "--fill-holes/--no-fill-holes",
-    default=None,
-    help="Post-process: fill holes inside the predicted mask. [default: as the run's recipe chose]",
-)
-@click.option(
-    "--keep-largest/--no-keep-largest",
-    default=None,
-    help="Post-process: keep only the largest connected component. [default: as the run's recipe chose]",
-)
+@inference_choice_options
 @click.option(
     "--min-size",
     type=click.IntRange(min=0),
@@ -119,9 +106,7 @@ def predict(
     files = collect_inputs(inputs)
     trained = load_trained_model(checkpoint, device=resolve_device(device))
     threshold = trained.threshold if threshold is None else threshold
-    tta = trained.tta if tta is None else tta
-    fill_holes = trained.postprocess.get("fill_holes", False) if fill_holes is None else fill_holes
-    keep_largest = trained.postprocess.get("keep_largest", False) if keep_largest is None else keep_largest
+    tta, postprocess = resolve_inference_choices(trained, tta, fill_holes, keep_largest)
     if not 0 < threshold < 1:
         raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
     try:
@@ -139,7 +124,7 @@ def predict(
             failures += 1
             continue
         probability = predict_probability(trained, image, tta=tta)
-        mask = postprocess_mask(probability > threshold, fill_holes, keep_largest, min_size)
+        mask = postprocess_mask(probability > threshold, min_size=min_size, **postprocess)
         stem = path.stem if path.stem not in stems else f"{path.stem}-{stems[path.stem] + 1}"
         stems[path.stem] = stems.get(path.stem, 0) + 1
         try:
