@@ -1,16 +1,14 @@
 """Checkpoints: written atomically, loaded safely.
 
-Writing goes to a temporary file in the same folder, is flushed to disk, then renamed over the old
-file, so a crash or a full disk leaves the previous checkpoint intact. Loading uses
-``torch.load(weights_only=True)``: a checkpoint crafted to run code when unpickled fails to load
-instead. segkit stores only tensors, numbers, strings, lists, tuples and dicts.
+Writing goes through ``segkit.files.atomic_write``: a temporary file in the same folder, flushed to
+disk, then renamed over the old file, so a crash or a full disk leaves the previous checkpoint
+intact. Loading uses ``torch.load(weights_only=True)``: a checkpoint crafted to run code when
+unpickled fails to load instead. segkit stores only tensors, numbers, strings, lists, tuples and dicts.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,33 +17,12 @@ import torch
 
 from segkit.errors import CheckpointError
 
+# Re-exported: other modules and tests import (and patch) ``segkit.checkpoint.atomic_write``.
+from segkit.files import atomic_write
+
+__all__ = ["FORMAT_VERSION", "atomic_write", "load_checkpoint", "save_checkpoint"]
+
 FORMAT_VERSION = 1
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, then rename it into place."""
-    path = Path(path)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except OSError:
-        pass
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

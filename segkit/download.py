@@ -1,8 +1,10 @@
 """Downloading public datasets: fetch archives, verify their checksums, extract them safely.
 
-``download_dataset("oxford-pet", DIR)`` (CLI: ``segkit data download oxford-pet DIR``) fetches the
-official Oxford-IIIT Pet archives with torchvision's download helpers, checks their MD5 sums, and
-extracts them into DIR so that ``create_dataset("oxford_pet", root=DIR)`` loads them.
+A dataset plugin makes its dataset downloadable by registering a ``RemoteDataset`` with it
+(``register("oxford_pet", factory, download=OXFORD_PET)``; see the ``register_datasets`` hookspec).
+``download_dataset("oxford-pet", DIR)`` (CLI: ``segkit data download oxford-pet DIR``) finds that spec
+through the dataset registry, fetches the archives with torchvision's download helpers, checks their
+MD5 sums, and extracts them into DIR so that ``create_dataset("oxford_pet", root=DIR)`` loads them.
 
 - Archives already in DIR with the right checksum are not downloaded again; archives already
   extracted (a marker file records which) are not extracted again.
@@ -12,8 +14,11 @@ extracts them into DIR so that ``create_dataset("oxford_pet", root=DIR)`` loads 
   ``..``), symlinks and hard links pointing outside it, and device files; it then extracts with
   ``tarfile``'s ``"data"`` filter where Python has it, into a staging folder moved into place at the end.
 - Mirrors and tests: the base URL can be overridden per dataset by an environment variable
-  (``SEGKIT_OXFORD_PET_URL``) or argument; the archive file names are appended to it
-  (``file://`` URLs work too).
+  (``RemoteDataset.url_env``, e.g. ``SEGKIT_OXFORD_PET_URL``) or argument; the archive file names
+  are appended to it (``file://`` URLs work too).
+
+Extraction is segkit's own rather than torchvision's ``extract_archive``, which does not guard against
+members that escape the target folder.
 """
 
 from __future__ import annotations
@@ -48,7 +53,13 @@ class Archive:
 
 @dataclass(frozen=True)
 class RemoteDataset:
-    """A dataset published as archives under one base URL."""
+    """A dataset published as archives under one base URL, as a dataset plugin registers it
+    (``register(name, factory, download=RemoteDataset(...))``).
+
+    ``name`` is what ``segkit data download NAME DIR`` accepts (the registered dataset's own name
+    works too); ``url_env`` names the environment variable that overrides ``base_url``;
+    ``segkit_dataset`` is the registered dataset that loads the extracted folder.
+    """
 
     name: str
     base_url: str
@@ -59,23 +70,37 @@ class RemoteDataset:
     segkit_dataset: str
 
 
-DATASETS: dict[str, RemoteDataset] = {
-    "oxford-pet": RemoteDataset(
-        name="oxford-pet",
-        base_url="https://thor.robots.ox.ac.uk/datasets/pets/",
-        archives=(
-            Archive("images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c"),
-            Archive("annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f"),
-        ),
-        url_env="SEGKIT_OXFORD_PET_URL",
-        expected=("images", "annotations/trimaps", "annotations/trainval.txt", "annotations/test.txt"),
-        segkit_dataset="oxford_pet",
-    ),
-}
+def downloadable_datasets() -> dict[str, RemoteDataset]:
+    """The download specs registered datasets carry (their ``download`` metadata), by spec name."""
+    from segkit.api import list_components
+
+    found: dict[str, RemoteDataset] = {}
+    for component in list_components("dataset"):
+        spec = component.metadata.get("download")
+        if isinstance(spec, RemoteDataset):
+            found[spec.name] = spec
+    return found
+
+
+def find_downloadable(name: str) -> RemoteDataset | None:
+    """The download spec called ``name``, or carried by the dataset registered as ``name``; None if
+    there is none. ``-`` and ``_`` are interchangeable and case does not matter (``oxford_pet``)."""
+    from segkit.api import list_components
+
+    wanted = _spelling(name)
+    for component in list_components("dataset"):
+        spec = component.metadata.get("download")
+        if isinstance(spec, RemoteDataset) and wanted in (_spelling(spec.name), _spelling(component.name)):
+            return spec
+    return None
+
+
+def _spelling(name: str) -> str:
+    return name.replace("_", "-").lower()
 
 
 def download_dataset(
-    name: str,
+    name: str | RemoteDataset,
     directory: str | os.PathLike,
     base_url: str | None = None,
     md5_overrides: Mapping[str, str] | None = None,
@@ -84,15 +109,18 @@ def download_dataset(
 ) -> Path:
     """Download, verify and extract the dataset ``name`` into ``directory``; return the directory.
 
+    ``name`` is a downloadable dataset's name (see ``find_downloadable``) or a ``RemoteDataset``.
+
     ``base_url`` overrides the official location (else the dataset's environment variable, else the
     official URL). ``md5_overrides`` maps archive file names to checksums for mirrors that repackage
     the archives. ``keep_archives=False`` deletes each archive once extracted. ``log`` receives
     progress messages. Raises ``UsageError`` for an unknown dataset, ``DataError`` for download,
     checksum or extraction problems.
     """
-    dataset = DATASETS.get(name.replace("_", "-").lower())
+    dataset = name if isinstance(name, RemoteDataset) else find_downloadable(name)
     if dataset is None:
-        raise UsageError(f"no downloadable dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
+        available = ", ".join(sorted(downloadable_datasets())) or "(none registered)"
+        raise UsageError(f"no downloadable dataset {name!r}; available: {available}")
     say = log or (lambda message: None)
     directory = Path(directory).expanduser()
     try:

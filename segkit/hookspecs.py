@@ -3,6 +3,19 @@
 A plugin is a module (found through the ``segkit`` entry-point group) that implements some of these
 hooks with ``@segkit.hookimpl``. The host collects what they register into registries and owns the
 policy (duplicates, unknown names, broken plugins); see ``segkit.registry``.
+
+``register(name, factory, description=None, **metadata)``: keywords beyond ``description`` are kept
+in ``component.metadata``. Every kind takes ``options=SPEC``, the factory's option declaration
+(``{"name": segkit.component_options.Option(...)}``), so that segkit can list a component's options;
+the factory checks what it is given against the same SPEC with
+``segkit.component_options.parse_component_options``.
+
+What plugins build on lives in ``segkit`` (a plugin imports ``segkit``, never ``segkit_builtin``):
+``segkit.component_options`` (declaring and checking options), ``segkit.models.AnySizeModel`` and
+``segkit.blocks`` (models), ``segkit.losses.SegmentationLoss`` and its functional math (losses),
+``segkit.datasets.PairedImageDataset`` (datasets of photo and mask files), ``segkit.callbacks.Callback``
+(callbacks), ``segkit.download.RemoteDataset`` (downloadable datasets) and ``segkit.testing`` (the
+conformance kit for a plugin's own tests).
 """
 
 import pluggy
@@ -17,6 +30,9 @@ def register_models(register):
 
     Contract: ``factory(in_channels=3, out_channels=1, **options)`` returns an ``nn.Module`` mapping
     ``(N, in_channels, H, W)`` float images to ``(N, out_channels, H, W)`` **logits** for any H and W.
+    Bases: ``segkit.models.AnySizeModel`` (pads any H and W to what the network needs and crops the
+    logits back), the conv blocks of ``segkit.blocks``, and the shared options ``segkit.models.IN_CHANNELS``,
+    ``OUT_CHANNELS`` and ``PAD_MODE``.
     """
 
 
@@ -27,13 +43,15 @@ def register_losses(register):
     Contract: ``factory(**options)`` returns a callable ``loss(logits, target)`` (usually an
     ``nn.Module``) taking logits and a ``{0, 1}`` float target of the same shape ``(N, C, H, W)``, and
     returning a finite scalar tensor. It may accept ``ignore=`` (a bool tensor of the same shape,
-    True where pixels must not count).
+    True where pixels must not count). Base: ``segkit.losses.SegmentationLoss`` (checks the inputs,
+    honours ``ignore`` and computes in float32; implement ``compute(logits, target, valid)``), with
+    ``segkit.losses.soft_dice_coefficient``, ``soft_tversky_index`` and ``valid_mean``.
     """
 
 
 @hookspec
 def register_datasets(register):
-    """Call ``register(name, factory, description=..., defaults=...)`` for each dataset.
+    """Call ``register(name, factory, description=..., defaults=..., download=...)`` for each dataset.
 
     Contract: ``factory(root=None, split="train", image_size=256, augment=None, **options)`` returns a
     ``torch.utils.data.Dataset``. ``augment`` names the augmentation pipeline (``None``: the split's
@@ -47,7 +65,11 @@ def register_datasets(register):
     ``normalization = {"mean": [...], "std": [...]}`` (stored in checkpoints, so prediction normalises
     photos alike), ``in_memory = True`` (no loader worker processes are started), and
     ``original_mask(index) -> (mask, ignore)`` (the mask at the photo's own size, for evaluation at
-    original resolution).
+    original resolution). ``download`` (optional) is a ``segkit.download.RemoteDataset``: where the
+    dataset's archives are published and their checksums; ``segkit data download NAME DIR`` (NAME
+    being the spec's name or the dataset's) fetches, verifies and safely extracts them into DIR.
+    Base for photos and masks on disk: ``segkit.datasets.PairedImageDataset`` (with ``match_pairs``,
+    ``check_root`` and the common options ``ROOT``, ``SPLIT``, ``IMAGE_SIZE``, ``AUGMENT``).
     """
 
 

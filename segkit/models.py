@@ -6,14 +6,13 @@
   the same way.
 - ``count_parameters``, ``count_flops`` and ``describe_model``: the size and cost figures that
   ``segkit models`` prints.
-- ``check_positive_int``, ``check_choice`` and ``reject_unknown_options``: option validation with
-  messages that name the model and the option at fault, for model factories (built-in or not).
+- ``IN_CHANNELS``, ``OUT_CHANNELS`` and ``PAD_MODE``: the options most model factories share, declared
+  with ``segkit.component_options`` for a factory's own option spec.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -22,9 +21,19 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from segkit.component_options import Option, choice, parse_component_options, positive_int
 from segkit.errors import UsageError
 
 PAD_MODES = ("reflect", "zeros")
+
+#: Options most model factories share, for their option specs: ``{"in_channels": IN_CHANNELS, ...}``.
+IN_CHANNELS = Option(3, positive_int, help="channels of the input images (segkit passes the data's)")
+OUT_CHANNELS = Option(1, positive_int, help="channels of the logits (1 for a binary mask)")
+PAD_MODE = Option(
+    "reflect",
+    choice(*PAD_MODES),
+    help="how inputs whose sides are not multiples of the network's are padded: mirrored or with zeros",
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ class AnySizeModel(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, size_multiple: int, pad_mode: str = "reflect"):
         super().__init__()
-        check_choice(pad_mode, PAD_MODES, "pad_mode", type(self).__name__)
+        parse_component_options("model", type(self).__name__, {"pad_mode": pad_mode}, {"pad_mode": PAD_MODE})
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.size_multiple = size_multiple
@@ -134,39 +143,6 @@ def check_input(images: Any, in_channels: int, model_name: str) -> None:
         )
     if not images.is_floating_point():
         raise UsageError(f"{model_name} expects floating-point images, got dtype {images.dtype}")
-
-
-# -- option validation ------------------------------------------------------------------------------
-
-
-def check_positive_int(value: Any, option: str, model_name: str) -> int:
-    """``value`` if it is an int >= 1 (bools refused), else a ``UsageError`` naming the option."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{model_name}: option {option} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_choice(value: Any, choices: Iterable[str], option: str, model_name: str) -> str:
-    choices = tuple(choices)
-    if value not in choices:
-        raise UsageError(
-            f"{model_name}: option {option} must be one of {', '.join(map(repr, choices))}, got {value!r}"
-        )
-    return value
-
-
-def reject_unknown_options(model_name: str, unknown: Mapping[str, Any], known: Iterable[str]) -> None:
-    """Raise a ``UsageError`` for the first option a factory does not know, suggesting the nearest."""
-    if not unknown:
-        return
-    known = sorted(known)
-    name = sorted(unknown)[0]
-    message = f"{model_name}: unknown option {name!r}."
-    nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-    if nearest:
-        message += f" Did you mean {nearest[0]!r}?"
-    message += f" Options: {', '.join(known)}."
-    raise UsageError(message)
 
 
 # -- size and cost ----------------------------------------------------------------------------------

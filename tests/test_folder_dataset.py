@@ -159,11 +159,11 @@ def test_mask_of_another_size_names_both_files(tmp_path):
 
 def test_bad_options_are_usage_errors(tmp_path):
     write_folder_layout(tmp_path, NAMES[:10])
-    with pytest.raises(UsageError, match="valid_fraction must be a number in"):
+    with pytest.raises(UsageError, match="'valid_fraction' must be a number in"):
         create(tmp_path, valid_fraction=1.5)
     with pytest.raises(UsageError, match="must be below 1"):
         create(tmp_path, valid_fraction=0.5, test_fraction=0.5)
-    with pytest.raises(UsageError, match="no option.* shuffle"):
+    with pytest.raises(UsageError, match="no option 'shuffle'"):
         create(tmp_path, shuffle=True)
     with pytest.raises(DataError, match="root folder .*missing does not exist"):
         create(tmp_path / "missing")

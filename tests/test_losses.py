@@ -387,15 +387,16 @@ def _valid_value(option):
         ("dice", {"smooth": True}, "smooth", "> 0"),
         ("dice", {"smooth": float("nan")}, "smooth", "> 0"),
         ("dice", {"per_image": "maybe"}, "per_image", "true or false"),
-        ("tversky", {"alpha": -0.1}, "alpha", ">= 0"),
-        ("bce_tversky", {"beta": "x"}, "beta", ">= 0"),
+        ("tversky", {"alpha": -0.1}, "alpha", "in [0, 1e+06]"),
+        ("bce_tversky", {"beta": "x"}, "beta", "in [0, 1e+06]"),
         ("bce_tversky", {"alpha": 0, "beta": 0}, "alpha", "both be 0"),
         ("focal", {"alpha": 1.5}, "alpha", "[0, 1]"),
         ("focal", {"gamma": -1}, "gamma", ">= 0"),
-        ("bce", {"pos_weight": 0}, "pos_weight", "> 0"),
-        ("bce_dice", {"bce_weight": -1}, "bce_weight", ">= 0"),
+        ("bce", {"pos_weight": 0}, "pos_weight", "in (0, 1e+06]"),
+        ("bce", {"pos_weight": 4e36}, "pos_weight", "in (0, 1e+06]"),  # would overflow float32
+        ("bce_dice", {"bce_weight": -1}, "bce_weight", "in [0, 1e+06]"),
         ("bce_dice", {"bce_weight": 0, "dice_weight": 0}, "dice_weight", "both be 0"),
-        ("bce_tversky", {"tversky_weight": [1]}, "tversky_weight", ">= 0"),
+        ("bce_tversky", {"tversky_weight": [1]}, "tversky_weight", "in [0, 1e+06]"),
     ],
 )
 def test_invalid_option_values_name_the_option_and_allowed_values(name, options, option, allowed):

@@ -139,12 +139,12 @@ def test_bad_input_gets_a_usage_error_not_a_torch_traceback(images, expected):
         (build_unet, {"pad_mode": "circular"}, "pad_mode"),
         (build_unet, {"in_channels": 0}, "in_channels"),
         (build_unet, {"out_channels": None}, "out_channels"),
-        (build_unet, {"base_channel": 16}, "Did you mean 'base_channels'"),
+        (build_unet, {"base_channel": 16}, "did you mean 'base_channels'"),
         (build_resnet34_unet, {"pretrained": "yes"}, "pretrained"),
         (build_resnet34_unet, {"download_timeout": 0}, "download_timeout"),
         (build_resnet34_unet, {"pad_mode": "edge"}, "pad_mode"),
         (build_resnet34_unet, {"in_channels": -1}, "in_channels"),
-        (build_resnet34_unet, {"base_channels": 16}, "unknown option 'base_channels'"),
+        (build_resnet34_unet, {"base_channels": 16}, "has no option 'base_channels'"),
     ],
 )
 def test_bad_options_raise_a_usage_error_naming_the_option(factory, options, option_named):

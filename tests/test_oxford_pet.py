@@ -246,11 +246,11 @@ def test_damage_found_in_a_dataloader_worker_reaches_the_main_process(pets):
 def test_bad_options_are_usage_errors(pets):
     with pytest.raises(UsageError, match="needs root"):
         segkit.create_dataset("oxford_pet")
-    with pytest.raises(UsageError, match="split must be one of train, valid, test; got 'val'"):
+    with pytest.raises(UsageError, match="'split' must be one of train, valid, test, got 'val'"):
         create(pets, split="val")
-    with pytest.raises(UsageError, match="border must be one of foreground, ignore"):
+    with pytest.raises(UsageError, match="'border' must be one of foreground, ignore"):
         create(pets, border="edge")
-    with pytest.raises(UsageError, match="no option.* colour.*options are root, split, image_size"):
+    with pytest.raises(UsageError, match="no option 'colour'.*options are: augment, border, image_size"):
         create(pets, colour=True)
     with pytest.raises(UnknownComponentError, match="augmentation 'wild'"):
         create(pets, augment="wild")

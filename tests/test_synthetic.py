@@ -95,7 +95,7 @@ def test_images_are_imagenet_normalised_and_say_so():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"split": "validation"}, "split must be one of train, valid, test"),
+        ({"split": "validation"}, "'split' must be one of train, valid, test"),
         ({"image_size": 8}, "image_size"),
         ({"image_size": "64"}, "image_size"),
         ({"length": -1}, "length"),

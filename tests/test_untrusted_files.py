@@ -341,7 +341,7 @@ CONFIG_FILES = {
     "an-import-setting": (f'import = "{EVIL_MODULE}"\n', r"unknown setting 'import' from config"),
     "factory-in-model-options": (
         f'[model_options]\nfactory = "{EVIL_MODULE}:build"\n',
-        r"unet: unknown option 'factory'",
+        r"model 'unet' has no option 'factory'",
     ),
 }
 
@@ -467,7 +467,7 @@ CRAFTED_FIELDS = {
     "model-name-a-number": ({"model_name": 5}, "names no model"),
     "channels-a-word": ({"in_channels": "three"}, "malformed fields"),
     "options-the-model-refuses": ({"model_options": {"base_channels": -4}}, "options the installed model"),
-    "width-beyond-any-memory": ({"model_options": {"base_channels": 10**12}}, "cannot be built"),
+    "width-beyond-any-memory": ({"model_options": {"base_channels": 10**12}}, "options the installed model"),
 }
 
 

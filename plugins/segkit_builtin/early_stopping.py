@@ -15,6 +15,7 @@ from typing import Any
 
 import segkit
 from segkit.callbacks import Callback, RunContext
+from segkit.component_options import Option, Parser, choice, non_negative, parse_component_options, text
 from segkit.errors import UsageError
 
 MODES = ("max", "min")
@@ -86,43 +87,29 @@ class EarlyStopping(Callback):
             context.stop_reason = self.stop_reason()
 
 
+def _whole_number(value: Any) -> int:
+    # A config file or --callback-option may give "3" or 3.0; 2.5, inf and True are mistakes.
+    if isinstance(value, bool):
+        raise ValueError("a bool is not a count")
+    number = float(value)
+    if not number.is_integer() or number < 0:
+        raise ValueError(f"not a whole number >= 0: {value!r}")
+    return int(number)
+
+
+OPTIONS = {
+    "patience": Option(
+        10, Parser(_whole_number, "a non-negative integer"), help="epochs without improvement before stopping"
+    ),
+    "min_delta": Option(0.0, non_negative, help="smallest change that counts as an improvement"),
+    "monitor": Option("valid_dice", text, "a metric name", help="the metric of the epoch record to watch"),
+    "mode": Option("max", choice(*MODES), help="max: higher is better; min: lower is better"),
+}
+
+
 def build_early_stopping(run_dir: Path | None = None, **options: Any) -> EarlyStopping:
     """Stop training when a metric (valid_dice) has not improved for `patience` (10) epochs."""
-    known = ("patience", "min_delta", "monitor", "mode")
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise UsageError(
-            f"callback 'early_stopping': unknown option(s) {', '.join(unknown)}; "
-            f"options are {', '.join(known)}"
-        )
-    patience = options.get("patience", 10)
-    try:
-        whole = not isinstance(patience, bool) and int(patience) == float(patience)
-        patience_ok = whole and int(patience) >= 0
-    except (TypeError, ValueError, OverflowError):
-        patience_ok = False
-    if not patience_ok:
-        raise UsageError(
-            f"callback 'early_stopping': option patience must be a non-negative integer, got {patience!r}"
-        )
-    min_delta = options.get("min_delta", 0.0)
-    try:
-        min_delta_ok = not isinstance(min_delta, bool) and float(min_delta) >= 0
-    except (TypeError, ValueError):
-        min_delta_ok = False
-    if not min_delta_ok:
-        raise UsageError(
-            f"callback 'early_stopping': option min_delta must be a number >= 0, got {min_delta!r}"
-        )
-    monitor = options.get("monitor", "valid_dice")
-    if not isinstance(monitor, str) or not monitor:
-        raise UsageError(f"callback 'early_stopping': option monitor must be a metric name, got {monitor!r}")
-    mode = options.get("mode", "max")
-    if mode not in MODES:
-        raise UsageError(
-            f"callback 'early_stopping': option mode must be one of {', '.join(MODES)}, got {mode!r}"
-        )
-    return EarlyStopping(patience=int(patience), min_delta=float(min_delta), monitor=monitor, mode=mode)
+    return EarlyStopping(**parse_component_options("callback", "early_stopping", options, OPTIONS))
 
 
 @segkit.hookimpl
@@ -132,4 +119,5 @@ def register_callbacks(register):
         build_early_stopping,
         description="Stop when valid_dice has not improved for `patience` (10) epochs; options monitor, mode",
         default=False,
+        options=OPTIONS,
     )

@@ -14,7 +14,8 @@ official release has .mat files and a few unlisted pictures) are ignored.
 Masks: pet (1) and border (3) are foreground and background (2) is background, as in the seed report;
 ``border="ignore"`` instead marks border pixels in each item's ``"ignore"`` mask, so losses and
 metrics that honour it skip the uncertain outline. Files are checked when the dataset is built and
-bad ones skipped with a warning (``strict=True``: an error); see ``PairedImageDataset``.
+bad ones skipped with a warning (``strict=True``: an error); see ``segkit.datasets.PairedImageDataset``.
+The download spec (``OXFORD_PET``) is registered with the dataset, for ``segkit data download``.
 """
 
 from __future__ import annotations
@@ -26,16 +27,21 @@ from typing import Any
 import numpy as np
 
 import segkit
-from segkit.errors import DataError, UsageError
-from segkit.transforms import BACKGROUND, FOREGROUND, IGNORE_INDEX, build_sample_transform
-from segkit_builtin.folder import (
+from segkit.component_options import Option, choice, parse_component_options
+from segkit.datasets import (
+    AUGMENT,
+    IMAGE_SIZE,
+    ROOT,
+    SPLIT,
+    STRICT,
     Pair,
     PairedImageDataset,
     check_root,
-    check_split,
     default_augment,
-    reject_unknown_options,
 )
+from segkit.download import Archive, RemoteDataset
+from segkit.errors import DataError
+from segkit.transforms import BACKGROUND, FOREGROUND, IGNORE_INDEX, build_sample_transform
 
 #: One listed trainval image in this many goes to the validation split (those at positions 0, 10, ...).
 VALID_EVERY = 10
@@ -46,6 +52,32 @@ SPLIT_FILES = {"train": "trainval.txt", "valid": "trainval.txt", "test": "test.t
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Any label value other than background, foreground and ignore serves as the "invalid" marker.
 _NOT_A_TRIMAP_VALUE = 7
+
+#: Where ``segkit data download oxford-pet DIR`` fetches the dataset from (registered as ``download``).
+OXFORD_PET = RemoteDataset(
+    name="oxford-pet",
+    base_url="https://thor.robots.ox.ac.uk/datasets/pets/",
+    archives=(
+        Archive("images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c"),
+        Archive("annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f"),
+    ),
+    url_env="SEGKIT_OXFORD_PET_URL",
+    expected=("images", "annotations/trimaps", "annotations/trainval.txt", "annotations/test.txt"),
+    segkit_dataset="oxford_pet",
+)
+
+OPTIONS = {
+    "root": ROOT,
+    "split": SPLIT,
+    "image_size": IMAGE_SIZE,
+    "augment": AUGMENT,
+    "border": Option(
+        "foreground",
+        choice(*BORDER_CHOICES),
+        help="trimap border pixels: pet, or ignored by losses and metrics",
+    ),
+    "strict": STRICT,
+}
 
 
 class OxfordPetDataset(PairedImageDataset):
@@ -74,29 +106,18 @@ class OxfordPetDataset(PairedImageDataset):
         return labels
 
 
-def build_oxford_pet(
-    root: str | Path | None = None,
-    split: str = "train",
-    image_size: int = 256,
-    augment: str | None = None,
-    border: str = "foreground",
-    strict: bool = False,
-    **unknown: Any,
-) -> OxfordPetDataset:
+def build_oxford_pet(root: str | Path | None = None, **options: Any) -> OxfordPetDataset:
     """The Oxford-IIIT Pet dataset from ROOT in its official layout.
 
-    ``augment`` defaults to "default" for train and "none" otherwise; ``border`` is "foreground"
-    (trimap border counts as pet) or "ignore"; ``strict=True`` makes unreadable files an error
-    instead of skipping them with a warning.
+    Options (``OPTIONS``): ``split``, ``image_size``, ``augment`` (defaults to "default" for train
+    and "none" otherwise), ``border`` ("foreground": the trimap border counts as pet, or "ignore"),
+    ``strict`` (True makes unreadable files an error instead of skipping them with a warning).
     """
-    reject_unknown_options(unknown, "oxford_pet", build_oxford_pet)
-    check_split(split)
-    if border not in BORDER_CHOICES:
-        raise UsageError(
-            f"oxford_pet option border must be one of {', '.join(BORDER_CHOICES)}; got {border!r}"
-        )
-    root = check_root(root, "oxford_pet")
-    transform = build_sample_transform(default_augment(augment, split), image_size, train=split == "train")
+    parsed = parse_component_options("dataset", "oxford_pet", {"root": root, **options}, OPTIONS)
+    split, border = parsed["split"], parsed["border"]
+    root = check_root(parsed["root"], "oxford_pet")
+    augment = default_augment(parsed["augment"], split)
+    transform = build_sample_transform(augment, parsed["image_size"], train=split == "train")
     for folder in (root / "images", root / "annotations" / "trimaps"):
         if not folder.is_dir():
             raise DataError(
@@ -113,7 +134,11 @@ def build_oxford_pet(
         Pair(name, photo_path(root, name), root / "annotations" / "trimaps" / f"{name}.png") for name in names
     ]
     return OxfordPetDataset(
-        pairs, transform, border=border, strict=strict, description=f"oxford_pet {root} split {split!r}"
+        pairs,
+        transform,
+        border=border,
+        strict=parsed["strict"],
+        description=f"oxford_pet {root} split {split!r}",
     )
 
 
@@ -167,4 +192,6 @@ def register_datasets(register):
         build_oxford_pet,
         description="Oxford-IIIT Pet (official layout): pet vs background from trimaps; valid = every 10th",
         defaults={"image_size": 256},
+        options=OPTIONS,
+        download=OXFORD_PET,
     )

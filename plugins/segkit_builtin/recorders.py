@@ -14,17 +14,19 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
-import tempfile
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import segkit
 from segkit.callbacks import Callback, RunContext
-from segkit.errors import UsageError
+from segkit.component_options import Option, Parser, parse_component_options
+from segkit.component_options import path as path_parser
+from segkit.component_options import text as text_parser
+from segkit.files import atomic_write, atomic_write_text
 
 CSV_NAME = "metrics.csv"
 EXCEL_NAME = "model_performance.xlsx"
@@ -46,51 +48,11 @@ class RecorderWarning(UserWarning):
     """A metrics file could not be written; training continues without it."""
 
 
-def _reject_unknown(callback: str, options: dict[str, Any], known: Iterable[str]) -> None:
-    if options:
-        raise UsageError(
-            f"callback {callback!r}: unknown option(s) {', '.join(sorted(options))}; "
-            f"options are {', '.join(known) or '(none)'}"
-        )
-
-
 def _epoch_of(record: dict[str, Any]) -> int | None:
     try:
         return int(float(record["epoch"]))
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _write_atomically(path: Path, write: Any, suffix: str) -> None:
-    """Call ``write(temp_path)``, fsync the result, then move it over ``path`` in one step.
-
-    Readers see either the old file or the new one, never half of one.
-    """
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=suffix, dir=path.parent)
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        write(temp)
-        with open(temp, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make a rename durable on POSIX; Windows cannot open folders and does not need it."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 # -- CSV ---------------------------------------------------------------------------------------
@@ -145,14 +107,12 @@ class CsvRecorder(Callback):
             self._columns, self._rows = [], []
 
     def _rewrite(self) -> None:
-        def write(temp: Path) -> None:
-            with open(temp, "w", newline="", encoding="utf-8") as stream:
-                writer = csv.DictWriter(stream, fieldnames=self._columns, restval="")
-                writer.writeheader()
-                writer.writerows(self._rows)
-
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=self._columns, restval="")
+        writer.writeheader()
+        writer.writerows(self._rows)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self.path, write, ".csv")
+        atomic_write_text(self.path, text.getvalue())
 
     def on_epoch_end(self, context: RunContext, metrics: dict[str, Any]) -> None:
         first_write = self._rows is None
@@ -200,11 +160,21 @@ def _epoch_at_or_after(row: dict[str, Any], epoch: int) -> bool:
     return recorded is not None and recorded >= epoch
 
 
+def _file_name(value: Any) -> str:
+    return str(path_parser(value))
+
+
+CSV_OPTIONS = {
+    "filename": Option(
+        CSV_NAME, Parser(_file_name, "a file name"), help="name of the file in the run folder"
+    ),
+}
+
+
 def build_csv_recorder(run_dir: Path, **options: Any) -> CsvRecorder:
     """Write every epoch's metrics to metrics.csv in the run directory (flushed each epoch)."""
-    filename = options.pop("filename", CSV_NAME)
-    _reject_unknown("csv", options, ["filename"])
-    return CsvRecorder(Path(run_dir), filename=str(filename))
+    parsed = parse_component_options("callback", "csv", options, CSV_OPTIONS)
+    return CsvRecorder(Path(run_dir), filename=parsed["filename"])
 
 
 # -- Excel -------------------------------------------------------------------------------------
@@ -270,7 +240,7 @@ def write_performance_table(path: Path, columns: list[str], table: dict[str, dic
         sheet.append([epoch, *(table[column].get(epoch) for column in columns)])
     sheet.freeze_panes = "B2"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, workbook.save, ".xlsx")
+    atomic_write(path, workbook.save)
 
 
 class ExcelRecorder(Callback):
@@ -335,22 +305,42 @@ class ExcelRecorder(Callback):
             self._warn("write the workbook", error)
 
 
+def _unless_none(parser: Parser) -> Parser:
+    # Not ``optional(...)``: "none" is a fine label, and "" is a mistake rather than "unset".
+    return Parser(lambda value: None if value is None else parser(value), parser.allowed)
+
+
+EXCEL_OPTIONS = {
+    "path": Option(
+        None,
+        _unless_none(path_parser),
+        help=f"the workbook, or a folder for {EXCEL_NAME} (default: the run folder); runs may share one",
+    ),
+    "label": Option(
+        None, _unless_none(text_parser), help="the model's name in column headers (default: UNet, ...)"
+    ),
+}
+
+
 def build_excel_recorder(run_dir: Path, **options: Any) -> ExcelRecorder:
     """Write the report's loss/Dice columns per epoch to model_performance.xlsx (shareable across runs)."""
-    path = options.pop("path", None)
-    label = options.pop("label", None)
-    _reject_unknown("excel", options, ["path", "label"])
-    if label is not None and (not isinstance(label, str) or not label.strip()):
-        raise UsageError(f"callback 'excel': option label must be a non-empty string, got {label!r}")
-    return ExcelRecorder(Path(run_dir), path=Path(path) if path is not None else None, label=label)
+    parsed = parse_component_options("callback", "excel", options, EXCEL_OPTIONS)
+    return ExcelRecorder(Path(run_dir), path=parsed["path"], label=parsed["label"])
 
 
 @segkit.hookimpl
 def register_callbacks(register):
-    register("csv", build_csv_recorder, description="Write each epoch's metrics to metrics.csv", default=True)
+    register(
+        "csv",
+        build_csv_recorder,
+        description="Write each epoch's metrics to metrics.csv",
+        default=True,
+        options=CSV_OPTIONS,
+    )
     register(
         "excel",
         build_excel_recorder,
         description="Write loss/Dice per epoch to model_performance.xlsx, models side by side",
         default=True,
+        options=EXCEL_OPTIONS,
     )

@@ -28,9 +28,10 @@ from torch import nn
 from torchvision.models import ResNet34_Weights, resnet34
 
 import segkit
-from segkit.errors import CheckpointError, SegkitError, UsageError
-from segkit.models import PAD_MODES, AnySizeModel, check_choice, check_positive_int, reject_unknown_options
-from segkit_builtin.unet import UpBlock, double_conv, init_logit_head
+from segkit.blocks import UpBlock, double_conv, init_logit_head
+from segkit.component_options import Option, boolean, parse_component_options, positive
+from segkit.errors import CheckpointError, SegkitError
+from segkit.models import IN_CHANNELS, OUT_CHANNELS, PAD_MODE, AnySizeModel
 
 IMAGENET_WEIGHTS = ResNet34_Weights.IMAGENET1K_V1
 STEM_WIDTH = 64
@@ -146,35 +147,32 @@ def fetch_imagenet_state_dict(timeout_s: float = 30.0) -> dict[str, torch.Tensor
         ) from None
 
 
-def build_resnet34_unet(
-    in_channels: int = 3,
-    out_channels: int = 1,
-    pretrained: bool = False,
-    pad_mode: str = "reflect",
-    download_timeout: float = 30.0,
-    **unknown: Any,
-) -> ResNet34UNet:
+OPTIONS = {
+    "in_channels": IN_CHANNELS,
+    "out_channels": OUT_CHANNELS,
+    "pretrained": Option(False, boolean, help="load torchvision's ImageNet weights into the encoder"),
+    "pad_mode": PAD_MODE,
+    "download_timeout": Option(
+        30.0,
+        positive,
+        "a positive number of seconds",
+        help="seconds without an answer before a weight download gives up",
+    ),
+}
+
+
+def build_resnet34_unet(**options: Any) -> ResNet34UNet:
     """UNet with a ResNet34 encoder (29.2M parameters); pretrained=True loads ImageNet weights.
 
-    Options: ``pretrained`` (bool: load ``ResNet34_Weights.IMAGENET1K_V1`` into the encoder),
-    ``pad_mode`` (``"reflect"`` or ``"zeros"``, for inputs whose sides are not multiples of 32),
-    ``download_timeout`` (seconds without an answer before a weight download gives up).
+    Options (``OPTIONS``): ``in_channels`` (3), ``out_channels`` (1), ``pretrained`` (bool: load
+    ``ResNet34_Weights.IMAGENET1K_V1`` into the encoder), ``pad_mode`` (``"reflect"`` or ``"zeros"``,
+    for inputs whose sides are not multiples of 32), ``download_timeout`` (seconds without an answer
+    before a weight download gives up).
     """
-    reject_unknown_options("resnet34_unet", unknown, ("pretrained", "pad_mode", "download_timeout"))
-    check_positive_int(in_channels, "in_channels", "resnet34_unet")
-    check_positive_int(out_channels, "out_channels", "resnet34_unet")
-    check_choice(pad_mode, PAD_MODES, "pad_mode", "resnet34_unet")
-    if not isinstance(pretrained, bool):
-        raise UsageError(f"resnet34_unet: option pretrained must be true or false, got {pretrained!r}")
-    is_number = isinstance(download_timeout, (int, float)) and not isinstance(download_timeout, bool)
-    if not is_number or download_timeout <= 0:
-        raise UsageError(
-            "resnet34_unet: option download_timeout must be a positive number of seconds, "
-            f"got {download_timeout!r}"
-        )
-    model = ResNet34UNet(in_channels, out_channels, pad_mode)
-    if pretrained:
-        model.encoder.load_torchvision_state_dict(fetch_imagenet_state_dict(float(download_timeout)))
+    parsed = parse_component_options("model", "resnet34_unet", options, OPTIONS)
+    model = ResNet34UNet(parsed["in_channels"], parsed["out_channels"], parsed["pad_mode"])
+    if parsed["pretrained"]:
+        model.encoder.load_torchvision_state_dict(fetch_imagenet_state_dict(parsed["download_timeout"]))
     return model
 
 
@@ -184,4 +182,5 @@ def register_models(register):
         "resnet34_unet",
         build_resnet34_unet,
         description="UNet with a ResNet34 encoder (29.2M params; pretrained=True loads ImageNet weights)",
+        options=OPTIONS,
     )

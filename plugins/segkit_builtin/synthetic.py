@@ -34,7 +34,17 @@ from skimage import draw
 from torch.utils.data import Dataset
 
 import segkit
-from segkit.errors import UsageError
+from segkit.component_options import (
+    Option,
+    Parser,
+    boolean,
+    choice,
+    int_at_least,
+    non_negative_int,
+    optional,
+    parse_component_options,
+)
+from segkit.datasets import AUGMENT
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -250,14 +260,6 @@ def generate_sample(
 
 
 # -- the dataset ---------------------------------------------------------------------------------
-def _check_int(option: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UsageError(
-            f"dataset 'synthetic': option {option} must be an integer >= {minimum}, got {value!r}"
-        )
-    return int(value)
-
-
 class SyntheticShapes(Dataset):
     """Textured-shape images generated from ``(seed, split, index)``; see the module docstring.
 
@@ -324,44 +326,38 @@ class SyntheticShapes(Dataset):
         )
 
 
-def build_synthetic_dataset(
-    root: Any = None,
-    split: str = "train",
-    image_size: int = 64,
-    length: int | None = None,
-    seed: int = 0,
-    augment: str = "none",
-    train_size: int = DEFAULT_SPLIT_SIZES["train"],
-    valid_size: int = DEFAULT_SPLIT_SIZES["valid"],
-    test_size: int = DEFAULT_SPLIT_SIZES["test"],
-    cache: bool = True,
-    **unknown: Any,
-) -> SyntheticShapes:
+def _split_size(split: str) -> Option:
+    return Option(DEFAULT_SPLIT_SIZES[split], non_negative_int, help=f"items in the {split} split")
+
+
+OPTIONS = {
+    "root": Option(None, Parser(lambda value: value, "anything (ignored)"), help="ignored: nothing is read"),
+    "split": Option("train", choice(*SPLIT_STREAMS), help="which stream of images"),
+    "image_size": Option(64, int_at_least(MIN_IMAGE_SIZE), help="side of the square images"),
+    "length": Option(None, optional(non_negative_int), help="items in this split (default: its size)"),
+    "seed": Option(0, non_negative_int, help="seed of every image"),
+    "augment": Option("none", AUGMENT.parse, AUGMENT.allowed, help="augmentation pipeline (default none)"),
+    "train_size": _split_size("train"),
+    "valid_size": _split_size("valid"),
+    "test_size": _split_size("test"),
+    "cache": Option(True, boolean, help="keep generated images in memory"),
+}
+
+
+def build_synthetic_dataset(root: Any = None, **options: Any) -> SyntheticShapes:
     """Textured shapes generated from a seed: no download, the default data of ``segkit run``.
 
     ``root`` is accepted for the common dataset signature and ignored: nothing is read from disk.
-    ``length`` overrides the split's size; ``train_size`` / ``valid_size`` / ``test_size`` set the
-    sizes per split (512 / 128 / 128). ``augment`` names an augmentation pipeline ("none" by default:
-    the generator already varies everything). ``cache`` keeps generated images in memory.
+    Options (``OPTIONS``): ``split``, ``image_size`` (64), ``length`` overrides the split's size;
+    ``train_size`` / ``valid_size`` / ``test_size`` set the sizes per split (512 / 128 / 128);
+    ``seed``; ``augment`` names an augmentation pipeline ("none" by default: the generator already
+    varies everything); ``cache`` keeps generated images in memory.
     """
-    if unknown:
-        raise UsageError(
-            f"dataset 'synthetic' has no option(s) {', '.join(sorted(unknown))}; its options are "
-            "split, image_size, length, seed, augment, train_size, valid_size, test_size, cache"
-        )
-    if split not in SPLIT_STREAMS:
-        raise UsageError(
-            f"dataset 'synthetic': split must be one of {', '.join(SPLIT_STREAMS)}; got {split!r}"
-        )
-    image_size = _check_int("image_size", image_size, MIN_IMAGE_SIZE)
-    seed = _check_int("seed", seed, 0)
-    sizes = {
-        "train": _check_int("train_size", train_size, 0),
-        "valid": _check_int("valid_size", valid_size, 0),
-        "test": _check_int("test_size", test_size, 0),
-    }
-    count = sizes[split] if length is None else _check_int("length", length, 0)
-    return SyntheticShapes(split, image_size, count, seed, augment=augment, cache=bool(cache))
+    parsed = parse_component_options("dataset", "synthetic", {"root": root, **options}, OPTIONS)
+    split = parsed["split"]
+    length = parsed["length"] if parsed["length"] is not None else parsed[f"{split}_size"]
+    augment = parsed["augment"] if parsed["augment"] is not None else "none"
+    return SyntheticShapes(split, parsed["image_size"], length, parsed["seed"], augment, parsed["cache"])
 
 
 @segkit.hookimpl
@@ -371,4 +367,5 @@ def register_datasets(register):
         build_synthetic_dataset,
         description="Textured shapes on textured backgrounds, generated from a seed (no download)",
         defaults=DEFAULTS,
+        options=OPTIONS,
     )

@@ -16,42 +16,15 @@ import torch
 from torch import nn
 
 import segkit
-from segkit.errors import UsageError
-from segkit.models import PAD_MODES, AnySizeModel, check_choice, check_positive_int, reject_unknown_options
+
+# The blocks live in the core for any plugin to reuse; kept importable from here.
+from segkit.blocks import UpBlock, double_conv, init_logit_head
+from segkit.component_options import Option, Parser, parse_component_options, positive_int
+from segkit.models import IN_CHANNELS, OUT_CHANNELS, PAD_MODE, AnySizeModel
+
+__all__ = ["UNet", "UpBlock", "build_unet", "double_conv", "init_logit_head", "unet_widths"]
 
 LEVELS = 4  # encoder blocks, each halving the resolution; inputs are padded to a multiple of 2**4
-
-
-def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
-    """(3x3 conv, BatchNorm, ReLU) twice. The convs have no bias: BatchNorm's shift replaces it."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-def init_logit_head(conv: nn.Conv2d) -> None:
-    """Xavier weights and a zero bias for the last conv, so an untrained model's logits are centred
-    on 0 (probability 0.5) rather than shifted by a random bias."""
-    nn.init.xavier_uniform_(conv.weight)
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
-
-
-class UpBlock(nn.Module):
-    """Double the resolution with a 2x2 stride-2 transposed conv, concatenate the skip, double conv."""
-
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
-        super().__init__()
-        self.up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
-        self.conv = double_conv(out_channels + skip_channels, out_channels)
-
-    def forward(self, features: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat([skip, self.up(features)], dim=1))
 
 
 class UNet(AnySizeModel):
@@ -91,42 +64,68 @@ class UNet(AnySizeModel):
         return self.head(features)
 
 
-def unet_widths(base_channels: Any, model_name: str = "unet") -> tuple[int, ...]:
-    """The four encoder widths from ``base_channels``: an int ``b`` gives ``b, 2b, 4b, 8b``; a list of
-    four positive ints is taken as the widths themselves."""
+#: The widest layer a UNet may have: far beyond any memory already (a 3x3 convolution of this width
+#: holds 4.8e10 weights), and small enough that torch's size arithmetic never overflows.
+MAX_WIDTH = 2**16
+
+
+def _width(value: Any) -> int:
+    width = positive_int(value)
+    if width > MAX_WIDTH:
+        raise ValueError(f"{width} > {MAX_WIDTH}")
+    return width
+
+
+def _base_channels(value: Any) -> int | tuple[int, ...]:
+    if isinstance(value, (list, tuple)):
+        if len(value) != LEVELS:
+            raise ValueError(f"{len(value)} widths")
+        return tuple(_width(width) for width in value)
+    base = _width(value)
+    _width(base * 2**LEVELS)  # the bottleneck's width
+    return base
+
+
+BASE_CHANNELS = Option(
+    64,
+    Parser(
+        _base_channels,
+        f"a positive integer up to {MAX_WIDTH // 2**LEVELS} or a list of {LEVELS} positive integers "
+        f"up to {MAX_WIDTH}",
+    ),
+    help="b for encoder widths b, 2b, 4b, 8b (bottleneck 16b), or the four widths as a list",
+)
+OPTIONS = {
+    "in_channels": IN_CHANNELS,
+    "out_channels": OUT_CHANNELS,
+    "base_channels": BASE_CHANNELS,
+    "pad_mode": PAD_MODE,
+}
+
+
+def unet_widths(base_channels: int | Sequence[int]) -> tuple[int, ...]:
+    """The four encoder widths from a parsed ``base_channels``: an int ``b`` gives ``b, 2b, 4b, 8b``;
+    a list of four is taken as the widths themselves."""
     if isinstance(base_channels, (list, tuple)):
-        if len(base_channels) != LEVELS:
-            raise UsageError(
-                f"{model_name}: option base_channels as a list must give {LEVELS} widths, "
-                f"got {len(base_channels)}: {list(base_channels)!r}"
-            )
-        return tuple(check_positive_int(w, "base_channels", model_name) for w in base_channels)
-    if isinstance(base_channels, bool) or not isinstance(base_channels, int) or base_channels < 1:
-        raise UsageError(
-            f"{model_name}: option base_channels must be a positive integer or a list of {LEVELS} "
-            f"positive integers, got {base_channels!r}"
-        )
+        return tuple(base_channels)
     return tuple(base_channels * 2**level for level in range(LEVELS))
 
 
-def build_unet(
-    in_channels: int = 3,
-    out_channels: int = 1,
-    base_channels: int | Sequence[int] = 64,
-    pad_mode: str = "reflect",
-    **unknown: Any,
-) -> UNet:
+def build_unet(**options: Any) -> UNet:
     """Classic UNet (31.0M parameters at base_channels=64); base_channels=16 gives a light 1.9M one.
 
-    Options: ``base_channels`` (int ``b`` for widths b, 2b, 4b, 8b and bottleneck 16b, or a list of
-    four widths), ``pad_mode`` (``"reflect"`` or ``"zeros"``: how inputs whose sides are not
-    multiples of 16 are padded before the network and cropped after).
+    Options (``OPTIONS``): ``in_channels`` (3), ``out_channels`` (1), ``base_channels`` (int ``b``
+    for widths b, 2b, 4b, 8b and bottleneck 16b, or a list of four widths), ``pad_mode``
+    (``"reflect"`` or ``"zeros"``: how inputs whose sides are not multiples of 16 are padded before
+    the network and cropped after).
     """
-    reject_unknown_options("unet", unknown, ("base_channels", "pad_mode"))
-    check_positive_int(in_channels, "in_channels", "unet")
-    check_positive_int(out_channels, "out_channels", "unet")
-    check_choice(pad_mode, PAD_MODES, "pad_mode", "unet")
-    return UNet(in_channels, out_channels, unet_widths(base_channels), pad_mode)
+    parsed = parse_component_options("model", "unet", options, OPTIONS)
+    return UNet(
+        parsed["in_channels"],
+        parsed["out_channels"],
+        unet_widths(parsed["base_channels"]),
+        parsed["pad_mode"],
+    )
 
 
 @segkit.hookimpl
@@ -135,4 +134,5 @@ def register_models(register):
         "unet",
         build_unet,
         description="Classic UNet from scratch (31.0M params; option base_channels, default 64)",
+        options=OPTIONS,
     )

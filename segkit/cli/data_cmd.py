@@ -1,4 +1,8 @@
-"""``segkit data``: get datasets onto disk (``segkit data download oxford-pet DIR``)."""
+"""``segkit data``: get datasets onto disk (``segkit data download oxford-pet DIR``).
+
+The downloadable datasets are those whose registration carries a download spec (``download=`` in
+``register_datasets``), found through the dataset registry.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from segkit.download import DATASETS, download_dataset
+from segkit.download import RemoteDataset, download_dataset, downloadable_datasets, find_downloadable
 
 
 @click.group("data")
@@ -14,11 +18,12 @@ def data() -> None:
     """Download and prepare datasets."""
 
 
-def _dataset_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    name = value.replace("_", "-").lower()
-    if name not in DATASETS:
-        raise click.BadParameter(f"{value!r} is not downloadable; choose from {', '.join(sorted(DATASETS))}")
-    return name
+def _dataset_name(ctx: click.Context, param: click.Parameter, value: str) -> RemoteDataset:
+    spec = find_downloadable(value)
+    if spec is None:
+        available = ", ".join(sorted(downloadable_datasets())) or "(none registered)"
+        raise click.BadParameter(f"{value!r} is not downloadable; choose from {available}")
+    return spec
 
 
 def _checksums(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -39,7 +44,8 @@ def _checksums(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     metavar="URL",
     default=None,
     help="Fetch the archives from this URL (a mirror, or file:// for local copies) instead of the official "
-    "site; archive names are appended. Default: $SEGKIT_OXFORD_PET_URL, else the official URL.",
+    "site; archive names are appended. Default: the dataset's environment variable "
+    "($SEGKIT_OXFORD_PET_URL for oxford-pet), else the official URL.",
 )
 @click.option(
     "--md5",
@@ -56,9 +62,9 @@ def _checksums(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     help="Keep the downloaded archives (a re-run then skips the download) or delete them after extraction.",
 )
 def download(
-    dataset: str, directory: Path, base_url: str | None, checksums: dict, keep_archives: bool
+    dataset: RemoteDataset, directory: Path, base_url: str | None, checksums: dict, keep_archives: bool
 ) -> None:
-    """Download DATASET (oxford-pet) into DIR: fetch, verify MD5 checksums, extract safely.
+    """Download DATASET (e.g. oxford-pet) into DIR: fetch, verify MD5 checksums, extract safely.
 
     Verified archives already in DIR are not downloaded again. Nothing is extracted unless every
     archive passes its checksum, and archive members that would land outside DIR are refused.

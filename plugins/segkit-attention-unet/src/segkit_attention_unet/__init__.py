@@ -7,9 +7,9 @@ segkit finds this module through the entry point declared in this distribution's
 from __future__ import annotations
 
 import segkit
-from segkit_attention_unet.model import AttentionGate, AttentionUNet, build_attention_unet
+from segkit_attention_unet.model import OPTIONS, AttentionGate, AttentionUNet, build_attention_unet
 
-__all__ = ["AttentionGate", "AttentionUNet", "build_attention_unet", "register_models"]
+__all__ = ["AttentionGate", "AttentionUNet", "OPTIONS", "build_attention_unet", "register_models"]
 
 
 @segkit.hookimpl
@@ -18,4 +18,5 @@ def register_models(register):
         "attention_unet",
         build_attention_unet,
         description="Attention U-Net (Oktay et al. 2018): UNet with attention-gated skips (base_channels=32)",
+        options=OPTIONS,
     )

@@ -19,21 +19,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segkit.models import PAD_MODES, AnySizeModel, check_choice, check_positive_int, reject_unknown_options
+from segkit.blocks import double_conv
+from segkit.component_options import Option, parse_component_options, positive_int
+from segkit.models import IN_CHANNELS, OUT_CHANNELS, PAD_MODE, AnySizeModel
 
 LEVELS = 4  # encoder levels, each halving the resolution: inputs are padded to multiples of 2**4
 
-
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """(3x3 conv, BatchNorm, ReLU) twice."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+#: The factory's options, declared once: checked by ``build_attention_unet``, listed by segkit.
+OPTIONS = {
+    "in_channels": IN_CHANNELS,
+    "out_channels": OUT_CHANNELS,
+    "base_channels": Option(32, positive_int, help="encoder widths b, 2b, 4b, 8b; bottleneck 16b"),
+    "pad_mode": PAD_MODE,
+}
 
 
 class AttentionGate(nn.Module):
@@ -66,7 +64,7 @@ class AttentionUpBlock(nn.Module):
         super().__init__()
         self.gate = AttentionGate(skip_channels, coarse_channels, max(1, skip_channels // 2))
         self.up = nn.ConvTranspose2d(coarse_channels, skip_channels, kernel_size=2, stride=2)
-        self.conv = conv_block(2 * skip_channels, skip_channels)
+        self.conv = double_conv(2 * skip_channels, skip_channels)
 
     def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         gated_skip = self.gate(skip, gating=coarse)
@@ -83,10 +81,10 @@ class AttentionUNet(AnySizeModel):
         widths = [base_channels * 2**level for level in range(LEVELS)]
         bottleneck_width = 2 * widths[-1]
         self.encoder = nn.ModuleList(
-            conv_block(i, o) for i, o in zip([in_channels, *widths[:-1]], widths, strict=True)
+            double_conv(i, o) for i, o in zip([in_channels, *widths[:-1]], widths, strict=True)
         )
         self.pool = nn.MaxPool2d(kernel_size=2)
-        self.bottleneck = conv_block(widths[-1], bottleneck_width)
+        self.bottleneck = double_conv(widths[-1], bottleneck_width)
         coarser = [*widths[1:], bottleneck_width]
         self.decoder = nn.ModuleList(
             AttentionUpBlock(c, w) for c, w in zip(reversed(coarser), reversed(widths), strict=True)
@@ -106,21 +104,12 @@ class AttentionUNet(AnySizeModel):
         return self.head(features)
 
 
-def build_attention_unet(
-    in_channels: int = 3,
-    out_channels: int = 1,
-    base_channels: int = 32,
-    pad_mode: str = "reflect",
-    **unknown: Any,
-) -> AttentionUNet:
+def build_attention_unet(**options: Any) -> AttentionUNet:
     """Attention U-Net (Oktay et al. 2018): UNet with additive attention gates on the skips.
 
-    Options: ``base_channels`` (int ``b``: encoder widths b, 2b, 4b, 8b, bottleneck 16b; default 32),
-    ``pad_mode`` (``"reflect"`` or ``"zeros"``, for inputs whose sides are not multiples of 16).
+    Options (``OPTIONS``): ``in_channels`` (3), ``out_channels`` (1), ``base_channels`` (int ``b``:
+    encoder widths b, 2b, 4b, 8b, bottleneck 16b; default 32), ``pad_mode`` (``"reflect"`` or
+    ``"zeros"``, for inputs whose sides are not multiples of 16).
     """
-    reject_unknown_options("attention_unet", unknown, ("base_channels", "pad_mode"))
-    check_positive_int(in_channels, "in_channels", "attention_unet")
-    check_positive_int(out_channels, "out_channels", "attention_unet")
-    check_positive_int(base_channels, "base_channels", "attention_unet")
-    check_choice(pad_mode, PAD_MODES, "pad_mode", "attention_unet")
-    return AttentionUNet(in_channels, out_channels, base_channels, pad_mode)
+    parsed = parse_component_options("model", "attention_unet", options, OPTIONS)
+    return AttentionUNet(**parsed)
