@@ -1,69 +1,55 @@
 """Resolution of a run's settings from layers, each value remembering where it came from.
 
 Precedence, lowest first: the seed report's defaults; the dataset's own defaults; the recipe
-(``--recipe``); the config file (``--config run.toml``); command-line flags.
+(``--recipe``); the config file (``--config run.toml``); command-line flags. A resumed run
+(``--resume RUN``) starts from the settings its ``config.json`` recorded instead, and takes only the
+flags in ``RESUME_OVERRIDES``. Which settings exist, their defaults and their checks are declared once,
+in ``segkit.settings``.
 """
 
 from __future__ import annotations
 
-import math
+import difflib
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from segkit.errors import UsageError
+from segkit.settings import (
+    BY_NAME,
+    DEFAULTS,
+    OPTION_TABLES,
+    RESUME_OVERRIDES,
+    SETTINGS,
+    check_value,
+    format_value,
+    parse_duration,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-# The seed report's settings (train.py): 256x256, Adam 1e-3, batch 32, 200 epochs.
-REPORT_DEFAULTS: dict[str, Any] = {
-    "model": "unet",
-    "loss": "bce_dice",
-    "dataset": "synthetic",
-    "data_path": None,
-    "epochs": 200,
-    "batch_size": 32,
-    "learning_rate": 1e-3,
-    "weight_decay": 0.0,
-    "optimizer": "adam",
-    "scheduler": "none",
-    "warmup_fraction": 0.0,
-    "image_size": 256,
-    "augment": "default",
-    "progressive_sizes": [],
-    "ema_decay": 0.0,
-    "calibrate_threshold": False,
-    "tta": False,
-    "fill_holes": False,
-    "keep_largest": False,
-    "device": "auto",
-    "amp": "auto",
-    "channels_last": "auto",
-    "seed": 0,
-    "workers": "auto",
-    "time_budget": None,
-    "threshold": 0.5,
-    "out": "runs",
-    "model_options": {},
-    "loss_options": {},
-    "dataset_options": {},
-    "callbacks": None,
-    "callback_options": {},
-    "on_nan": "stop",
-    "quiet": False,
-}
+__all__ = [
+    "REPORT_DEFAULTS",
+    "OPTION_TABLES",
+    "RESUME_OVERRIDES",
+    "ResolvedConfig",
+    "check_component_names",
+    "dataset_defaults",
+    "parse_duration",
+    "read_config_file",
+    "resolve_resumed_config",
+    "resolve_run_config",
+    "validate",
+]
 
-OPTION_TABLES = ("model_options", "loss_options", "dataset_options", "callback_options")
-CHOICES = {
-    "optimizer": ("adam", "adamw", "sgd"),
-    "scheduler": ("none", "cosine", "onecycle"),
-    "amp": ("auto", "off", "bf16", "fp16"),
-    "on_nan": ("stop", "skip"),
-}
+#: The seed report's settings (train.py): 256x256, Adam 1e-3, batch 32, 200 epochs.
+REPORT_DEFAULTS: dict[str, Any] = DEFAULTS
+DEFAULT_SOURCE = "seed report default"
 
 
 @dataclass
@@ -74,34 +60,45 @@ class ResolvedConfig:
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
 
-    def apply(self, layer: dict[str, Any], source: str) -> None:
+    def apply(self, layer: Mapping[str, Any], source: str) -> None:
+        """Lay ``layer`` over the values so far; option tables merge key by key."""
         for key, value in layer.items():
-            if key not in REPORT_DEFAULTS:
-                raise UsageError(
-                    f"unknown setting {key!r} from {source}; "
-                    f"known settings: {', '.join(sorted(REPORT_DEFAULTS))}"
-                )
+            if key not in BY_NAME:
+                raise UsageError(_unknown_setting_message(key, source))
             if key in OPTION_TABLES:
                 if not isinstance(value, dict):
                     raise UsageError(f"{key} from {source} must be a table of KEY = VALUE")
                 merged = dict(self.values.get(key) or {})
                 merged.update(value)
                 self.values[key] = merged
-            else:
-                self.values[key] = value
+            else:  # a copy of a list, so that no layer (the defaults included) is changed through it
+                self.values[key] = list(value) if isinstance(value, list) else value
             self.sources[key] = source
 
     def describe(self) -> list[tuple[str, str, str]]:
-        """(key, value, source) rows for printing."""
-        return [(key, _format(self.values[key]), self.sources.get(key, "")) for key in REPORT_DEFAULTS]
+        """(key, value, source) rows for printing, in the settings table's order."""
+        return [
+            (setting.name, format_value(self.values.get(setting.name)), self.sources.get(setting.name, ""))
+            for setting in SETTINGS
+        ]
 
 
-def _format(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value)) or "-"
-    return "-" if value is None else str(value)
+def _unknown_setting_message(key: str, source: str) -> str:
+    message = f"unknown setting {key!r} from {source}."
+    nearest = difflib.get_close_matches(str(key), list(BY_NAME), n=1, cutoff=0.6)
+    if nearest:
+        message += f" Did you mean {nearest[0]!r}?"
+    return message + f" Known settings: {', '.join(sorted(BY_NAME))}"
+
+
+def validate(config: ResolvedConfig) -> None:
+    """Check every setting (normalizing durations to seconds); a ``UsageError`` names the first bad
+    one and, unless it was a flag, where its value came from."""
+    for setting in SETTINGS:
+        if setting.name not in config.values:
+            raise UsageError(f"setting {setting.name!r} has no value")
+        source = config.sources.get(setting.name, "")
+        config.values[setting.name] = check_value(setting.name, config.values[setting.name], source)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -127,93 +124,82 @@ def dataset_defaults(metadata_defaults: dict[str, Any] | None, model: str) -> di
     return defaults
 
 
-def validate(config: ResolvedConfig) -> None:
-    values = config.values
-    for key, choices in CHOICES.items():
-        if values[key] not in choices:
-            raise UsageError(
-                f"--{key.replace('_', '-')} must be one of {', '.join(choices)}, got {values[key]!r}"
-            )
-    for key in ("epochs", "batch_size", "image_size"):
-        value = values[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {value!r}")
-    if not isinstance(values["learning_rate"], (int, float)) or not values["learning_rate"] > 0:
-        raise UsageError(f"--learning-rate must be a positive number, got {values['learning_rate']!r}")
-    threshold = values["threshold"]
-    if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-        raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold!r}")
-    workers = values["workers"]
-    if workers != "auto" and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
-        raise UsageError(f"--workers must be 'auto' or a non-negative integer, got {workers!r}")
-    _check_types(values)
+def recipe_layer(name: str) -> dict[str, Any]:
+    """The settings of the registered recipe ``name``."""
+    import segkit
+
+    settings = segkit.get_component("recipe", name).factory
+    if not isinstance(settings, Mapping):
+        raise UsageError(f"recipe {name!r} must be a table of settings, got {type(settings).__name__}")
+    return dict(settings)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def resolve_run_config(
+    flags: Mapping[str, Any], config_file: Path | None, recipe: str | None
+) -> ResolvedConfig:
+    """A new run's settings: defaults, the dataset's defaults, the recipe, the config file, the flags.
+
+    ``flags`` holds values (``segkit.settings.flag_layer`` converts what click parsed); None means not
+    given. The recipe may also be named by the config file's ``recipe`` key; ``--recipe`` wins.
+    """
+    import segkit
+
+    file_layer = read_config_file(config_file) if config_file else {}
+    file_source = f"config {config_file}"
+    recipe = recipe or file_layer.pop("recipe", None)
+    if recipe is not None and not isinstance(recipe, str):
+        raise UsageError(f"recipe from {file_source} must be the name of a registered recipe, got {recipe!r}")
+    flag_values = {key: value for key, value in flags.items() if value is not None}
+    user_layers = [(file_layer, file_source), (flag_values, "flag")]
+    # The dataset's defaults come below the recipe and the user's layers, but which dataset (and
+    # which model's options) the user's layers decide: read those two first, checked.
+    chosen = {}
+    for key in ("model", "dataset"):
+        value, source = next(
+            ((layer[key], source) for layer, source in reversed(user_layers) if key in layer),
+            (DEFAULTS[key], DEFAULT_SOURCE),
+        )
+        chosen[key] = check_value(key, value, source)
+    dataset = segkit.get_component("dataset", chosen["dataset"])
+    layers = [
+        (DEFAULTS, DEFAULT_SOURCE),
+        (
+            dataset_defaults(dataset.metadata.get("defaults"), chosen["model"]),
+            f"dataset {chosen['dataset']} default",
+        ),
+    ]
+    if recipe:
+        layers.append((recipe_layer(recipe), f"recipe {recipe}"))
+    return _resolve(layers + user_layers)
 
 
-def _check_types(values: dict[str, Any]) -> None:
-    """Settings that only a config file can get wrong (flags are typed by click)."""
+def resolve_resumed_config(run_dir: Path, flags: Mapping[str, Any]) -> ResolvedConfig:
+    """A resumed run's settings: those its ``config.json`` recorded (defaults for any it predates),
+    then only the flags in ``RESUME_OVERRIDES``; other flags are ignored."""
+    from segkit.engine.rundir import read_run_config
 
-    def fail(key: str, expected: str) -> None:
-        raise UsageError(f"{key} (--{key.replace('_', '-')}) must be {expected}, got {values[key]!r}")
-
-    for key in ("model", "loss", "dataset", "augment", "device"):
-        if not isinstance(values[key], str) or not values[key]:
-            fail(key, "a name")
-    if not isinstance(values["seed"], int) or isinstance(values["seed"], bool):
-        fail("seed", "an integer")
-    if not _number(values["weight_decay"]) or values["weight_decay"] < 0:
-        fail("weight_decay", "a number >= 0")
-    if not _number(values["warmup_fraction"]) or not 0 <= values["warmup_fraction"] < 1:
-        fail("warmup_fraction", "a number in [0, 1)")
-    budget = values["time_budget"]
-    if budget is not None and (not _number(budget) or budget <= 0):
-        fail("time_budget", "a duration such as 90s, 15m or 1.5h")
-    if not isinstance(values["out"], (str, Path)) or not str(values["out"]):
-        fail("out", "a folder path")
-    if values["data_path"] is not None and not isinstance(values["data_path"], (str, Path)):
-        fail("data_path", "a folder path")
-    for key in ("quiet", "calibrate_threshold", "tta", "fill_holes", "keep_largest"):
-        if not isinstance(values[key], bool):
-            fail(key, "true or false")
-    sizes = values["progressive_sizes"]
-    if not isinstance(sizes, list) or not all(
-        isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes
-    ):
-        fail("progressive_sizes", "a list of positive image sizes, e.g. [96, 128, 160]")
-    if not _number(values["ema_decay"]) or not 0 <= values["ema_decay"] < 1:
-        fail("ema_decay", "a number in [0, 1) (0: no weight average)")
-    if values["channels_last"] not in ("auto", True, False):
-        fail("channels_last", "auto, true or false")
-    callbacks = values["callbacks"]
-    if callbacks is not None and (
-        not isinstance(callbacks, list) or not all(isinstance(name, str) for name in callbacks)
-    ):
-        fail("callbacks", "a list of callback names")
-    for name, options in values["callback_options"].items():
-        if not isinstance(options, dict):
-            raise UsageError(f"callback_options.{name} must be a table of KEY = VALUE, got {options!r}")
+    record = read_run_config(run_dir)
+    recorded = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(recorded, dict):
+        raise UsageError(f"{run_dir} is not a segkit run folder: its config.json records no settings")
+    overrides = {key: value for key, value in flags.items() if value is not None and key in RESUME_OVERRIDES}
+    return _resolve([(DEFAULTS, DEFAULT_SOURCE), (recorded, f"run {run_dir}"), (overrides, "flag")])
 
 
-def parse_duration(text: str | float | int | None) -> float | None:
-    """``"15m"`` -> 900.0 seconds; ``"90s"``, ``"1.5h"`` and plain seconds also work."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, (int, float)):
-        seconds = float(text)
-    else:
-        units = {"s": 1, "m": 60, "h": 3600}
-        raw = str(text).strip().lower()
-        factor = units.get(raw[-1:], None)
-        number = raw[:-1] if factor else raw
-        try:
-            seconds = float(number) * (factor or 1)
-        except ValueError:
-            raise UsageError(
-                f"--time-budget expects a duration such as 90s, 15m or 1.5h, got {text!r}"
-            ) from None
-    if not seconds > 0:
-        raise UsageError(f"--time-budget must be positive, got {text!r}")
-    return seconds
+def _resolve(layers: Sequence[tuple[Mapping[str, Any], str]]) -> ResolvedConfig:
+    config = ResolvedConfig()
+    for layer, source in layers:
+        config.apply(layer, source)
+    validate(config)
+    check_component_names(config)
+    return config
+
+
+def check_component_names(config: ResolvedConfig) -> None:
+    """Fail fast, before any data is read, on a misspelled model, loss, dataset or callback."""
+    import segkit
+
+    for kind in ("model", "loss", "dataset"):
+        segkit.get_component(kind, config[kind])
+    for name in config["callbacks"] or []:
+        segkit.get_component("callback", name)

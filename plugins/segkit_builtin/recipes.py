@@ -4,6 +4,9 @@
 - ``budget``: the most validation Dice out of a fixed wall-clock budget on a small CPU, 15 minutes
   unless ``--time-budget`` says otherwise. Tuned on the train/valid split of the Oxford-IIIT Pet
   sample with resnet34_unet on a 2-core CPU; the measurements behind each choice are in the README.
+
+A recipe is a plain dict of settings; its keys and values are checked against ``segkit.settings``
+when a run resolves it, like a config file's.
 """
 
 import segkit
@@ -16,6 +19,7 @@ SEED_RECIPE = {
     for key in (
         "epochs",
         "batch_size",
+        "accumulate_steps",
         "learning_rate",
         "weight_decay",
         "optimizer",
