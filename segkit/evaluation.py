@@ -20,6 +20,7 @@ from segkit.boundary_metrics import boundary_f_score, hausdorff_distance
 from segkit.inference import TrainedModel, predict_logits, resize_logits
 from segkit.metrics import MetricAccumulator
 from segkit.postprocess import postprocess_mask
+from segkit.task import Task
 
 
 @dataclass
@@ -105,32 +106,33 @@ def evaluate_dataset(
     """Score ``trained`` on ``dataset``. ``postprocess`` (``fill_holes``, ``keep_largest``) cleans each
     thresholded mask up before it is scored, at every resolution, as ``predict`` would."""
     steps: dict[str, bool] = {k: v for k, v in (postprocess or {}).items() if v}
-    network = MetricAccumulator(threshold=threshold)
+    task = trained.task.with_threshold(threshold)
+    network = task.new_accumulator()
     use_original = original_resolution and hasattr(dataset, "original_mask")
-    original = MetricAccumulator(threshold=threshold) if use_original else None
+    original = task.new_accumulator() if use_original else None
     boundary_rows: list[dict[str, float]] = []
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     index = 0
     for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=quiet, leave=False):
         logits = predict_logits(trained, batch["image"], tta=tta).cpu()
         names = list(batch["name"])
-        network_logits = _cleaned(logits, threshold, steps)
+        network_logits = _cleaned(logits, task, steps)
         network.update(network_logits, batch["mask"], ignore=batch.get("ignore"), names=names)
         for offset, name in enumerate(names):
             if original is not None:  # i.e. use_original
                 mask, ignore = dataset.original_mask(index + offset)
                 mask_t = torch.as_tensor(np.asarray(mask), dtype=torch.float32)[None, None]
                 full = resize_logits(logits[offset : offset + 1], (mask_t.shape[-2], mask_t.shape[-1]))
-                full = _cleaned(full, threshold, steps)
+                full = _cleaned(full, task, steps)
                 ignore_t = (
                     None
                     if ignore is None
                     else torch.as_tensor(np.asarray(ignore), dtype=torch.bool)[None, None]
                 )
                 original.update(full, mask_t, ignore=ignore_t, names=[name])
-                predicted, truth = (full[0, 0] > _logit(threshold)).numpy(), mask_t[0, 0].numpy() > 0.5
+                predicted, truth = task.predict_mask(full)[0].numpy(), mask_t[0, 0].numpy() > 0.5
             else:
-                predicted = (network_logits[offset, 0] > _logit(threshold)).numpy()
+                predicted = task.predict_mask(network_logits[offset : offset + 1])[0].numpy()
                 truth = batch["mask"][offset, 0].numpy() > 0.5
             if boundary:
                 boundary_rows.append(
@@ -147,15 +149,12 @@ def evaluate_dataset(
 _DECIDED_LOGIT = 30.0
 
 
-def _cleaned(logits: torch.Tensor, threshold: float, steps: dict[str, bool]) -> torch.Tensor:
-    """``(N, 1, H, W)`` logits, or, when post-processing is asked for, each image's thresholded mask
+def _cleaned(logits: torch.Tensor, task: Task, steps: dict[str, bool]) -> torch.Tensor:
+    """``(N, 1, H, W)`` logits, or, when post-processing is asked for, each image's predicted mask
     cleaned up and turned back into decided logits (+-30) that any threshold reads the same way."""
     if not steps:
         return logits
-    masks = [postprocess_mask((image[0] > _logit(threshold)).numpy(), **steps) for image in logits.cpu()]
+    masks = [postprocess_mask(mask.numpy(), **steps) for mask in task.predict_mask(logits.cpu())]
     decided = torch.as_tensor(np.stack(masks))[:, None]
     return torch.where(decided, _DECIDED_LOGIT, -_DECIDED_LOGIT).to(logits.dtype)
 
-
-def _logit(probability: float) -> float:
-    return float(np.log(probability / (1 - probability)))

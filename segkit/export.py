@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,8 +38,8 @@ import numpy as np
 import torch
 
 import segkit
-from segkit.checkpoint import atomic_write
 from segkit.errors import SegkitError, UsageError
+from segkit.files import atomic_replace, atomic_write
 from segkit.inference import IMAGENET_NORMALIZATION, TrainedModel, load_trained_model
 
 FORMATS = ("onnx", "torchscript")
@@ -298,9 +296,7 @@ def deployment_notes(
         },
         "output": {
             "name": OUTPUT_NAME,
-            "shape": ["batch", int(checkpoint.get("out_channels", 1)), "height", "width"],
-            "kind": "logits: apply a sigmoid to get the foreground probability",
-            "threshold": trained.threshold,
+            **trained.task.output_description(),
             "postprocess": [
                 *(
                     [
@@ -311,8 +307,7 @@ def deployment_notes(
                     else []
                 ),
                 "resize the logits bilinearly to the photo's size (as segkit predict does)",
-                "probability = 1 / (1 + exp(-logits))",
-                f"mask = probability > {trained.threshold:g}",
+                *trained.task.postprocessing_lines(),
                 *(["fill the holes inside the mask"] if trained.postprocess.get("fill_holes") else []),
                 *(
                     ["keep only the largest connected component (8-connectivity)"]
@@ -356,19 +351,16 @@ def export_model(
     """
     if export_format not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {export_format!r}")
+    trained = load_trained_model(Path(source), device="cpu")  # a bad checkpoint is named first
     if export_format == "onnx":
         require_onnx()
-    trained = load_trained_model(Path(source), device="cpu")
     out = _output_path(trained.path, out, export_format)
     notes_path = notes_path_for(out)
     notes = deployment_notes(trained, export_format, out.name, opset if export_format == "onnx" else None)
     model = trained.model.eval()
     sample = sample_input(trace_shape(trained.in_channels, trained.image_size))
     result = ExportResult(out, notes_path, export_format)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(descriptor)
-    temp = Path(temp_name)
-    try:
+    with atomic_replace(out) as temp:  # a failed export or check leaves ``out`` untouched
         if export_format == "onnx":
             write_onnx(model, temp, sample, opset, notes)
             run, result.runtime = onnx_runner(temp)
@@ -390,9 +382,6 @@ def export_model(
                     f"{failed[0].describe()}; the model probably decides something from the input size in "
                     f"Python, which tracing freezes. Nothing was written (--no-check writes it anyway)."
                 )
-        os.replace(temp, out)
-    finally:
-        temp.unlink(missing_ok=True)
     notes["verification"] = {
         "runtime": result.runtime if result.checks else "",
         "checks": [

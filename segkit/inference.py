@@ -23,6 +23,7 @@ from segkit.checkpoint import load_checkpoint
 from segkit.errors import CheckpointError, UnknownComponentError, UsageError
 from segkit.imageio import MAX_IMAGE_PIXELS
 from segkit.speed import prepare_for_inference, to_input_format
+from segkit.task import BinaryTask, Task, task_from_checkpoint
 from segkit.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGENET_NORMALIZATION = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
@@ -43,6 +44,8 @@ class TrainedModel:
     #: Inference defaults the training recipe chose (``predict``/``evaluate`` flags override them).
     tta: bool = False
     postprocess: dict[str, bool] = field(default_factory=dict)
+    #: What the model's outputs mean (see ``segkit.task``), at the checkpoint's threshold.
+    task: Task = field(default_factory=BinaryTask)
 
     @property
     def in_channels(self) -> int:
@@ -64,10 +67,11 @@ def load_trained_model(
         raise CheckpointError(f"{path} names no model (model_name is {name!r})")
     try:
         image_size, threshold, normalization = inference_settings(payload)
+        task = task_from_checkpoint(payload, path)
         model = segkit.create_model(
             name,
             in_channels=int(payload["in_channels"]),
-            out_channels=int(payload["out_channels"]),
+            out_channels=task.out_channels,
             **dict(payload.get("model_options") or {}),
         )
     except UnknownComponentError as error:
@@ -103,6 +107,7 @@ def load_trained_model(
         device=device,
         tta=tta,
         postprocess=postprocess,
+        task=task,
     )
 
 
@@ -217,4 +222,4 @@ def predict_probability(trained: TrainedModel, image: Image.Image, tta: bool = F
     """Foreground probability (H, W) float32 at the image's own size."""
     batch = image_to_tensor(image, trained.image_size, trained.normalization).unsqueeze(0)
     logits = resize_logits(predict_logits(trained, batch, tta=tta), (image.height, image.width))
-    return torch.sigmoid(logits)[0, 0].cpu().numpy()
+    return trained.task.probabilities(logits)[0, 0].cpu().numpy()

@@ -230,19 +230,19 @@ def test_the_budget_recipe_plans_for_fifteen_minutes_unless_told_otherwise():
 def test_a_step_that_would_end_past_the_budget_is_not_begun(tmp_path, monkeypatch):
     """A fake clock advances 10 s per training step: under a 35 s budget three steps end at 30 s and
     a fourth would end at 40 s, so the run stops after three (and never overruns by a step)."""
-    import segkit.engine.loop as loop
-    import segkit.engine.trainer as trainer
+    import segkit.engine.budget as budget
+    import segkit.engine.step as step
 
     now = [0.0]
-    monkeypatch.setattr(trainer, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    real_compute_loss = loop.compute_loss
+    monkeypatch.setattr(budget, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    real_compute_loss = step.compute_loss
 
     def compute_loss_taking_ten_seconds(*args, **kwargs):
         if torch.is_grad_enabled():  # training steps, not validation
             now[0] += 10.0
         return real_compute_loss(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "compute_loss", compute_loss_taking_ten_seconds)
+    monkeypatch.setattr(step, "compute_loss", compute_loss_taking_ten_seconds)
     result = run_cli("run", *TINY, "--epochs", "50", "--time-budget", "35s", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "time budget" in result.output

@@ -12,6 +12,7 @@ from scipy import ndimage
 from segkit.calibration import CALIBRATION_GRID, ThresholdSweep
 from segkit.engine.weight_average import WeightAverage
 from segkit.evaluation import _cleaned
+from segkit.task import BinaryTask
 
 
 def small_model() -> torch.nn.Module:
@@ -129,7 +130,7 @@ masks = st.integers(4, 12).flatmap(
 def test_post_processed_logits_decide_exactly_the_cleaned_mask(mask, fill, keep):
     logits = torch.where(torch.from_numpy(mask), 2.0, -2.0)[None, None]
     steps = {k: v for k, v in (("fill_holes", fill), ("keep_largest", keep)) if v}
-    cleaned = _cleaned(logits, 0.5, steps)
+    cleaned = _cleaned(logits, BinaryTask(0.5), steps)
     if not steps:
         assert cleaned is logits
         return

@@ -109,6 +109,7 @@ def predict(
     tta, postprocess = resolve_inference_choices(trained, tta, fill_holes, keep_largest)
     if not 0 < threshold < 1:
         raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
+    task = trained.task.with_threshold(threshold)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -124,11 +125,11 @@ def predict(
             failures += 1
             continue
         probability = predict_probability(trained, image, tta=tta)
-        mask = postprocess_mask(probability > threshold, min_size=min_size, **postprocess)
+        mask = postprocess_mask(task.mask_from_probability(probability), min_size=min_size, **postprocess)
         stem = path.stem if path.stem not in stems else f"{path.stem}-{stems[path.stem] + 1}"
         stems[path.stem] = stems.get(path.stem, 0) + 1
         try:
-            Image.fromarray((mask * 255).astype(np.uint8)).save(out / f"{stem}_mask.png")
+            Image.fromarray(task.mask_pixels(mask)).save(out / f"{stem}_mask.png")
             if probabilities:
                 Image.fromarray((probability * 255).round().astype(np.uint8)).save(out / f"{stem}_prob.png")
             if not no_overlay:

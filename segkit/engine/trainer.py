@@ -1,47 +1,51 @@
-"""``fit``: the training run behind ``segkit run``: data, model, loop, checkpoints, callbacks."""
+"""``fit``: the training run behind ``segkit run``, told as a story of parts.
+
+- ``segkit.engine.data``: the splits and their loaders (``RunData``, progressive resizing);
+- ``segkit.engine.step``: one optimizer step (AMP, NaN policy, gradient accumulation, weight average);
+- ``segkit.engine.loop``: an epoch of steps, and the evaluation of a loader;
+- ``segkit.engine.validation``: the end-of-epoch validation;
+- ``segkit.engine.budget``: progress and the time budget;
+- ``segkit.engine.state``: where the run stands (epoch, step, best, history);
+- ``segkit.engine.checkpoints``: what ``last.pt`` and ``best.pt`` hold;
+- ``segkit.task``: what the task means (output channels, metrics, what checkpoints say).
+
+``Trainer.__init__`` builds the parts; ``Trainer.run`` is the loop over epochs.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 import segkit
-from segkit.calibration import ThresholdSweep
 from segkit.callbacks import RunContext
-from segkit.checkpoint import load_checkpoint, save_checkpoint
 from segkit.config import ResolvedConfig
-from segkit.engine import distributed
+from segkit.engine import checkpoints, distributed
+from segkit.engine.budget import RunClock
+from segkit.engine.data import RunData
 from segkit.engine.device import resolve_amp, resolve_device
-from segkit.engine.loop import evaluate_loader, train_one_epoch
+from segkit.engine.loop import EpochStats, train_one_epoch
 from segkit.engine.rundir import CONFIG_FILE, create_run_dir, write_json
-from segkit.engine.schedule import (
-    build_optimizer,
-    learning_rate_factor,
-    set_learning_rate,
-    train_image_size,
-)
+from segkit.engine.schedule import build_optimizer, learning_rate_factor, set_learning_rate
+from segkit.engine.state import TrainingState
+from segkit.engine.step import TrainingStep
+from segkit.engine.validation import Validation, validate
 from segkit.engine.weight_average import WeightAverage
-from segkit.errors import CheckpointError, DataError, SegkitError, UsageError
-from segkit.inference import load_state
-from segkit.metrics import describe_metric
-from segkit.speed import prepare_for_inference, resolve_channels_last
+from segkit.errors import SegkitError, UsageError
+from segkit.speed import prepare_for_training, resolve_channels_last
+from segkit.task import selection_label, task_for_dataset
 
 Echo = Callable[[str], None]
-
-# What only --resume needs: last.pt carries it, best.pt (for predict, evaluate, export) does not, which
-# keeps best.pt at a third of last.pt's size for Adam (no moment estimates).
-RESUME_ONLY_FIELDS = ("optimizer_state", "scaler_state", "rng_state", "raw_model_state", "ema_state")
+BUDGET_REACHED = "time budget reached"
 
 
 @dataclass
@@ -60,414 +64,273 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_split(config: ResolvedConfig, split: str, image_size: int):
-    """One split at ``image_size``: train with the chosen augmentation, the others with none."""
-    name = config["dataset"]
-    options = {"image_size": image_size, **config["dataset_options"]}
-    if config["data_path"] is not None:
-        options["root"] = config["data_path"]
-    augment = options.pop("augment", config["augment"])
-    dataset = segkit.create_dataset(
-        name, split=split, augment=augment if split == "train" else "none", **options
-    )
-    if len(dataset) == 0:
-        raise DataError(f"the {split} split of dataset {name!r} is empty")
-    return dataset
-
-
-def build_datasets(config: ResolvedConfig):
-    """The train split with the chosen augmentation, and the valid split with none."""
-    first_size = train_image_size(config["progressive_sizes"], config["image_size"], 0.0)
-    return build_split(config, "train", first_size), build_split(config, "valid", config["image_size"])
-
-
-def resolve_workers(requested: Any, dataset: Any, device: torch.device) -> int:
-    if requested != "auto":
-        return int(requested)
-    if getattr(dataset, "in_memory", False):
-        return 0  # generated or cached in memory: worker processes would only add start-up and copies
-    cores = os.cpu_count() or 1
-    return min(4, max(1, cores - 1)) if device.type == "cpu" else min(8, cores)
-
-
-def make_loader(
-    dataset,
-    batch_size: int,
-    shuffle: bool,
-    workers: int,
-    device: torch.device,
-    seed: int,
-    group: distributed.ProcessGroup = distributed.ProcessGroup(),
-):
-    """Training loaders shuffle with a per-epoch seed; under torchrun each process takes its shard."""
-    generator = torch.Generator().manual_seed(seed)
-    sampler: DistributedSampler[Any] | None = None
-    if group.enabled:
-        batch_size = max(1, batch_size // group.world_size)  # --batch-size stays the global batch
-        if shuffle:
-            sampler = DistributedSampler(
-                dataset, group.world_size, group.rank, shuffle=True, seed=seed, drop_last=True
-            )
-        else:
-            dataset = Subset(dataset, distributed.shard_indices(len(dataset), group))
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle and sampler is None,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        drop_last=shuffle and len(dataset) > batch_size,
-        persistent_workers=False,
-        generator=generator,
-    )
-
-
-def _rng_state() -> dict[str, Any]:
-    # legacy=True (the default) gives the global MT19937 state as a tuple, never the dict form
-    numpy_state = cast("tuple[Any, ...]", np.random.get_state())
-    return {
-        "python": random.getstate(),
-        "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]),
-        "torch": torch.get_rng_state(),
-    }
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    numpy_state = state["numpy"]
-    np.random.set_state((numpy_state[0], numpy_state[1].numpy(), *numpy_state[2:]))
-    torch.set_rng_state(state["torch"])
-
-
-def _finite_parameters(model: torch.nn.Module) -> bool:
-    return all(torch.isfinite(parameter).all() for parameter in model.parameters())
-
-
 def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = None) -> RunResult:
     """Train according to ``config``; with ``resume_dir``, continue that run from its ``last.pt``."""
-    # Paths become strings, so checkpoints hold only what torch.load(weights_only=True) accepts.
-    values = json.loads(json.dumps(config.values, default=str))
-    device = resolve_device(values["device"])
-    amp_dtype = resolve_amp(values["amp"], device)
-    channels_last = resolve_channels_last(values["channels_last"], device, training=True)
-    group = distributed.setup(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        if group.enabled:
-            device = torch.device("cuda", group.local_rank)
-    if not group.is_main:
-        echo = _silent
-        values = {**values, "quiet": True}
-    seed_everything(values["seed"])
+    return Trainer(config, echo, resume_dir).run()
 
-    train_set, valid_set = build_datasets(config)
-    workers = resolve_workers(values["workers"], train_set, device)
-    in_channels = int(train_set[0]["image"].shape[0])
-    model_name = values["model"]
+
+class Trainer:
+    def __init__(self, config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = None) -> None:
+        # Paths become strings, so checkpoints hold only what torch.load(weights_only=True) accepts.
+        self.values = values = json.loads(json.dumps(config.values, default=str))
+        self.sources = config.sources
+        self._setup_runtime()
+        self.echo = echo if self.group.is_main else _silent
+        if not self.group.is_main:
+            self.values = values = {**values, "quiet": True}
+        seed_everything(values["seed"])
+        self.data = RunData(values, self.device, self.group)
+        self.in_channels = int(self.data.train_set[0]["image"].shape[0])
+        self.task = task_for_dataset(self.data.train_set, values["threshold"])
+        self._build_model_and_step()
+        self.state = TrainingState()
+        self.resumed = resume_dir is not None
+        if resume_dir is not None:
+            self.run_dir = Path(resume_dir)
+            self.state = checkpoints.load_for_resume(self.run_dir, self)
+            self.echo(f"Resuming {self.run_dir} at epoch {self.state.epoch + 1} of {values['epochs']}")
+        else:
+            created = (
+                create_run_dir(Path(values["out"]), self.model_name, values["loss"]) if self.is_main else None
+            )
+            self.run_dir = distributed.broadcast(self.group, created)
+        steps_per_epoch = math.ceil(self.data.micro_batches_per_epoch() / values["accumulate_steps"])
+        self.total_steps = steps_per_epoch * values["epochs"]
+        self.callbacks = _build_callbacks(values, self.run_dir) if self.is_main else []
+        self.metric_text = selection_label(self.task, _network_resolution(values["image_size"]))
+
+    @property
+    def is_main(self) -> bool:
+        return self.group.is_main
+
+    def _setup_runtime(self) -> None:
+        values = self.values
+        self.device = resolve_device(values["device"])
+        self.amp_dtype = resolve_amp(values["amp"], self.device)
+        self.channels_last = resolve_channels_last(values["channels_last"], self.device, training=True)
+        self.group = distributed.setup(self.device)
+        if self.device.type == "cuda" and self.group.enabled:
+            self.device = torch.device("cuda", self.group.local_rank)
+
+    def _build_model_and_step(self) -> None:
+        values = self.values
+        self.model_name = values["model"]
+        self.model = _create_model(self.model_name, self.in_channels, self.task.out_channels, values)
+        # In place: moves the model, sets the memory format and backend flags. The thread count is
+        # left as the process has it (threads=0): the CLI and the tests choose it, not the engine.
+        prepare_for_training(self.model, self.device, channels_last=self.channels_last, threads=0)
+        trained = DistributedDataParallel(self.model) if self.group.enabled else self.model
+        self.loss_fn = segkit.create_loss(values["loss"], **values["loss_options"])
+        self.optimizer = build_optimizer(
+            values["optimizer"], self.model.parameters(), values["learning_rate"], values["weight_decay"]
+        )
+        # With ema_decay, validation, best.pt and prediction use the weight average; training the model.
+        self.weight_average = WeightAverage(self.model, values["ema_decay"]) if values["ema_decay"] else None
+        self.evaluated_model = self.weight_average.averaged if self.weight_average else self.model
+        self.step = TrainingStep(
+            trained,
+            self.loss_fn,
+            self.optimizer,
+            self.task,
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+            channels_last=self.channels_last,
+            on_nan=values["on_nan"],
+            weight_average=self.weight_average,
+            trained_module=self.model,
+        )
+
+    # -- the story of a run ----------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        self._write_run_config()
+        self.echo(
+            f"Device {self.device}, {self.data.workers} loader workers, "
+            f"{len(self.data.train_set)} train / {len(self.data.valid_set)} valid images"
+        )
+        self.echo(f"Run folder: {self.run_dir}")
+        self.context = RunContext(self.run_dir, self.values, self.model_name, history=self.state.history)
+        self.valid_loader = self.data.valid_loader()
+        self.clock = RunClock(self.total_steps, self.values["time_budget"], self.state.elapsed_before)
+        if self.is_main and not self.resumed:
+            checkpoints.save_last(self.run_dir, checkpoints.checkpoint_payload(self))
+        self._notify("on_fit_start")
+        self.saved_epoch = self.state.epoch  # a Ctrl-C during last.pt's write leaves the epoch before
+        stop_reason = ""
+        try:
+            for epoch in range(self.state.epoch + 1, self.values["epochs"] + 1):
+                stop_reason = self._run_epoch(epoch)
+                if stop_reason:
+                    break
+        except KeyboardInterrupt:
+            # last.pt always holds the last completed epoch (epoch 0: the initial weights), so --resume
+            # repeats the unfinished epoch exactly as an uninterrupted run would.
+            last = self.run_dir / checkpoints.LAST_FILE
+            self.echo(
+                f"Interrupted: {last} holds epoch {self.saved_epoch}; "
+                f"continue with: segkit run --resume {self.run_dir}"
+            )
+            self._notify("on_fit_end")
+            raise
+        except BaseException as error:
+            self._notify("on_exception", error)
+            raise
+        self._notify("on_fit_end")
+        distributed.teardown(self.group)
+        state = self.state
+        return RunResult(
+            self.run_dir, state.best_score, state.best_epoch, state.history, stop_reason, self.metric_text
+        )
+
+    def _run_epoch(self, epoch: int) -> str:
+        """Train, validate, record and save one epoch; returns why the run stops now ("" to go on)."""
+        self.context.epoch = epoch
+        started = time.monotonic()
+        stats = self._train_epoch(epoch)
+        train_seconds = time.monotonic() - started
+        if stats.steps == 0 and stats.stopped_early:
+            return BUDGET_REACHED
+        # Checked before validation, whose metrics would otherwise fail on NaN logits less clearly.
+        if not all(torch.isfinite(parameter).all() for parameter in self.model.parameters()):
+            raise SegkitError(f"model weights became non-finite in epoch {epoch}; best.pt is left as it was")
+        valid_started = time.monotonic()
+        validation = validate(
+            self.evaluated_model,
+            self.valid_loader,
+            self.loss_fn,
+            self.task,
+            self.values,
+            self.device,
+            self.amp_dtype,
+            self.group,
+        )
+        self._pool_train_stats(stats)
+        self.clock.validation_seconds = time.monotonic() - valid_started
+        record = self._epoch_record(epoch, stats, validation, started, train_seconds)
+        improved = self.state.add_epoch(record, record["valid_dice"])
+        self._save_checkpoints(improved)
+        self._notify("on_epoch_end", dict(record))
+        if not self.values["quiet"]:
+            self.echo(_epoch_line(record, self.values["epochs"], improved))
+        if stats.stopped_early:
+            return BUDGET_REACHED
+        if self.context.should_stop:
+            return self.context.stop_reason or "stopped by a callback"
+        return ""
+
+    def _train_epoch(self, epoch: int) -> EpochStats:
+        values = self.values
+        self.data.train_set_at(self.clock.progress(self.state.step))
+        # Seeding per epoch makes a resumed run repeat the uninterrupted one exactly.
+        seed_everything(values["seed"] * 100_003 + epoch)
+        loader = self.data.train_loader(values["seed"] * 100_003 + epoch)
+        self.clock.start_epoch()
+        return train_one_epoch(
+            self.step,
+            loader,
+            before_step=self._before_step,
+            accumulate_steps=values["accumulate_steps"],
+            progress_label=f"epoch {epoch}/{values['epochs']}",
+            quiet=values["quiet"],
+        )
+
+    def _before_step(self) -> bool:
+        """Whether the next optimizer step may begin (the time budget, agreed by every process);
+        sets its learning rate from the progress so far."""
+        if distributed.any_across(self.group, not self.clock.next_step_fits()):
+            return False
+        values = self.values
+        factor = learning_rate_factor(
+            values["scheduler"], self.clock.progress(self.state.step), values["warmup_fraction"]
+        )
+        set_learning_rate(self.optimizer, values["learning_rate"], factor)
+        self.state.step += 1
+        return True
+
+    def _pool_train_stats(self, stats: EpochStats) -> None:
+        if not self.group.enabled:
+            return
+        loss, dice, count = distributed.sum_across(
+            self.group, stats.loss * stats.images, stats.dice * stats.images, stats.images
+        )
+        stats.loss, stats.dice, stats.images = loss / max(count, 1), dice / max(count, 1), int(count)
+
+    def _epoch_record(
+        self, epoch: int, stats: EpochStats, validation: Validation, started: float, train_seconds: float
+    ) -> dict[str, Any]:
+        """One row of metrics.csv (the column names are part of segkit's interface)."""
+        scores = validation.scores
+        record = {
+            "epoch": epoch,
+            "train_loss": stats.loss,
+            "train_dice": stats.dice,
+            "valid_loss": validation.loss,
+            "valid_dice": scores["dice_per_image"],
+            "valid_dice_dataset": scores["dice_dataset"],
+            "valid_iou": scores["iou_per_image"],
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch_time_s": time.monotonic() - started,
+            "train_images_per_s": stats.images / max(train_seconds, 1e-9),
+            "skipped_steps": stats.skipped_steps,
+            "train_image_size": self.data.train_size,
+        }
+        if validation.calibrated is not None:
+            record["calibrated_threshold"], record["valid_dice_calibrated"] = validation.calibrated
+        return record
+
+    def _save_checkpoints(self, improved: bool) -> None:
+        if not self.is_main:
+            return
+        payload = checkpoints.checkpoint_payload(self)
+        checkpoints.save_last(self.run_dir, payload)
+        self.saved_epoch = self.state.epoch
+        self._notify("on_checkpoint", self.run_dir / checkpoints.LAST_FILE, False)
+        if improved:
+            self._notify("on_checkpoint", checkpoints.save_best(self.run_dir, payload), True)
+
+    def _write_run_config(self) -> None:
+        if not self.is_main:
+            return
+        write_json(
+            self.run_dir / CONFIG_FILE,
+            {
+                "segkit_version": segkit.__version__,
+                "config": self.values,
+                "sources": self.sources,
+                "resolved": {
+                    "device": str(self.device),
+                    "amp": str(self.amp_dtype),
+                    "channels_last": self.channels_last,
+                    "workers": self.data.workers,
+                    "in_channels": self.in_channels,
+                    "train_images": len(self.data.train_set),
+                    "valid_images": len(self.data.valid_set),
+                    "processes": self.group.world_size,
+                    "task": self.task.kind,
+                },
+                "metrics": {"valid_dice": self.metric_text},
+            },
+        )
+
+    def _notify(self, event: str, *arguments: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self.context, *arguments)
+
+
+def _network_resolution(image_size: int) -> str:
+    return f"{image_size}x{image_size} network input"
+
+
+def _create_model(name: str, in_channels: int, out_channels: int, values: dict[str, Any]) -> torch.nn.Module:
     try:
-        model = segkit.create_model(
-            model_name, in_channels=in_channels, out_channels=1, **values["model_options"]
+        return segkit.create_model(
+            name, in_channels=in_channels, out_channels=out_channels, **values["model_options"]
         )
     except (MemoryError, RuntimeError) as error:  # e.g. base_channels=99999999: weights beyond any memory
         raise UsageError(
-            f"model {model_name!r} cannot be built with options {values['model_options']}: "
+            f"model {name!r} cannot be built with options {values['model_options']}: "
             f"{str(error).splitlines()[0][:200] if str(error) else type(error).__name__}"
         ) from None
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    train_model = DistributedDataParallel(model) if group.enabled else model
-    loss_fn = segkit.create_loss(values["loss"], **values["loss_options"])
-    optimizer = build_optimizer(
-        values["optimizer"], model.parameters(), values["learning_rate"], values["weight_decay"]
-    )
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    # With ema_decay, validation, best.pt and prediction use the weight average; training the model.
-    weight_average = WeightAverage(model, values["ema_decay"]) if values["ema_decay"] else None
-    evaluated = weight_average.averaged if weight_average is not None else model
-
-    start_epoch, step, elapsed_before = 1, 0, 0.0
-    history: list[dict[str, Any]] = []
-    best_dice, best_epoch = -1.0, 0
-    if resume_dir is not None:
-        run_dir = Path(resume_dir)
-        state = load_checkpoint(run_dir / "last.pt")
-        trained_state = state.get("raw_model_state") or state["model_state"]
-        load_state(model, trained_state, run_dir / "last.pt", model_name)  # one line on a mismatch
-        try:
-            if weight_average is not None:
-                weight_average.load_state_dict(state["ema_state"], state["model_state"])
-            optimizer.load_state_dict(state["optimizer_state"])
-            if scaler is not None and state.get("scaler_state"):
-                scaler.load_state_dict(state["scaler_state"])
-            start_epoch = state["epoch"] + 1
-            step = state["schedule_state"]["step"]
-            elapsed_before = state["schedule_state"]["elapsed_s"]
-            history = list(state.get("history", []))
-            best_dice, best_epoch = state.get("best_dice", -1.0), state.get("best_epoch", 0)
-            _restore_rng(state["rng_state"])
-        except KeyError as error:
-            raise CheckpointError(f"{run_dir / 'last.pt'} cannot be resumed from: it lacks {error}") from None
-        except (ValueError, TypeError, IndexError, RuntimeError) as error:
-            raise CheckpointError(
-                f"{run_dir / 'last.pt'} cannot be resumed from: {type(error).__name__}: {str(error)[:200]}"
-            ) from None
-        echo(f"Resuming {run_dir} at epoch {start_epoch} of {values['epochs']}")
-    else:
-        created = create_run_dir(Path(values["out"]), model_name, values["loss"]) if group.is_main else None
-        run_dir = distributed.broadcast(group, created)
-
-    callbacks = _build_callbacks(values, run_dir) if group.is_main else []
-    metric_text = describe_metric(
-        "dice",
-        "per_image",
-        values["threshold"],
-        f"{values['image_size']}x{values['image_size']} network input",
-        "valid",
-    )
-    if group.is_main:
-        write_json(
-            run_dir / CONFIG_FILE,
-            {
-                "segkit_version": segkit.__version__,
-                "config": values,
-                "sources": config.sources,
-                "resolved": {
-                    "device": str(device),
-                    "amp": str(amp_dtype),
-                    "channels_last": channels_last,
-                    "workers": workers,
-                    "in_channels": in_channels,
-                    "train_images": len(train_set),
-                    "valid_images": len(valid_set),
-                    "processes": group.world_size,
-                },
-                "metrics": {"valid_dice": metric_text},
-            },
-        )
-    echo(f"Device {device}, {workers} loader workers, {len(train_set)} train / {len(valid_set)} valid images")
-    echo(f"Run folder: {run_dir}")
-
-    context = RunContext(run_dir=run_dir, config=values, model_name=model_name, history=history)
-    valid_loader = make_loader(valid_set, values["batch_size"], False, workers, device, values["seed"], group)
-    epochs, budget = values["epochs"], values["time_budget"]
-    steps_per_epoch = max(1, len(train_set) // values["batch_size"])
-    total_steps = steps_per_epoch * epochs
-    started = time.monotonic()
-    validation_seconds = 0.0
-    # The time between the starts of the last two steps (data wait included): a step is only begun
-    # when it, and the validation after it, should still end within the budget.
-    step_seconds = 0.0
-    last_step_started: float | None = None
-
-    def elapsed() -> float:
-        return elapsed_before + time.monotonic() - started
-
-    def progress() -> float:
-        by_steps = step / total_steps
-        return max(by_steps, elapsed() / budget) if budget else by_steps
-
-    def before_step() -> bool:
-        nonlocal step, step_seconds, last_step_started
-        now = time.monotonic()
-        if last_step_started is not None:
-            step_seconds = now - last_step_started
-        last_step_started = now
-        over = bool(budget) and elapsed() + step_seconds + validation_seconds > budget
-        if distributed.any_across(group, over):
-            return False
-        set_learning_rate(
-            optimizer,
-            values["learning_rate"],
-            learning_rate_factor(values["scheduler"], progress(), values["warmup_fraction"]),
-        )
-        step += 1
-        return True
-
-    def checkpoint_payload(epoch: int) -> dict[str, Any]:
-        last = history[-1] if history else {}
-        payload = {
-            "segkit_version": segkit.__version__,
-            "model_name": model_name,
-            "model_options": values["model_options"],
-            "in_channels": in_channels,
-            "out_channels": 1,
-            "image_size": values["image_size"],
-            "normalization": getattr(train_set, "normalization", None),
-            # The validation-calibrated threshold when the recipe asks for one; predict/evaluate use it.
-            "threshold": last.get("calibrated_threshold", values["threshold"]),
-            "inference": {key: values[key] for key in ("tta", "fill_holes", "keep_largest")},
-            "dataset": values["dataset"],
-            "epoch": epoch,
-            "metrics": last,
-            "history": history,
-            "best_dice": best_dice,
-            "best_epoch": best_epoch,
-            "model_state": _cpu_state(evaluated),
-            "optimizer_state": optimizer.state_dict(),
-            "schedule_state": {"step": step, "elapsed_s": elapsed()},
-            "scaler_state": scaler.state_dict() if scaler is not None else {},
-            "rng_state": _rng_state(),
-            "config": values,
-        }
-        if weight_average is not None:  # the trained weights too, which --resume continues from
-            payload["raw_model_state"] = _cpu_state(model)
-            payload["ema_state"] = weight_average.state_dict()
-        return payload
-
-    if group.is_main and resume_dir is None:
-        save_checkpoint(run_dir / "last.pt", checkpoint_payload(0))
-    for callback in callbacks:
-        callback.on_fit_start(context)
-    stop_reason = ""
-    epoch = start_epoch - 1
-    saved_epoch = start_epoch - 1  # the epoch last.pt holds; a Ctrl-C during its write leaves the one before
-    train_size = train_image_size(values["progressive_sizes"], values["image_size"], progress())
-    if train_size != train_image_size(values["progressive_sizes"], values["image_size"], 0.0):
-        train_set = build_split(config, "train", train_size)  # resuming in a later resizing stage
-    try:
-        for epoch in range(start_epoch, epochs + 1):
-            context.epoch = epoch
-            size_now = train_image_size(values["progressive_sizes"], values["image_size"], progress())
-            if size_now != train_size:  # progressive resizing: the next stage starts with this epoch
-                train_size, train_set = size_now, build_split(config, "train", size_now)
-            # Seeding per epoch makes a resumed run repeat the uninterrupted one exactly.
-            seed_everything(values["seed"] * 100_003 + epoch)
-            train_loader = make_loader(
-                train_set,
-                values["batch_size"],
-                True,
-                workers,
-                device,
-                values["seed"] * 100_003 + epoch,
-                group,
-            )
-            epoch_started = time.monotonic()
-            last_step_started = None  # the gap across validation and checkpoints is no step's time
-            stats = train_one_epoch(
-                train_model,
-                train_loader,
-                loss_fn,
-                optimizer,
-                device=device,
-                amp_dtype=amp_dtype,
-                scaler=scaler,
-                channels_last=channels_last,
-                threshold=values["threshold"],
-                on_nan=values["on_nan"],
-                before_step=before_step,
-                after_step=None if weight_average is None else lambda: weight_average.update(model),
-                progress_label=f"epoch {epoch}/{epochs}",
-                quiet=values["quiet"],
-            )
-            train_seconds = time.monotonic() - epoch_started
-            if stats.steps == 0 and stats.stopped_early:
-                stop_reason = "time budget reached"
-                epoch -= 1
-                break
-            # Checked before validation, whose metrics would otherwise fail on NaN logits less clearly.
-            if not _finite_parameters(model):
-                raise SegkitError(
-                    f"model weights became non-finite in epoch {epoch}; best.pt is left as it was"
-                )
-            valid_started = time.monotonic()
-            sweep = ThresholdSweep() if values["calibrate_threshold"] else None
-            # Validation runs the inference fast path (BatchNorm folded, channels_last on the CPU), on a
-            # fresh copy of this epoch's weights; the results equal the plain path's within float error.
-            valid_model = prepare_for_inference(
-                evaluated, device, channels_last=values["channels_last"], threads=0
-            )
-            valid_loss, accumulator = evaluate_loader(
-                valid_model,
-                valid_loader,
-                loss_fn,
-                device=device,
-                amp_dtype=amp_dtype,
-                channels_last=resolve_channels_last(values["channels_last"], device, training=False),
-                threshold=values["threshold"],
-                tta=values["tta"],
-                sweep=sweep,
-            )
-            if group.enabled:  # pool the shards: counts, losses and image numbers of every process
-                loss_total, valid_count = distributed.sum_across(
-                    group, valid_loss * len(accumulator), len(accumulator)
-                )
-                valid_loss = loss_total / max(valid_count, 1)
-                accumulator.all_reduce()
-                if sweep is not None:
-                    sweep.all_reduce()
-                train_loss, train_dice, train_count = distributed.sum_across(
-                    group, stats.loss * stats.images, stats.dice * stats.images, stats.images
-                )
-                stats.loss, stats.dice = train_loss / max(train_count, 1), train_dice / max(train_count, 1)
-                stats.images = int(train_count)
-            validation_seconds = time.monotonic() - valid_started
-            scores = accumulator.compute()
-            record = {
-                "epoch": epoch,
-                "train_loss": stats.loss,
-                "train_dice": stats.dice,
-                "valid_loss": valid_loss,
-                "valid_dice": scores["dice_per_image"],
-                "valid_dice_dataset": scores["dice_dataset"],
-                "valid_iou": scores["iou_per_image"],
-                "lr": optimizer.param_groups[0]["lr"],
-                "epoch_time_s": time.monotonic() - epoch_started,
-                "train_images_per_s": stats.images / max(train_seconds, 1e-9),
-                "skipped_steps": stats.skipped_steps,
-                "train_image_size": train_size,
-            }
-            if sweep is not None:
-                record["calibrated_threshold"], record["valid_dice_calibrated"] = sweep.best(
-                    values["threshold"]
-                )
-            history.append(record)
-            improved = record["valid_dice"] > best_dice and math.isfinite(record["valid_dice"])
-            if improved:
-                best_dice, best_epoch = record["valid_dice"], epoch
-            if group.is_main:
-                save_checkpoint(run_dir / "last.pt", checkpoint_payload(epoch))
-                saved_epoch = epoch
-            for callback in callbacks:
-                callback.on_checkpoint(context, run_dir / "last.pt", False)
-            if improved and group.is_main:
-                best = {k: v for k, v in checkpoint_payload(epoch).items() if k not in RESUME_ONLY_FIELDS}
-                save_checkpoint(run_dir / "best.pt", best)
-                for callback in callbacks:
-                    callback.on_checkpoint(context, run_dir / "best.pt", True)
-            for callback in callbacks:
-                callback.on_epoch_end(context, dict(record))
-            if not values["quiet"]:
-                echo(_epoch_line(record, epochs, improved))
-            if stats.stopped_early:
-                stop_reason = "time budget reached"
-                break
-            if context.should_stop:
-                stop_reason = context.stop_reason or "stopped by a callback"
-                break
-    except KeyboardInterrupt:
-        # last.pt always holds the last completed epoch (epoch 0: the initial weights), so --resume
-        # repeats the unfinished epoch exactly as an uninterrupted run would.
-        echo(
-            f"Interrupted: {run_dir / 'last.pt'} holds epoch {saved_epoch}; "
-            f"continue with: segkit run --resume {run_dir}"
-        )
-        for callback in callbacks:
-            callback.on_fit_end(context)
-        raise
-    except BaseException as error:
-        for callback in callbacks:
-            callback.on_exception(context, error)
-        raise
-    for callback in callbacks:
-        callback.on_fit_end(context)
-    distributed.teardown(group)
-    return RunResult(run_dir, best_dice, best_epoch, history, stop_reason, metric_text)
-
-
-def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value.detach().cpu() for key, value in model.state_dict().items()}
 
 
 def _silent(text: str) -> None:
@@ -475,16 +338,16 @@ def _silent(text: str) -> None:
 
 
 def _epoch_line(record: dict[str, Any], epochs: int, improved: bool) -> str:
+    calibrated = (
+        f" ({record['valid_dice_calibrated']:.4f} at threshold {record['calibrated_threshold']:g})"
+        if "calibrated_threshold" in record
+        else ""
+    )
     return (
         f"epoch {record['epoch']:>3}/{epochs}"
         f"  train loss {record['train_loss']:.4f} dice {record['train_dice']:.4f}"
-        f"  valid loss {record['valid_loss']:.4f} dice {record['valid_dice']:.4f}"
-        + (
-            f" ({record['valid_dice_calibrated']:.4f} at threshold {record['calibrated_threshold']:g})"
-            if "calibrated_threshold" in record
-            else ""
-        )
-        + f"  lr {record['lr']:.2e}  {record['epoch_time_s']:.1f}s"
+        f"  valid loss {record['valid_loss']:.4f} dice {record['valid_dice']:.4f}{calibrated}"
+        f"  lr {record['lr']:.2e}  {record['epoch_time_s']:.1f}s"
         f"  {record['train_images_per_s']:.1f} img/s{'  *best' if improved else ''}"
     )
 

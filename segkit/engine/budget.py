@@ -1,0 +1,48 @@
+"""Progress and the time budget: how far a run is, and whether the next step still fits.
+
+Progress is the fraction of planned optimizer steps done or, under ``--time-budget``, of the budget
+spent, whichever is larger; learning-rate schedules and progressive resizing follow it. A step is
+only begun when it, and the validation after it, should still end within the budget: the estimate
+is the time between the starts of the last two steps (data wait included) plus the last validation.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class RunClock:
+    """``RunClock(total_steps, budget_s, elapsed_before)``; ask ``next_step_fits()`` before each step."""
+
+    def __init__(self, total_steps: int, budget_s: float | None, elapsed_before: float = 0.0) -> None:
+        self.total_steps = max(1, total_steps)
+        self.budget_s = budget_s
+        self.elapsed_before = elapsed_before
+        self.started = time.monotonic()
+        #: How long the last validation took; a step is only begun when it fits after the step.
+        self.validation_seconds = 0.0
+        self._step_seconds = 0.0
+        self._last_step_started: float | None = None
+
+    def elapsed(self) -> float:
+        """Seconds of training, those of the run this one resumes included."""
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def progress(self, step: int) -> float:
+        """Fraction of the run done after ``step`` optimizer steps, in [0, 1] or beyond at the end."""
+        by_steps = step / self.total_steps
+        return max(by_steps, self.elapsed() / self.budget_s) if self.budget_s else by_steps
+
+    def start_epoch(self) -> None:
+        """The gap across validation and checkpoints is no step's time: forget the last step's start."""
+        self._last_step_started = None
+
+    def next_step_fits(self) -> bool:
+        """Called as each step begins: False when it would end past the budget (always True without)."""
+        now = time.monotonic()
+        if self._last_step_started is not None:
+            self._step_seconds = now - self._last_step_started
+        self._last_step_started = now
+        if not self.budget_s:
+            return True
+        return self.elapsed() + self._step_seconds + self.validation_seconds <= self.budget_s
