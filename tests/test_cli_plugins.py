@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from click.testing import CliRunner
 from distributions import make_distribution, run_segkit
+from fixtures import run_cli
 
 from segkit.cli import cli
 
@@ -20,7 +20,7 @@ def register_models(register):
 
 
 def test_plugins_json_lists_builtins_with_distribution():
-    result = CliRunner().invoke(cli, ["plugins", "--json"])
+    result = run_cli("plugins", "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     by_name = {(row["kind"], row["name"]): row for row in rows}
@@ -41,7 +41,7 @@ def test_plugins_json_lists_builtins_with_distribution():
 
 
 def test_plugins_table_has_a_header_and_a_row_per_component():
-    result = CliRunner().invoke(cli, ["plugins", "--kind", "loss"])
+    result = run_cli("plugins", "--kind", "loss")
     assert result.exit_code == 0
     lines = result.stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["KIND", "NAME", "DISTRIBUTION"]
@@ -50,21 +50,19 @@ def test_plugins_table_has_a_header_and_a_row_per_component():
 
 
 def test_version_and_help():
-    runner = CliRunner()
-    assert runner.invoke(cli, ["--version"]).output.startswith("segkit, version ")
-    help_text = runner.invoke(cli, ["--help"]).output
+    assert run_cli("--version").output.startswith("segkit, version ")
+    help_text = run_cli("--help").output
     assert "run" in help_text and "plugins" in help_text
 
 
 def test_every_subcommand_explains_every_option():
-    runner = CliRunner()
     for name in cli.list_commands(None):
         command = cli.get_command(None, name)
         assert command.help, f"segkit {name} has no help text"
         for parameter in getattr(command, "params", []):
             if parameter.param_type_name == "option" and parameter.name not in ("help",):
                 assert parameter.help, f"segkit {name} {parameter.opts[0]} has no help"
-        assert runner.invoke(cli, [name, "--help"]).exit_code == 0
+        assert run_cli(name, "--help").exit_code == 0
 
 
 def test_a_broken_distribution_is_reported_once_and_stops_nothing(tmp_path):
@@ -88,6 +86,6 @@ def test_a_duplicate_model_name_is_an_error_naming_both_distributions(tmp_path):
 
 
 def test_unknown_model_is_a_usage_error_with_a_suggestion(tmp_path):
-    result = CliRunner().invoke(cli, ["run", "--model", "unett", "--out", str(tmp_path)])
+    result = run_cli("run", "--model", "unett", "--out", tmp_path)
     assert result.exit_code == 2
     assert "Did you mean 'unet'?" in result.output and "resnet34_unet" in result.output

@@ -1,51 +1,26 @@
-"""``segkit run`` end to end on tiny synthetic data: run folder, records, checkpoints, resume."""
+"""``segkit run`` end to end on tiny synthetic data: run folder, records, checkpoints, resume, time
+budget, bad flags and output folders it cannot make. (Settings from config files and recipes:
+test_config_files.py; training faults: test_training_faults.py.)"""
 
 from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from click.testing import CliRunner
+from fixtures import expect_named_failure, invoke, only_run_dir, run_cli, tiny_run
 
 import segkit
 from segkit.callbacks import Callback
 from segkit.checkpoint import load_checkpoint
-from segkit.cli import cli
 from segkit.plugins import get_host
 
-TINY = [
-    "--model",
-    "unet",
-    "--loss",
-    "bce_dice",
-    "--model-option",
-    "base_channels=4",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "8",
-    "--dataset-option",
-    "train_size=32",
-    "--dataset-option",
-    "valid_size=16",
-    "--workers",
-    "0",
-    "--quiet",
-]
-
-
-def run_cli(*args):
-    result = CliRunner().invoke(cli, list(args))
-    return result
-
-
-def only_run_dir(out):
-    runs = [p for p in out.iterdir() if p.is_dir()]
-    assert len(runs) == 1, runs
-    return runs[0]
+TINY = tiny_run(loss="bce_dice", batch_size=8, train_size=32, valid_size=16)
+#: A smaller run, for the output-folder checks (they fail before training).
+TINY_RUN = tiny_run(batch_size=2, epochs=1, train_size=4, valid_size=2, callbacks=("csv",))
 
 
 @pytest.fixture(scope="module")
@@ -163,18 +138,6 @@ def test_time_budget_stops_cleanly(tmp_path):
     assert load_checkpoint(run_dir / "last.pt")["epoch"] < 50
 
 
-def test_config_file_is_overridden_by_flags(tmp_path):
-    config = tmp_path / "run.toml"
-    config.write_text("epochs = 1\nlearning_rate = 0.01\n[model_options]\nbase_channels = 4\n")
-    result = run_cli(
-        "run", *TINY, "--config", str(config), "--learning-rate", "0.002", "--out", str(tmp_path / "o")
-    )
-    assert result.exit_code == 0, result.output
-    recorded = json.loads((only_run_dir(tmp_path / "o") / "config.json").read_text())
-    assert recorded["config"]["epochs"] == 1 and recorded["sources"]["epochs"].startswith("config")
-    assert recorded["config"]["learning_rate"] == 0.002 and recorded["sources"]["learning_rate"] == "flag"
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -190,41 +153,6 @@ def test_bad_flags_are_usage_errors(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not any(tmp_path.iterdir()), "a failed start must not leave a run folder"
-
-
-def test_a_named_recipe_beats_dataset_defaults_and_loses_to_flags():
-    from segkit.cli.run_cmd import resolve_run_config
-
-    config = resolve_run_config({"epochs": 3}, None, "seed")
-    assert config["image_size"] == 256 and config.sources["image_size"] == "recipe seed"
-    assert config["batch_size"] == 32 and config.sources["batch_size"] == "recipe seed"
-    assert config["epochs"] == 3 and config.sources["epochs"] == "flag"
-    plain = resolve_run_config({}, None, None)
-    assert plain["image_size"] == 64 and plain.sources["image_size"] == "dataset synthetic default"
-
-
-def test_every_registered_recipe_resolves_to_valid_settings():
-    """A recipe is checked like a config file: known settings, valid values (third-party ones too)."""
-    from segkit.cli.run_cmd import resolve_run_config
-
-    names = [component.name for component in segkit.list_components("recipe")]
-    assert {"seed", "budget"} <= set(names)
-    for name in names:
-        config = resolve_run_config({"dataset": "oxford_pet"}, None, name)
-        recipe = segkit.get_component("recipe", name).factory
-        assert all(config.sources[key] == f"recipe {name}" for key in recipe), name
-
-
-def test_the_budget_recipe_plans_for_fifteen_minutes_unless_told_otherwise():
-    from segkit.cli.run_cmd import resolve_run_config
-
-    config = resolve_run_config({}, None, "budget")
-    assert config["time_budget"] == 900 and config.sources["time_budget"] == "recipe budget"
-    assert config["progressive_sizes"][-1] == config["image_size"]
-    assert resolve_run_config({"time_budget": "1h"}, None, "budget")["time_budget"] == 3600
-    # seed stays the report's recipe: none of the budget's levers
-    seed = resolve_run_config({}, None, "seed")
-    assert seed["time_budget"] is None and seed["progressive_sizes"] == [] and not seed["tta"]
 
 
 def test_a_step_that_would_end_past_the_budget_is_not_begun(tmp_path, monkeypatch):
@@ -249,3 +177,38 @@ def test_a_step_that_would_end_past_the_budget_is_not_begun(tmp_path, monkeypatc
     last = load_checkpoint(only_run_dir(tmp_path) / "last.pt")
     assert last["schedule_state"]["step"] == 3
     assert last["schedule_state"]["elapsed_s"] <= 35
+
+
+# -- where results go ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["inside-a-file", "is-a-file"])
+def test_run_output_folder_that_cannot_be_made(tmp_path, regular_file, where):
+    out = regular_file / "runs" if where == "inside-a-file" else regular_file
+    result = invoke("run", *TINY_RUN, "--out", out)
+    message = (
+        "cannot be created: Not a directory" if where == "inside-a-file" else "exists and is not a folder"
+    )
+    expect_named_failure(result, out, message, exit_code=2)
+    assert regular_file.read_text() == "occupied"
+
+
+def test_run_output_folder_without_write_permission(tmp_path, monkeypatch):
+    import os
+
+    import segkit.engine.rundir as rundir
+
+    class OsWhereLockedIsReadOnly:
+        """``os`` as the run-folder code sees it, with ``locked`` read-only (root ignores chmod)."""
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def access(path, mode):
+            return not (Path(path) == tmp_path / "locked" and mode & os.W_OK)
+
+    monkeypatch.setattr(rundir, "os", OsWhereLockedIsReadOnly())
+    (tmp_path / "locked").mkdir()
+    result = invoke("run", *TINY_RUN, "--out", tmp_path / "locked")
+    expect_named_failure(result, tmp_path / "locked", "is not writable", exit_code=2)

@@ -10,30 +10,11 @@ import subprocess
 import sys
 
 import pytest
+from fixtures import only_run_dir, tiny_run
 
 pytestmark = pytest.mark.slow
 
-TINY = [
-    "--model",
-    "unet",
-    "--loss",
-    "bce_dice",
-    "--model-option",
-    "base_channels=4",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "8",
-    "--dataset-option",
-    "train_size=32",
-    "--dataset-option",
-    "valid_size=14",
-    "--workers",
-    "0",
-    "--quiet",
-    "--epochs",
-    "1",
-]
+TINY = tiny_run(loss="bce_dice", batch_size=8, train_size=32, valid_size=14, epochs=1)
 
 
 def test_two_processes_sum_metrics_like_one(tmp_path):
@@ -53,9 +34,7 @@ def test_two_processes_sum_metrics_like_one(tmp_path):
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
-    assert len(runs) == 1, "only rank 0 creates a run folder"
-    run_dir = runs[0]
+    run_dir = only_run_dir(tmp_path / "runs")  # only rank 0 creates a run folder
     assert json.loads((run_dir / "config.json").read_text())["resolved"]["processes"] == 2
     row = next(csv.DictReader((run_dir / "metrics.csv").open()))
     # The validation split (14 images, an odd share per process) scored by one process, same weights.

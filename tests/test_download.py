@@ -13,6 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from data_fixtures import tar_folder, tar_with_members, write_oxford_layout
+from fixtures import error_line, invoke
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -302,3 +303,41 @@ def test_cli_errors_are_one_line_under_the_segkit_group(tmp_path, mirror):
     )
     assert result.exit_code == 1
     assert "Error: checksum mismatch for file://" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        ("file", "../escaped.txt", "gotcha"),
+        ("symlink", "images/link.jpg", "../../escaped.txt"),
+        ("hardlink", "images/link.jpg", "/etc/passwd"),
+    ],
+    ids=["path-traversal", "symlink-outside", "hardlink-outside"],
+)
+def test_data_download_refuses_escaping_members_as_one_line(tmp_path, member):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    tar_with_members(mirror / "images.tar.gz", [("dir", "images", ""), ("file", "images/a.jpg", "x"), member])
+    tar_with_members(mirror / "annotations.tar.gz", [("file", "annotations/trainval.txt", "a 1 1 1\n")])
+    md5 = [
+        f"{name}={hashlib.md5((mirror / name).read_bytes()).hexdigest()}"
+        for name in ("images.tar.gz", "annotations.tar.gz")
+    ]
+    target = tmp_path / "deep" / "pets"
+    result = invoke(
+        "data",
+        "download",
+        "oxford-pet",
+        target,
+        "--base-url",
+        mirror.as_uri(),
+        "--md5",
+        md5[0],
+        "--md5",
+        md5[1],
+    )
+    assert result.exit_code == 1, result.output
+    line = error_line(result)
+    assert "refusing to extract" in line and member[1].split("/")[-1] in line, line
+    assert not (tmp_path / "deep" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+    assert not (target / "images").exists()

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+from fixtures import only_run_dir, run_cli, tiny_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -168,46 +169,28 @@ def test_an_unknown_monitored_metric_is_a_usage_error_listing_the_metrics():
 
 
 def test_segkit_run_stops_early_and_says_why(tmp_path):
-    from click.testing import CliRunner
-
-    from segkit.cli import cli
-
     # valid_dice lies in [0, 1], so nothing after epoch 1 can improve on it by more than 1.
-    result = CliRunner().invoke(
-        cli,
-        [
-            "run",
-            "--model",
-            "unet",
-            "--model-option",
-            "base_channels=2",
-            "--image-size",
-            "16",
-            "--epochs",
-            "6",
-            "--batch-size",
-            "4",
-            "--dataset-option",
-            "train_size=8",
-            "--dataset-option",
-            "valid_size=4",
-            "--workers",
-            "0",
-            "--quiet",
-            "--out",
-            str(tmp_path),
-            "--callback",
-            "csv",
-            "--callback",
-            "early_stopping",
-            "--callback-option",
-            "early_stopping.patience=1",
-            "--callback-option",
-            "early_stopping.min_delta=1.0",
-        ],
+    args = tiny_run(
+        base_channels=2,
+        image_size=16,
+        epochs=6,
+        batch_size=4,
+        train_size=8,
+        valid_size=4,
+        callbacks=("csv", "early_stopping"),
+    )
+    result = run_cli(
+        "run",
+        *args,
+        "--out",
+        tmp_path,
+        "--callback-option",
+        "early_stopping.patience=1",
+        "--callback-option",
+        "early_stopping.min_delta=1.0",
     )
     assert result.exit_code == 0, result.output
     assert "early stopping: valid_dice did not improve" in result.output
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    run_dir = only_run_dir(tmp_path)
     epochs = [line.split(",")[0] for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fixtures import run_cli
 
 import segkit
 from segkit.checkpoint import save_checkpoint
@@ -163,6 +164,15 @@ def test_cli_exports_a_run_folder_beside_its_checkpoint(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert (target / "best.torchscript.pt").is_file() and (target / "best.torchscript.json").is_file()
     assert result.output.count("max abs diff") == 2
+
+
+def test_export_notes_list_the_recipes_inference_steps(pets_run_with_inference_choices, tmp_path):
+    _, run_dir = pets_run_with_inference_choices
+    target = tmp_path / "model.pt"
+    result = run_cli("export", run_dir, "--format", "torchscript", "--no-check", "-o", target)
+    assert result.exit_code == 0, result.output
+    steps = json.loads(target.with_suffix(".json").read_text())["output"]["postprocess"]
+    assert "flipped" in steps[0] and "fill the holes" in steps[-2] and "largest" in steps[-1]
 
 
 def test_no_check_writes_without_comparing(run_dir, tmp_path):

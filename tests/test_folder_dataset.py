@@ -1,16 +1,44 @@
-"""Dataset "folder": photos and masks paired by stem, split folders or a seeded random split."""
+"""Dataset "folder": photos and masks paired by stem, split folders or a seeded random split; bad,
+missing and unpaired files, also as ``segkit run`` meets them, and mutated real photos (fuzzing)."""
 
 from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from data_fixtures import photo_array, save, truncated_jpeg, write_folder_layout
-from hypothesis import given, settings
+from data_fixtures import (
+    CASES,
+    CORPUS_SIZE,
+    ERROR,
+    GOOD_STEMS,
+    LOADS,
+    corpus_photo,
+    decode_or_data_error,
+    encoded,
+    folder_dataset,
+    good_mask,
+    mutate,
+    photo_array,
+    save,
+    seed_and_edits,
+    seed_bytes,
+    truncated_jpeg,
+    write,
+    write_folder_layout,
+    write_split,
+)
+from fixtures import expect_named_failure, invoke, only_run_dir, tiny_run
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import segkit
 from segkit.errors import DataError, UsageError
+from segkit.imageio import check_image_file
 from segkit.testing import check_dataset
 from segkit_builtin.folder import SkippedFilesWarning, random_split
 
@@ -176,3 +204,135 @@ def test_too_few_images_for_a_split_is_explained(tmp_path):
     write_folder_layout(tmp_path, NAMES[:1])
     with pytest.raises(DataError, match="is empty: .* too few images"):
         create(tmp_path, split="valid")
+
+
+# -- bad files through `segkit run` (the corpus in data_fixtures) ---------------------------------------
+
+#: ``segkit run`` arguments; the tests add the folder dataset and its path.
+TINY_RUN = tiny_run(batch_size=2, epochs=1, callbacks=("csv",))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_run_on_a_folder_dataset(tmp_path, case):
+    bad = folder_dataset(tmp_path / "data", case)["train"]
+    out = tmp_path / "runs"
+    args = ["run", *TINY_RUN, "--dataset", "folder", "--data-path", tmp_path / "data", "--out", out]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = invoke(*args)
+    skip_warnings = [str(w.message) for w in caught if issubclass(w.category, SkippedFilesWarning)]
+    if case.outcome == ERROR:
+        expect_named_failure(result, bad[case.culprit], case.message)
+        return
+    assert result.exit_code == 0, result.output
+    resolved = json.loads((only_run_dir(out) / "config.json").read_text())["resolved"]
+    if case.outcome == LOADS:
+        assert resolved["train_images"] == len(GOOD_STEMS) + 1 and not skip_warnings
+        return
+    assert resolved["train_images"] == len(GOOD_STEMS), "the unreadable pair is left out"
+    (warning,) = skip_warnings
+    assert str(bad[case.culprit]) in warning and re.search(case.message, warning), warning
+    # strict=true turns the skip into an error, before any run folder is made
+    strict = invoke(*args[:-2], "--dataset-option", "strict=true", "--out", tmp_path / "strict")
+    expect_named_failure(strict, bad[case.culprit], case.message)
+    assert not (tmp_path / "strict").exists() or not any((tmp_path / "strict").iterdir())
+
+
+# -- what is missing or unpaired, through `segkit run` and `segkit evaluate` -------------------------
+
+
+def run_folder(data_path: Path, out: Path, *extra: str):
+    return invoke("run", *TINY_RUN, "--dataset", "folder", "--data-path", data_path, "--out", out, *extra)
+
+
+def test_an_image_without_a_mask_and_a_mask_without_an_image_are_both_listed(tmp_path):
+    data = tmp_path / "data"
+    write_split(data / "valid")
+    write_split(data / "train")
+    lonely_image = write(data / "train" / "images" / "lonely.jpg", encoded(corpus_photo(), "JPEG"))
+    lonely_mask = good_mask(data / "train" / "masks", "orphan", CORPUS_SIZE)
+    result = run_folder(data, tmp_path / "runs")
+    expect_named_failure(result, lonely_image, r"1 image\(s\) without a mask")
+    assert f"1 mask(s) without an image: {lonely_mask}" in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize(
+    "layout, culprit, message",
+    [
+        ("empty-valid-split", "valid/images", "holds no image files"),
+        ("no-valid-folder", "valid", r"has split subfolders \(train, test\) but no valid/"),
+        ("valid-without-masks-folder", "valid/masks", "mask folder .* does not exist"),
+        ("every-valid-file-unreadable", "valid", "has no usable image/mask pairs"),
+    ],
+    ids=lambda value: value if isinstance(value, str) and "-" in value else "",
+)
+def test_an_empty_or_incomplete_split_is_named(tmp_path, layout, culprit, message):
+    data = tmp_path / "data"
+    write_split(data / "train")
+    write_split(data / "test")
+    if layout == "empty-valid-split":
+        (data / "valid" / "images").mkdir(parents=True)
+        (data / "valid" / "masks").mkdir()
+    elif layout == "valid-without-masks-folder":
+        write(data / "valid" / "images" / "a.jpg", encoded(corpus_photo(), "JPEG"))
+    elif layout == "every-valid-file-unreadable":
+        for stem in GOOD_STEMS:
+            write(data / "valid" / "images" / f"{stem}.jpg", b"")
+            good_mask(data / "valid" / "masks", stem, CORPUS_SIZE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedFilesWarning)
+        result = run_folder(data, tmp_path / "runs")
+    expect_named_failure(result, data / culprit, message)
+
+
+@pytest.mark.parametrize("command", ["run", "evaluate"])
+@pytest.mark.parametrize("what", ["missing", "a-file"])
+def test_a_data_path_that_is_missing_or_a_file(tmp_path, tiny_checkpoint, command, what):
+    data = tmp_path / "data"
+    if what == "a-file":
+        data.write_text("not a folder")
+    if command == "run":
+        result = run_folder(data, tmp_path / "runs")
+    else:
+        result = invoke("evaluate", tiny_checkpoint, "--dataset", "folder", "--data-path", data, "--quiet")
+    expected = "is not a folder" if what == "a-file" else "does not exist"
+    expect_named_failure(result, data, f"folder root folder .*{expected}")
+
+
+# -- fuzzing: a mutated real photo ------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=seed_and_edits().filter(lambda case: case[0] != "png-trimap"))
+def test_a_folder_dataset_with_a_mutated_photo_loads_or_names_it(tmp_path_factory, case):
+    """Built like ``segkit run --dataset folder`` builds it: the photo is skipped (warning), refused
+    (DataError naming it) or loaded into a tensor; nothing else."""
+    from segkit_builtin.folder import SkippedFilesWarning, build_folder
+
+    name, edits = case
+    root = tmp_path_factory.mktemp("folder")
+    photo = root / "train" / "images" / "cat.jpg"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(mutate(seed_bytes(name), edits))
+    good = root / "train" / "images" / "dog.png"
+    save(good, np.zeros((24, 32, 3), np.uint8), "PNG")
+    size = decode_or_data_error(check_image_file, photo) or (24, 32)
+    save(root / "train" / "masks" / "cat.png", np.zeros(size, np.uint8), "PNG")
+    save(root / "train" / "masks" / "dog.png", np.zeros((24, 32), np.uint8), "PNG")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            dataset = build_folder(root, split="train", image_size=32, augment="none")
+        except DataError as error:
+            assert str(photo) in str(error) or "cat.png" in str(error), error
+            return
+    skipped = [w for w in caught if issubclass(w.category, SkippedFilesWarning)]
+    assert dataset.names == (["dog"] if skipped else ["cat", "dog"])
+    for index in range(len(dataset)):
+        try:
+            item = dataset[index]
+        except DataError as error:
+            assert str(photo) in str(error), error
+            continue
+        assert item["image"].shape == (3, 32, 32) and torch.isfinite(item["image"]).all()

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
-from data_fixtures import png_claiming_size, png_with_corrupt_pixels, save, truncated_jpeg
+from data_fixtures import (
+    SEED_FILES,
+    decode_or_data_error,
+    mutate,
+    png_claiming_size,
+    png_with_corrupt_pixels,
+    save,
+    seed_and_edits,
+    seed_bytes,
+    truncated_jpeg,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -257,3 +270,36 @@ def test_check_image_file_returns_height_width_for_each_format(tmp_path):
     pixels = np.zeros((7, 11, 3), np.uint8)
     for image_format in ("JPEG", "PNG", "GIF", "WEBP"):
         assert check_image_file(save(tmp_path / f"x.{image_format}.jpg", pixels, image_format)) == (7, 11)
+
+
+# -- real files, mutated: decoded or refused with a DataError (fuzzing) --------------------------------
+
+DECODING = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@DECODING
+@given(case=seed_and_edits())
+def test_mutated_real_files_decode_or_give_a_data_error(tmp_path_factory, case):
+    name, edits = case
+    path = tmp_path_factory.mktemp("fuzz") / Path(SEED_FILES[name]).name
+    path.write_bytes(mutate(seed_bytes(name), edits))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # segkit's pixel limit must act first
+        size = decode_or_data_error(check_image_file, path)
+        image = decode_or_data_error(read_image, path)
+        mask = decode_or_data_error(read_mask, path)
+    if image is not None:
+        assert image.mode == "RGB" and image.width * image.height >= 1
+    if mask is not None:
+        assert mask.ndim == 2 and mask.dtype in (np.uint8, np.uint16)
+    if size is not None and image is not None:
+        assert size == (image.height, image.width), "the cheap check and the decoder disagree on the size"
+
+
+def test_the_seed_files_themselves_decode(real_sample):
+    """The unmutated seeds are valid, so the mutations are what the decoders are tested against."""
+    for name, relative in SEED_FILES.items():
+        image = read_image(real_sample / relative)
+        assert check_image_file(real_sample / relative) == (image.height, image.width), name

@@ -10,6 +10,7 @@ import urllib.error
 import pytest
 import torch
 from click.testing import CliRunner
+from fixtures import QUICK, value_texts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -24,6 +25,7 @@ from segkit.models import (
     count_parameters,
     describe_model,
 )
+from segkit.options import parse_value
 from segkit.plugins import PluginHost
 from segkit.testing import check_model
 from segkit_builtin import resnet_unet, unet
@@ -158,6 +160,23 @@ def test_base_channels_accepts_an_int_or_four_widths():
     assert count_parameters(build_unet(base_channels=[8, 16, 32, 64])) == count_parameters(
         build_unet(base_channels=8)
     )
+
+
+@QUICK
+@given(
+    options=st.dictionaries(
+        st.sampled_from(["base_channels", "pad_mode", "depth", "channels"]),
+        st.one_of(value_texts.map(parse_value), st.integers(-10, 10**12)),
+        max_size=3,
+    )
+)
+def test_unet_options_build_a_model_or_are_refused(options):
+    with torch.device("meta"):  # absurd widths allocate nothing
+        try:
+            model = segkit.create_model("unet", in_channels=3, out_channels=1, **options)
+        except UsageError:
+            return
+    assert isinstance(model, torch.nn.Module)
 
 
 # -- parameter counts and FLOPs ----------------------------------------------------------------------

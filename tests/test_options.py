@@ -1,12 +1,18 @@
-"""KEY=VALUE options, durations and config files: typed values, and clear errors for bad input."""
+"""KEY=VALUE options (segkit.options) and durations: typed values, and clear errors for bad input.
+
+The fuzzers: whatever a user types after ``--model-option`` and the like, segkit accepts it or refuses
+it with a ``UsageError``, which the CLI prints as one ``Error:`` line; never a crash or a traceback.
+(Config files: test_config_files.py.)
+"""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from fixtures import QUICK, invoke, option_names, value_texts
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from segkit.config import REPORT_DEFAULTS, ResolvedConfig, parse_duration, read_config_file, validate
+from segkit.config import parse_duration
 from segkit.errors import UsageError
 from segkit.options import parse_options, parse_value
 
@@ -74,72 +80,64 @@ def test_any_duration_text_parses_or_fails_clearly(text):
         assert seconds is None or seconds > 0
 
 
-def test_config_file_errors_name_the_file(tmp_path):
-    missing = tmp_path / "missing.toml"
-    with pytest.raises(UsageError, match="missing.toml"):
-        read_config_file(missing)
-    broken = tmp_path / "broken.toml"
-    broken.write_text("epochs = = 3")
-    with pytest.raises(UsageError, match="broken.toml"):
-        read_config_file(broken)
+# -- fuzzed ----------------------------------------------------------------------------------------
 
-
-@given(st.binary(max_size=60))
-def test_fuzzed_config_files_load_or_fail_clearly(tmp_path_factory, content):
-    path = tmp_path_factory.mktemp("cfg") / "run.toml"
-    path.write_bytes(content)
-    try:
-        data = read_config_file(path)
-    except UsageError as error:
-        assert "run.toml" in str(error)
-        return
-    config = ResolvedConfig()
-    config.apply(REPORT_DEFAULTS, "default")
-    try:
-        config.apply(data, "config")
-        validate(config)
-    except UsageError:
-        pass
-
-
-def test_layers_override_in_order_and_remember_sources():
-    config = ResolvedConfig()
-    config.apply(REPORT_DEFAULTS, "default")
-    config.apply({"epochs": 5, "model_options": {"base_channels": 16}}, "dataset")
-    config.apply({"epochs": 7, "model_options": {"depth": 3}}, "flag")
-    assert config["epochs"] == 7 and config.sources["epochs"] == "flag"
-    assert config["model_options"] == {"base_channels": 16, "depth": 3}
-    assert config["batch_size"] == 32 and config.sources["batch_size"] == "default"
-
-
-def test_unknown_setting_names_its_source():
-    config = ResolvedConfig()
-    with pytest.raises(UsageError, match="epoch.*run.toml"):
-        config.apply({"epoch": 3}, "config run.toml")
-
-
-@pytest.mark.parametrize(
-    "key, value",
-    [
-        ("epochs", 0),
-        ("batch_size", -1),
-        ("image_size", 2.5),
-        ("threshold", 1.0),
-        ("optimizer", "adamx"),
-        ("learning_rate", 0),
-        ("workers", -1),
-        ("ema_decay", 1.0),
-        ("ema_decay", "0.9"),
-        ("progressive_sizes", [96, 0]),
-        ("progressive_sizes", 128),
-        ("tta", "yes"),
-        ("calibrate_threshold", 1),
-        ("fill_holes", None),
-    ],
+pairs = st.one_of(
+    st.tuples(option_names, value_texts).map(lambda kv: f"{kv[0]}={kv[1]}"),
+    st.text(max_size=30),  # anything at all, '=' or not
 )
-def test_invalid_values_name_the_flag(key, value):
-    config = ResolvedConfig()
-    config.apply(REPORT_DEFAULTS, "default")
-    config.apply({key: value}, "flag")
-    with pytest.raises(UsageError, match=f"--{key.replace('_', '-')}"):
-        validate(config)
+
+
+@QUICK
+@given(texts=st.lists(pairs, max_size=5))
+def test_parse_options_accepts_or_refuses_with_a_usage_error(texts):
+    try:
+        options = parse_options(texts, "--model-option")
+    except UsageError as error:
+        assert "--model-option" in str(error)
+        return
+    assert len(options) == len(texts)
+    for text in texts:
+        key, _, value = text.partition("=")
+        assert options[key.strip()] == parse_value(value)
+
+
+@QUICK
+@given(
+    key=option_names,
+    value=st.one_of(
+        st.integers(),
+        st.booleans(),
+        st.none(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.lists(st.integers(-1000, 1000), max_size=4),
+        st.from_regex(r"[a-z][a-z_]{0,10}", fullmatch=True),
+    ),
+)
+def test_typed_values_come_back_as_typed(key, value):
+    assume(
+        not (isinstance(value, str) and value in ("true", "false", "none", "null"))
+    )  # words with a meaning
+    if isinstance(value, bool) or value is None:
+        text = {True: "true", False: "false", None: "none"}[value]
+    else:
+        text = value if isinstance(value, str) else repr(value)
+    parsed = parse_options([f"{key}={text}"], "--loss-option")[key]
+    assert parsed == value and type(parsed) is type(value)
+
+
+@QUICK
+@given(
+    option=st.sampled_from(["--model-option", "--loss-option", "--dataset-option", "--callback-option"]),
+    texts=st.lists(pairs, min_size=1, max_size=3),
+)
+def test_cli_options_never_crash(tmp_path_factory, option, texts):
+    """Whatever the options, ``segkit run ... --epochs 0`` is a usage error (exit 2), never a crash."""
+    out = tmp_path_factory.mktemp("out")
+    args = ["run", "--epochs", "0", "--out", out]
+    for text in texts:
+        args += [f"{option}={text}"]
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert not any(out.iterdir())

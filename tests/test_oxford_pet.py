@@ -19,6 +19,7 @@ from data_fixtures import (
     write_oxford_layout,
     write_split_file,
 )
+from fixtures import PETS_SIZE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -101,6 +102,12 @@ def test_split_names_must_be_plain_names(pets):
 
 
 # -- masks ---------------------------------------------------------------------------------------
+
+
+def test_trimap_helper_is_consistent():
+    """The test helper (data_fixtures.trimap_array) draws only the three trimap values."""
+    trimap = trimap_array(*PETS_SIZE, seed=3)
+    assert trimap.shape == PETS_SIZE and set(np.unique(trimap)) <= {1, 2, 3}
 
 
 @pytest.mark.parametrize("border", ["foreground", "ignore"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from fixtures import EVIL_MODULE
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -158,6 +159,21 @@ def test_environment_switches_choose_plugins(monkeypatch, variable, value, expec
     monkeypatch.setenv(variable, value)
     host = PluginHost(stderr=io.StringIO())
     assert ("unet" in host.info) is expect_loaded
+
+
+def test_the_plugin_switch_names_entry_points_not_modules(tmp_path, evil_module, monkeypatch):
+    """SEGKIT_PLUGINS filters installed entry points; a module name there imports nothing."""
+    from segkit import plugins
+
+    monkeypatch.setenv("SEGKIT_PLUGINS", f"unet,{EVIL_MODULE}")
+    plugins.reset_host()
+    try:
+        host = plugins.get_host()
+        assert host.registry("model").names() == ["unet"]
+        assert EVIL_MODULE not in host.info
+    finally:
+        monkeypatch.delenv("SEGKIT_PLUGINS")
+        plugins.reset_host()
 
 
 def test_api_uses_the_process_wide_registry(fresh_host):

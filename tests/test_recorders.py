@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from fixtures import only_run_dir, run_cli, tiny_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
@@ -355,37 +356,10 @@ def test_a_locked_workbook_warns_once_and_later_epochs_retry(tmp_path, monkeypat
 
 # -- through the engine ---------------------------------------------------------------------------
 def test_a_tiny_run_writes_both_records(tmp_path):
-    from click.testing import CliRunner
-
-    from segkit.cli import cli
-
-    result = CliRunner().invoke(
-        cli,
-        [
-            "run",
-            "--model",
-            "unet",
-            "--model-option",
-            "base_channels=2",
-            "--image-size",
-            "16",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "4",
-            "--dataset-option",
-            "train_size=8",
-            "--dataset-option",
-            "valid_size=4",
-            "--workers",
-            "0",
-            "--quiet",
-            "--out",
-            str(tmp_path),
-        ],
-    )
+    args = tiny_run(base_channels=2, image_size=16, epochs=2, batch_size=4, train_size=8, valid_size=4)
+    result = run_cli("run", *args, "--out", tmp_path)
     assert result.exit_code == 0, result.output
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    run_dir = only_run_dir(tmp_path)
     header, rows = read_csv(run_dir / CSV_NAME)
     assert set(REQUIRED_KEYS) <= set(header) and [int(row["epoch"]) for row in rows] == [1, 2]
     sheet = read_sheet(run_dir / EXCEL_NAME)

@@ -1,4 +1,5 @@
-"""Training faults: non-finite losses and weights, Ctrl-C, SIGKILL, and runs sharing an output root.
+"""Training faults: non-finite losses and weights, Ctrl-C, a full disk, SIGKILL, and runs sharing an
+output root.
 
 Faults are injected the way a plugin would cause them: ``faulty_bce``, an inline loss plugin
 registered on the process-wide host for the test (unregistered in ``finally``), computes BCE but
@@ -9,12 +10,15 @@ count training calls of one loss object from 1 (validation calls do not count); 
 SIGKILL and real-signal tests run ``segkit run`` in a subprocess through a small runner that
 instruments ``atomic_write`` (marker files say when a write is under way or done, and the targeted
 write pauses halfway) so that a kill lands *during* or *between* checkpoint writes for sure; they are
-marked ``slow`` (each process spends seconds importing torch).
+marked ``slow`` (each process spends seconds importing torch). A full disk is a checkpoint write that
+fails halfway with ENOSPC.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import math
 import os
@@ -28,23 +32,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from fixtures import error_line, expect_named_failure, invoke, only_run_dir, tiny_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.nn import functional as F
 
 import segkit
 from segkit.checkpoint import load_checkpoint
-from segkit.cli import cli
 from segkit.engine import rundir
 from segkit.plugins import get_host
 
 STEPS_PER_EPOCH = 2
-TINY = (
-    "--model unet --model-option base_channels=4 --image-size 32 --batch-size 4 "
-    "--dataset-option train_size=8 "
-    "--dataset-option valid_size=4 --workers 0 --quiet --callback csv --seed 3"
-).split()
+TINY = tiny_run(batch_size=4, train_size=8, valid_size=4, callbacks=("csv",), seed=3)
 FAULTY = [*TINY, "--loss", "faulty_bce"]
 
 #: Steps (of the current loss object) at which ``faulty_bce`` sends its own process SIGINT; set by tests.
@@ -109,25 +108,6 @@ def faulty_loss():
         SIGINT_AT_STEPS.clear()
 
 
-def invoke(*args):
-    result = CliRunner().invoke(cli, [str(arg) for arg in args])
-    assert "Traceback" not in result.output, result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"segkit crashed with {result.exception!r}:\n{result.output}")
-    return result
-
-
-def the_run_dir(out: Path) -> Path:
-    (run_dir,) = [path for path in out.iterdir() if path.is_dir()]
-    return run_dir
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
 def finite(payload: dict) -> bool:
     return all(
         torch.isfinite(value).all() for value in payload["model_state"].values() if value.is_floating_point()
@@ -162,7 +142,7 @@ def test_a_non_finite_loss_stops_the_run_with_the_last_good_checkpoint_intact(tm
         f"Error: the training loss became {value} at step 2 of this epoch; stopping with the last good "
         "checkpoint intact (lower --learning-rate, or pass --on-nan skip to skip such steps)"
     )
-    run_dir = the_run_dir(tmp_path)
+    run_dir = only_run_dir(tmp_path)
     for name in ("last.pt", "best.pt"):
         payload = load_checkpoint(run_dir / name)
         assert payload["epoch"] == 1 and finite(payload), name
@@ -188,7 +168,7 @@ def test_on_nan_skip_skips_and_counts_exactly_the_bad_steps(tmp_path_factory, fa
         out,
     )
     assert result.exit_code == 0, result.output
-    run_dir = the_run_dir(out)
+    run_dir = only_run_dir(out)
     rows = recorded_epochs(run_dir)
     for epoch, row in enumerate(rows, start=1):
         steps = range((epoch - 1) * STEPS_PER_EPOCH + 1, epoch * STEPS_PER_EPOCH + 1)
@@ -225,7 +205,7 @@ def test_non_finite_weights_never_reach_a_checkpoint(tmp_path, faulty_loss, on_n
     assert (
         error_line(result) == "Error: model weights became non-finite in epoch 2; best.pt is left as it was"
     )
-    run_dir = the_run_dir(tmp_path)
+    run_dir = only_run_dir(tmp_path)
     for name in ("last.pt", "best.pt"):
         payload = load_checkpoint(run_dir / name)
         assert payload["epoch"] == 1 and finite(payload), name
@@ -238,7 +218,7 @@ def test_non_finite_weights_never_reach_a_checkpoint(tmp_path, faulty_loss, on_n
 def uninterrupted(tmp_path_factory, faulty_loss) -> Path:
     out = tmp_path_factory.mktemp("straight")
     assert invoke("run", *FAULTY, "--epochs", "3", "--out", out).exit_code == 0
-    return the_run_dir(out)
+    return only_run_dir(out)
 
 
 def assert_same_training(run_dir: Path, reference: Path) -> None:
@@ -263,7 +243,7 @@ def test_sigint_mid_step_keeps_the_last_epoch_and_resume_repeats_the_run(
         result = invoke("run", *FAULTY, "--epochs", "3", "--out", tmp_path)
     finally:
         SIGINT_AT_STEPS.clear()
-    run_dir = the_run_dir(tmp_path)
+    run_dir = only_run_dir(tmp_path)
     assert result.exit_code != 0, result.output
     assert (
         f"Interrupted: {run_dir / 'last.pt'} holds epoch 1; continue with: segkit run --resume {run_dir}"
@@ -299,7 +279,7 @@ def test_sigint_during_a_checkpoint_write_keeps_the_previous_checkpoint(
     monkeypatch.setattr(checkpoint_module, "atomic_write", interrupted_halfway)
     result = invoke("run", *FAULTY, "--epochs", "3", "--out", tmp_path)
     monkeypatch.setattr(checkpoint_module, "atomic_write", real_atomic_write)
-    run_dir = the_run_dir(tmp_path)
+    run_dir = only_run_dir(tmp_path)
     assert result.exit_code != 0, result.output
     assert f"{run_dir / 'last.pt'} holds epoch 1;" in result.output, "the message must say what is on disk"
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
@@ -332,6 +312,100 @@ def test_concurrent_runs_get_distinct_run_folders(tmp_path, monkeypatch):
         "20250101-120000-unet-bce_dice",
         "20250101-120000-unet-bce_dice-16",
     }
+
+
+# -- a full disk while a checkpoint is written ------------------------------------------------------
+
+# Three short epochs at a learning rate that improves validation Dice in epoch 2, so best.pt is
+# written twice: the full-disk cases below fail the first or the second write of each file.
+THREE_EPOCH_RUN = tiny_run(
+    batch_size=4, epochs=3, learning_rate=0.01, train_size=8, valid_size=4, callbacks=("csv",)
+)
+
+
+@pytest.mark.parametrize(
+    "target, failing_write",
+    [("last.pt", 1), ("last.pt", 3), ("best.pt", 1), ("best.pt", 2)],
+    ids=["1st-last.pt", "3rd-last.pt", "1st-best.pt", "2nd-best.pt"],
+)
+def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(
+    tmp_path, monkeypatch, target, failing_write
+):
+    """The disk fills up when the ``failing_write``-th write of ``target`` has put half its bytes down:
+    the run stops with the error, the previous file of that name (if any) is still whole, no temp file
+    is left, and ``--resume`` carries on from last.pt."""
+    import segkit.checkpoint as checkpoint_module
+
+    real_atomic_write = checkpoint_module.atomic_write
+    writes: dict[str, int] = {}
+    epoch_on_disk: dict[str, int] = {}  # the epoch of each checkpoint's last complete write
+
+    def atomic_write_until_the_disk_fills(path, write_contents):
+        writes[path.name] = writes.get(path.name, 0) + 1
+        if path.name != target or writes[target] != failing_write:
+            real_atomic_write(path, write_contents)
+            if path.suffix == ".pt":
+                epoch_on_disk[path.name] = load_checkpoint(path)["epoch"]
+            return
+
+        def half_then_full(handle):
+            buffer = io.BytesIO()
+            write_contents(buffer)
+            handle.write(buffer.getvalue()[: buffer.tell() // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return real_atomic_write(path, half_then_full)
+
+    monkeypatch.setattr(checkpoint_module, "atomic_write", atomic_write_until_the_disk_fills)
+    out = tmp_path / "runs"
+    # A high learning rate on this seeded data improves validation Dice in epoch 2, so best.pt is
+    # written twice (asserted below through ``writes``). last.pt is written once per epoch (and may be
+    # written before the first, so that a run killed in epoch 1 can resume).
+    args = THREE_EPOCH_RUN
+    result = invoke("run", *args, "--out", out)
+    run_dir = only_run_dir(out)
+    expect_named_failure(result, run_dir / target, "could not write checkpoint .*: No space left on device")
+    assert writes[target] == failing_write
+    previous = run_dir / target
+    if failing_write == 1:
+        assert not previous.exists(), "no half-written checkpoint under the real name"
+    else:
+        assert load_checkpoint(previous)["epoch"] == epoch_on_disk[target], (
+            "the previous write is still whole"
+        )
+    for name, epoch in epoch_on_disk.items():
+        assert load_checkpoint(run_dir / name)["epoch"] == epoch
+    assert [path.name for path in run_dir.iterdir() if path.name.startswith(".")] == [], "temp files left"
+    monkeypatch.setattr(checkpoint_module, "atomic_write", real_atomic_write)
+    resumed = invoke("run", "--resume", run_dir)
+    if "last.pt" not in epoch_on_disk:  # nothing to resume from: said so
+        expect_named_failure(resumed, run_dir / "last.pt", "does not exist")
+        return
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
+    assert load_checkpoint(run_dir / "best.pt")["epoch"] >= 1
+    recorded = [int(row["epoch"]) for row in csv.DictReader((run_dir / "metrics.csv").open())]
+    if target == "last.pt":  # (for best.pt, see the next test)
+        assert recorded == [1, 2, 3]
+
+
+def test_records_are_complete_after_resuming_a_run_that_failed_writing_best_pt(tmp_path, monkeypatch):
+    import segkit.checkpoint as checkpoint_module
+
+    real_atomic_write = checkpoint_module.atomic_write
+
+    def best_pt_fills_the_disk(path, write_contents):
+        if path.name == "best.pt" and path.exists():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_atomic_write(path, write_contents)
+
+    monkeypatch.setattr(checkpoint_module, "atomic_write", best_pt_fills_the_disk)
+    args = THREE_EPOCH_RUN
+    assert invoke("run", *args, "--out", tmp_path).exit_code == 1
+    monkeypatch.setattr(checkpoint_module, "atomic_write", real_atomic_write)
+    run_dir = only_run_dir(tmp_path)
+    assert invoke("run", "--resume", run_dir).exit_code == 0
+    assert [int(row["epoch"]) for row in csv.DictReader((run_dir / "metrics.csv").open())] == [1, 2, 3]
 
 
 # -- SIGKILL and real signals, in subprocesses (slow) --------------------------------------------------
@@ -450,7 +524,7 @@ def assert_resume_finishes(run_dir: Path, epoch_at_kill: int | None) -> None:
     epochs = [int(row["epoch"]) for row in recorded_epochs(run_dir)]
     assert epochs == sorted(set(epochs)) and epochs[-1] == SUBPROCESS_EPOCHS
     # Every epoch trained after the resume is recorded (epoch_at_kill itself may be missing; see
-    # test_bad_inputs' xfail on records written after checkpoints).
+    # test_records_are_complete_after_resuming_a_run_that_failed_writing_best_pt).
     assert set(range(epoch_at_kill + 1, SUBPROCESS_EPOCHS + 1)) <= set(epochs)
 
 
@@ -472,7 +546,7 @@ def test_sigkill_during_or_between_writes_leaves_readable_files_and_resume_conti
     wait_for(markers / moment, process)
     process.send_signal(signal.SIGKILL)
     assert process.wait(30) == -signal.SIGKILL
-    run_dir = the_run_dir(out)
+    run_dir = only_run_dir(out)
     assert_resume_finishes(run_dir, assert_everything_readable(run_dir))
 
 
@@ -485,7 +559,7 @@ def test_sigkill_at_a_random_moment_leaves_readable_files_and_resume_continues(t
     time.sleep(random.Random(seed).uniform(0.0, 1.5))
     process.send_signal(signal.SIGKILL)
     process.wait(30)
-    run_dir = the_run_dir(out)
+    run_dir = only_run_dir(out)
     assert_resume_finishes(run_dir, assert_everything_readable(run_dir))
 
 
@@ -498,7 +572,7 @@ def test_real_sigint_writes_nothing_broken_and_says_how_to_resume(tmp_path, mome
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode != 0 and "Traceback" not in output, output
-    run_dir = the_run_dir(out)
+    run_dir = only_run_dir(out)
     epoch = assert_everything_readable(run_dir)
     assert (
         f"Interrupted: {run_dir / 'last.pt'} holds epoch {epoch}; continue with: segkit run --resume"

@@ -1,71 +1,32 @@
-"""Untrusted files: checkpoints, config files and archives may come from anyone; none may run code.
+"""Checkpoints (segkit.checkpoint) as they are read: a checkpoint may come from anyone.
 
 - A checkpoint crafted to execute code when unpickled is refused by every command that reads
   checkpoints (predict, evaluate, export, run --resume) with a ``CheckpointError``, and the code does
   not run (its marker file never appears). The same files *do* run their code under a plain
   ``torch.load(weights_only=False)``, which shows the test files are really malicious.
-- A checkpoint for another model, another number of channels or a newer format is a one-line error
-  naming the mismatch.
-- Names in a config file, a run folder's config.json or a checkpoint are looked up in the plugin
-  registries only: a module path there is an unknown name, and the module is never imported.
-- ``segkit data download`` refuses archives whose members would land outside the target (the
-  extraction rules themselves are tested in test_download.py; here, the command as a user meets it).
+- A checkpoint for another model, another number of channels or a newer format, or with crafted
+  fields, is a one-line error naming the mismatch.
+- A model name in a checkpoint is looked up in the plugin registry only: a module path there is an
+  unknown name, and the module is never imported (config files: test_config_files.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pickle
 import re
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from data_fixtures import tar_with_members
+from fixtures import EVIL_MODULE, error_line, invoke
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from PIL import Image
 
+import segkit
 from segkit.checkpoint import FORMAT_VERSION, load_checkpoint
-from segkit.cli import cli
 from segkit.errors import CheckpointError
-
-TINY = (
-    "--model unet --model-option base_channels=4 --image-size 32 --batch-size 4 "
-    "--dataset-option train_size=4 "
-    "--dataset-option valid_size=2 --workers 0 --quiet --callback csv"
-).split()
-EVIL_MODULE = "segkit_evil_module_for_tests"
-
-
-def invoke(*args):
-    result = CliRunner().invoke(cli, [str(arg) for arg in args])
-    assert "Traceback" not in result.output, result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"segkit crashed with {result.exception!r}:\n{result.output}")
-    return result
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("trained")
-    result = invoke("run", *TINY, "--epochs", "1", "--out", out)
-    assert result.exit_code == 0, result.output
-    (run_dir,) = [path for path in out.iterdir() if path.is_dir()]
-    return run_dir
-
-
-@pytest.fixture
-def copy_of_run(trained_run, tmp_path) -> Path:
-    return Path(shutil.copytree(trained_run, tmp_path / "run"))
 
 
 @pytest.fixture
@@ -312,78 +273,6 @@ def test_resuming_from_a_last_pt_that_does_not_fit_is_one_clear_line(copy_of_run
 # -- names are looked up, never imported ------------------------------------------------------------------
 
 
-@pytest.fixture
-def evil_module(tmp_path, monkeypatch) -> Path:
-    """An importable module on sys.path that leaves a marker when imported."""
-    marker = tmp_path / "imported"
-    package = tmp_path / "on_path"
-    package.mkdir()
-    (package / f"{EVIL_MODULE}.py").write_text(
-        f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
-        "def build(**options):\n    raise SystemExit('factory ran')\n"
-    )
-    monkeypatch.syspath_prepend(str(package))
-    monkeypatch.delitem(sys.modules, EVIL_MODULE, raising=False)
-    yield marker
-    assert not marker.exists(), f"segkit imported {EVIL_MODULE}"
-    assert EVIL_MODULE not in sys.modules
-
-
-CONFIG_FILES = {
-    "model-as-module-path": (f'model = "{EVIL_MODULE}"\n', rf"unknown model '{EVIL_MODULE}'"),
-    "model-as-entry-point": (f'model = "{EVIL_MODULE}:build"\n', rf"unknown model '{EVIL_MODULE}:build'"),
-    "model-as-os-system": ('model = "os.system"\n', r"unknown model 'os\.system'"),
-    "loss-as-dotted-path": (f'loss = "{EVIL_MODULE}.build"\n', rf"unknown loss '{EVIL_MODULE}\.build'"),
-    "dataset-as-module": (f'dataset = "{EVIL_MODULE}"\n', rf"unknown dataset '{EVIL_MODULE}'"),
-    "callback-as-module": (f'callbacks = ["{EVIL_MODULE}"]\n', rf"unknown callback '{EVIL_MODULE}'"),
-    "recipe-as-module": (f'recipe = "{EVIL_MODULE}"\n', rf"unknown recipe '{EVIL_MODULE}'"),
-    "a-plugins-setting": (f'plugins = ["{EVIL_MODULE}"]\n', r"unknown setting 'plugins' from config"),
-    "an-import-setting": (f'import = "{EVIL_MODULE}"\n', r"unknown setting 'import' from config"),
-    "factory-in-model-options": (
-        f'[model_options]\nfactory = "{EVIL_MODULE}:build"\n',
-        r"model 'unet' has no option 'factory'",
-    ),
-}
-
-
-@pytest.mark.parametrize("config", list(CONFIG_FILES))
-def test_names_in_a_config_file_are_never_imported(tmp_path, evil_module, config):
-    text, message = CONFIG_FILES[config]
-    path = tmp_path / "run.toml"
-    path.write_text(text)
-    result = invoke(
-        "run",
-        "--config",
-        path,
-        "--epochs",
-        "1",
-        "--image-size",
-        "32",
-        "--workers",
-        "0",
-        "--quiet",
-        "--dataset-option",
-        "train_size=4",
-        "--dataset-option",
-        "valid_size=2",
-        "--out",
-        tmp_path / "runs",
-    )
-    assert result.exit_code == 2, result.output
-    assert re.search(message, error_line(result), flags=re.IGNORECASE), result.output
-
-
-@pytest.mark.parametrize("key", ["model", "loss", "dataset"])
-def test_names_in_a_run_folders_config_are_never_imported(copy_of_run, evil_module, key):
-    config_path = copy_of_run / "config.json"
-    recorded = json.loads(config_path.read_text())
-    recorded["config"][key] = f"{EVIL_MODULE}:build"
-    config_path.write_text(json.dumps(recorded))
-    result = invoke("run", "--resume", copy_of_run)
-    assert result.exit_code == 2, result.output
-    assert f"unknown {key} '{EVIL_MODULE}:build'" in error_line(result).lower()
-
-
 @pytest.mark.parametrize("name", [EVIL_MODULE, f"{EVIL_MODULE}:build", f"{EVIL_MODULE}.build", "os.system"])
 @pytest.mark.parametrize("command", ["predict", "export"])
 def test_a_model_name_in_a_checkpoint_is_never_imported(
@@ -400,60 +289,7 @@ def test_a_model_name_in_a_checkpoint_is_never_imported(
     assert f"was trained with model {name!r}, which is not installed here" in error_line(result)
 
 
-def test_the_plugin_switch_names_entry_points_not_modules(tmp_path, evil_module, monkeypatch):
-    """SEGKIT_PLUGINS filters installed entry points; a module name there imports nothing."""
-    from segkit import plugins
-
-    monkeypatch.setenv("SEGKIT_PLUGINS", f"unet,{EVIL_MODULE}")
-    plugins.reset_host()
-    try:
-        host = plugins.get_host()
-        assert host.registry("model").names() == ["unet"]
-        assert EVIL_MODULE not in host.info
-    finally:
-        monkeypatch.delenv("SEGKIT_PLUGINS")
-        plugins.reset_host()
-
-
-# -- archives: the command refuses members that escape ---------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "member",
-    [
-        ("file", "../escaped.txt", "gotcha"),
-        ("symlink", "images/link.jpg", "../../escaped.txt"),
-        ("hardlink", "images/link.jpg", "/etc/passwd"),
-    ],
-    ids=["path-traversal", "symlink-outside", "hardlink-outside"],
-)
-def test_data_download_refuses_escaping_members_as_one_line(tmp_path, member):
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    tar_with_members(mirror / "images.tar.gz", [("dir", "images", ""), ("file", "images/a.jpg", "x"), member])
-    tar_with_members(mirror / "annotations.tar.gz", [("file", "annotations/trainval.txt", "a 1 1 1\n")])
-    md5 = [
-        f"{name}={hashlib.md5((mirror / name).read_bytes()).hexdigest()}"
-        for name in ("images.tar.gz", "annotations.tar.gz")
-    ]
-    target = tmp_path / "deep" / "pets"
-    result = invoke(
-        "data",
-        "download",
-        "oxford-pet",
-        target,
-        "--base-url",
-        mirror.as_uri(),
-        "--md5",
-        md5[0],
-        "--md5",
-        md5[1],
-    )
-    assert result.exit_code == 1, result.output
-    line = error_line(result)
-    assert "refusing to extract" in line and member[1].split("/")[-1] in line, line
-    assert not (tmp_path / "deep" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
-    assert not (target / "images").exists()
+# -- crafted fields ----------------------------------------------------------------------------------------
 
 
 CRAFTED_FIELDS = {
@@ -479,3 +315,85 @@ def test_crafted_fields_in_a_checkpoint_are_one_clear_line(tmp_path, copy_of_run
     assert result.exit_code == 1, result.output
     line = error_line(result)
     assert str(copy_of_run / "best.pt") in line and message in line, line
+
+
+# -- crafted fields, fuzzed ----------------------------------------------------------------------------
+
+#: Values torch.load(weights_only=True) gives back: what a crafted checkpoint can hold.
+safe_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**40), 2**40),
+        st.floats(),
+        st.text(max_size=8),
+        st.sampled_from(["unet", "imagenet", "os.system"]),
+        st.just(torch.zeros(2, 2)),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(
+            st.sampled_from(["mean", "std", "base_channels", "pad_mode", "x"]), children, max_size=3
+        ),
+    ),
+    max_leaves=6,
+)
+CHECKPOINT_FIELDS = [
+    "model_name",
+    "in_channels",
+    "out_channels",
+    "model_options",
+    "image_size",
+    "threshold",
+    "normalization",
+    "model_state",
+    "format",
+]
+
+
+@pytest.fixture(scope="module")
+def genuine_payload() -> dict:
+    from segkit.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    model = segkit.create_model("unet", in_channels=3, out_channels=1, base_channels=2)
+    return {
+        "format": 1,
+        "model_name": "unet",
+        "model_options": {"base_channels": 2},
+        "in_channels": 3,
+        "out_channels": 1,
+        "image_size": 16,
+        "threshold": 0.5,
+        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "model_state": model.state_dict(),
+    }
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    changes=st.dictionaries(st.sampled_from(CHECKPOINT_FIELDS), safe_values, min_size=1, max_size=3),
+    dropped=st.sets(st.sampled_from(CHECKPOINT_FIELDS), max_size=1),
+)
+def test_crafted_checkpoint_fields_load_and_predict_or_give_a_checkpoint_error(
+    tmp_path_factory, genuine_payload, changes, dropped
+):
+    from segkit.checkpoint import save_checkpoint
+    from segkit.errors import CheckpointError, SegkitError
+    from segkit.inference import load_trained_model, predict_probability
+
+    if isinstance(changes.get("model_options"), dict):  # small widths only: a real model gets built
+        options = changes["model_options"]
+        assume(not any(isinstance(v, int) and not isinstance(v, bool) and v > 8 for v in options.values()))
+    payload = {key: value for key, value in {**genuine_payload, **changes}.items() if key not in dropped}
+    path = tmp_path_factory.mktemp("checkpoint") / "best.pt"
+    save_checkpoint(path, payload)
+    try:
+        trained = load_trained_model(path)
+    except CheckpointError as error:
+        assert str(path) in str(error), error
+        return
+    try:
+        probability = predict_probability(trained, Image.new("RGB", (20, 12), (90, 120, 30)))
+    except SegkitError:  # e.g. a model for one input channel given an RGB photo: a usage error
+        return
+    assert probability.shape == (12, 20) and ((probability >= 0) & (probability <= 1)).all()
