@@ -92,19 +92,48 @@ def check_model(
     return model
 
 
-def check_loss(name_or_factory: str | Callable, options: dict[str, Any] | None = None) -> None:
-    """A loss takes logits and a {0, 1} target of the same shape and returns a finite scalar with
-    gradients; a perfect prediction scores lower than a wrong one."""
+def check_loss(
+    name_or_factory: str | Callable, options: dict[str, Any] | None = None, task: str | None = None
+) -> None:
+    """A loss returns a finite scalar with finite gradients, and a perfect prediction scores lower
+    than a wrong one. ``task`` ("binary", "multilabel" or "multiclass") is the contract checked:
+    by default every task a registered loss names in its ``tasks`` metadata (a factory: binary).
+
+    - binary: logits ``(N, 1, H, W)`` and a {0, 1} float target of that shape;
+    - multilabel: logits ``(N, K, H, W)`` and a {0, 1} float target of that shape;
+    - multiclass: logits ``(N, K, H, W)`` and an int64 ``(N, H, W)`` target of class ids, 255 where
+      a pixel is ignored (which must change neither the value nor the gradient)."""
     factory = _factory("loss", name_or_factory)
-    loss_fn = factory(**(options or {}))
-    generator = torch.Generator().manual_seed(0)
-    target = (torch.rand(2, 1, 16, 20, generator=generator) > 0.5).float()
-    logits = torch.randn(2, 1, 16, 20, generator=generator, requires_grad=True)
+    if task is None:
+        tasks = ("binary",)
+        if isinstance(name_or_factory, str):
+            from segkit.api import get_component
+            from segkit.losses import loss_tasks
+
+            tasks = loss_tasks(get_component("loss", name_or_factory).metadata)
+    else:
+        tasks = (task,)
+    for kind in tasks:
+        loss_fn = factory(**(options or {}))
+        if kind == "multiclass":
+            _check_multiclass_loss(loss_fn)
+        else:
+            _check_sigmoid_loss(loss_fn, channels=1 if kind == "binary" else 3)
+
+
+def _check_finite_with_gradient(loss_fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> None:
     value = loss_fn(logits, target)
     assert isinstance(value, torch.Tensor) and value.dim() == 0, "loss must return a scalar tensor"
     assert torch.isfinite(value), f"loss is not finite: {value}"
     value.backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all(), "loss gives no finite gradient"
+
+
+def _check_sigmoid_loss(loss_fn: Callable, channels: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    target = (torch.rand(2, channels, 16, 20, generator=generator) > 0.5).float()
+    logits = torch.randn(2, channels, 16, 20, generator=generator, requires_grad=True)
+    _check_finite_with_gradient(loss_fn, logits, target)
     for scale in (1.0, 100.0):
         good = loss_fn((target * 2 - 1) * 10 * scale, target)
         bad = loss_fn((1 - target * 2) * 10 * scale, target)
@@ -114,27 +143,70 @@ def check_loss(name_or_factory: str | Callable, options: dict[str, Any] | None =
         assert good < bad, "a perfect prediction must score lower than the opposite one"
 
 
+def _check_multiclass_loss(loss_fn: Callable, classes: int = 3) -> None:
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randint(0, classes, (2, 16, 20), generator=generator)
+    target[:, :2] = 255  # ignored rows
+    logits = torch.randn(2, classes, 16, 20, generator=generator, requires_grad=True)
+    _check_finite_with_gradient(loss_fn, logits, target)
+    assert logits.grad is not None and not logits.grad[:, :, :2].any(), "ignored pixels (255) got a gradient"
+    changed = logits.detach().clone()
+    changed[:, :, :2] = 1e4  # anything at ignored pixels
+    assert torch.isclose(loss_fn(changed, target), loss_fn(logits.detach(), target)), (
+        "logits at ignored pixels (255) changed the loss"
+    )
+    one_hot = torch.nn.functional.one_hot(target.clamp(max=classes - 1), classes).permute(0, 3, 1, 2).float()
+    for scale in (1.0, 100.0):
+        good = loss_fn((one_hot * 2 - 1) * 10 * scale, target)
+        bad = loss_fn((1 - one_hot * 2) * 10 * scale, target)
+        assert torch.isfinite(good) and torch.isfinite(bad), (
+            f"loss not finite for logits of size {10 * scale}"
+        )
+        assert good < bad, "a perfect prediction must score lower than a wrong one"
+
+
 def check_dataset(dataset: Any, max_items: int = 4) -> None:
-    """A dataset yields dicts with a float (C, H, W) image, a (1, H, W) mask in {0, 1} and a str name."""
+    """A dataset yields dicts with a float (C, H, W) image, a mask and a non-empty str name; the mask
+    follows the dataset's ``task`` (see the ``register_datasets`` hook):
+
+    - binary (no ``task`` attribute): a float ``(1, H, W)`` mask in {0, 1};
+    - multiclass: an int64 ``(1, H, W)`` mask of ids in ``[0, K)`` or 255, K = ``len(class_names)``;
+    - multilabel: a float ``(K, H, W)`` mask in {0, 1}.
+
+    ``ignore``, where given, is a bool mask of the mask's shape."""
     length = len(dataset)
     assert length > 0, "dataset is empty"
+    task = getattr(dataset, "task", "binary") or "binary"
+    assert task in ("binary", "multiclass", "multilabel"), f"unknown task {task!r}"
+    classes = len(getattr(dataset, "class_names", None) or ())
+    if task != "binary":
+        assert classes >= (2 if task == "multiclass" else 1), f"a {task} dataset must name its classes"
     for index in range(min(length, max_items)):
         sample = dataset[index]
         assert isinstance(sample, dict), f"item {index} is {type(sample).__name__}, not a dict"
         for key in ("image", "mask", "name"):
             assert key in sample, f"item {index} has no {key!r}"
-        image, mask = sample["image"], sample["mask"]
+        image, mask, name = sample["image"], sample["mask"], sample["name"]
         assert isinstance(image, torch.Tensor) and image.is_floating_point(), "image must be a float tensor"
         assert image.dim() == 3, f"image must be (C, H, W), got {tuple(image.shape)}"
-        assert torch.isfinite(image).all(), f"image {sample['name']!r} has non-finite values"
-        assert isinstance(mask, torch.Tensor) and mask.is_floating_point(), "mask must be a float tensor"
-        assert mask.dim() == 3 and mask.shape[0] == 1, f"mask must be (1, H, W), got {tuple(mask.shape)}"
+        assert torch.isfinite(image).all(), f"image {name!r} has non-finite values"
+        assert isinstance(mask, torch.Tensor) and mask.dim() == 3, "mask must be a (C, H, W) tensor"
         assert mask.shape[1:] == image.shape[1:], (
             f"mask {tuple(mask.shape)} and image {tuple(image.shape)} differ in size"
         )
         values = set(torch.unique(mask).tolist())
-        assert values <= {0.0, 1.0}, f"mask of {sample['name']!r} has values {sorted(values)}, not {{0, 1}}"
-        assert isinstance(sample["name"], str) and sample["name"], "name must be a non-empty str"
+        if task == "multiclass":
+            assert mask.dtype == torch.int64 and mask.shape[0] == 1, (
+                f"a multiclass mask must be int64 (1, H, W), got {mask.dtype} {tuple(mask.shape)}"
+            )
+            wrong = sorted(value for value in values if not (0 <= value < classes or value == 255))
+            assert not wrong, f"mask of {name!r} has ids {wrong}: not in 0..{classes - 1} nor 255 (ignore)"
+        else:
+            channels = 1 if task == "binary" else classes
+            assert mask.is_floating_point(), "mask must be a float tensor"
+            assert mask.shape[0] == channels, f"mask must be ({channels}, H, W), got {tuple(mask.shape)}"
+            assert values <= {0.0, 1.0}, f"mask of {name!r} has values {sorted(values)}, not {{0, 1}}"
+        assert isinstance(name, str) and name, "name must be a non-empty str"
         if "ignore" in sample:
             ignore = sample["ignore"]
             assert ignore.dtype == torch.bool and ignore.shape == mask.shape, "ignore must be a bool mask"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fixtures import QUICK, value_texts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -12,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 import segkit
 from segkit.api import list_components
 from segkit.errors import DataError, UsageError
+from segkit.options import parse_value
 from segkit.testing import check_loss
 
 BUILTIN_LOSSES = ("bce", "dice", "tversky", "focal", "bce_dice", "bce_tversky")
@@ -355,12 +357,30 @@ def test_options_given_as_strings_are_parsed():
 
 
 OPTIONS = {
-    "bce": ["pos_weight"],
-    "dice": ["per_image", "smooth"],
-    "tversky": ["alpha", "beta", "per_image", "smooth"],
+    "bce": ["class_weights", "pos_weight"],
+    "dice": ["per_channel", "per_image", "smooth"],
+    "tversky": ["alpha", "beta", "per_channel", "per_image", "smooth"],
     "focal": ["alpha", "gamma"],
-    "bce_dice": ["bce_weight", "dice_weight", "per_image", "pos_weight", "smooth"],
-    "bce_tversky": ["alpha", "bce_weight", "beta", "per_image", "pos_weight", "smooth", "tversky_weight"],
+    "bce_dice": [
+        "bce_weight",
+        "class_weights",
+        "dice_weight",
+        "per_channel",
+        "per_image",
+        "pos_weight",
+        "smooth",
+    ],
+    "bce_tversky": [
+        "alpha",
+        "bce_weight",
+        "beta",
+        "class_weights",
+        "per_channel",
+        "per_image",
+        "pos_weight",
+        "smooth",
+        "tversky_weight",
+    ],
 }
 
 
@@ -376,7 +396,9 @@ def test_unknown_option_names_the_option_and_lists_the_allowed_ones(name):
 
 
 def _valid_value(option):
-    return {"per_image": True, "alpha": 0.4, "beta": 0.6}.get(option, 1.5)
+    return {"per_image": True, "per_channel": True, "class_weights": [1.5], "alpha": 0.4, "beta": 0.6}.get(
+        option, 1.5
+    )
 
 
 @pytest.mark.parametrize(
@@ -404,6 +426,37 @@ def test_invalid_option_values_name_the_option_and_allowed_values(name, options,
         segkit.create_loss(name, **options)
     message = str(error.value)
     assert f"'{option}'" in message and allowed in message and name in message
+
+
+LOSS_OPTIONS = [
+    "pos_weight",
+    "bce_weight",
+    "dice_weight",
+    "tversky_weight",
+    "alpha",
+    "beta",
+    "smooth",
+    "per_image",
+    "gamma",
+    "reduction",
+]
+
+
+@QUICK
+@given(
+    name=st.sampled_from(["bce", "dice", "tversky", "focal", "bce_dice", "bce_tversky"]),
+    options=st.dictionaries(st.sampled_from(LOSS_OPTIONS), value_texts.map(parse_value), max_size=3),
+)
+def test_loss_options_give_a_finite_loss_or_are_refused(name, options):
+    try:
+        loss = segkit.create_loss(name, **options)
+    except UsageError:
+        return
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8, generator=generator) * 4
+    target = (torch.rand(2, 1, 8, 8, generator=generator) > 0.5).float()
+    value = loss(logits, target)
+    assert value.dim() == 0 and torch.isfinite(value), (name, options, value)
 
 
 @pytest.mark.parametrize("name", BUILTIN_LOSSES)

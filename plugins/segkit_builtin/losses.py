@@ -1,4 +1,5 @@
-"""Built-in losses for binary segmentation: BCE, soft Dice, Tversky, focal, and the seed report's sums.
+"""Built-in losses for binary and multilabel segmentation: BCE, soft Dice, Tversky, focal, and the seed
+report's sums.
 
 Each loss is a ``segkit.losses.SegmentationLoss`` (see there for the call contract and the float32 /
 ignored-pixel handling), built on the shared functional math of ``segkit.losses``. BCE and focal use
@@ -7,6 +8,12 @@ log-sigmoid forms, so logits of +-100 give finite values and gradients.
 Options are keywords of the factories (``segkit.create_loss("bce_tversky", alpha=0.3, beta=0.7)``),
 declared with ``segkit.component_options``; an unknown option or a bad value raises
 ``segkit.errors.UsageError`` naming it and what is allowed.
+
+Multilabel targets are ``(N, C, H, W)``, one independent sigmoid channel per label. By default the
+Dice and Tversky terms pool all channels together (for ``C = 1``, the binary loss); ``per_channel=True``
+scores each channel on its own and averages over channels, so a small label weighs as much as a large
+one. ``class_weights`` (C numbers) weighs each channel's BCE terms. Multiclass losses (softmax over K
+exclusive classes) live in ``segkit_builtin.multiclass_losses``.
 """
 
 from __future__ import annotations
@@ -33,8 +40,11 @@ from segkit.errors import UsageError
 
 # Moved to the core (``segkit.losses``); kept importable from here for existing imports.
 from segkit.losses import (  # noqa: F401
+    CLASS_WEIGHTS,
     SegmentationLoss,
     _sum_dims,
+    check_class_weights,
+    class_weight_tensor,
     prepare,
     soft_dice_coefficient,
     soft_tversky_index,
@@ -57,6 +67,17 @@ POS_WEIGHT = Option(
 )
 SMOOTH = Option(1.0, positive, help="added to numerator and denominator, in pixels")
 PER_IMAGE = Option(False, boolean, help="average per-image scores instead of pooling the batch")
+PER_CHANNEL = Option(
+    False, boolean, help="score each channel (label) on its own and average, instead of pooling channels"
+)
+CHANNEL_WEIGHTS = Option(
+    None,
+    CLASS_WEIGHTS.parse,
+    CLASS_WEIGHTS.allowed.replace("one per class", "one per channel"),
+    help="weight of each channel's BCE terms; none: all 1",
+)
+#: The task kinds these losses serve (see ``segkit.losses.check_loss_task``).
+TASKS = ("binary", "multilabel")
 TERM_WEIGHT = Option(1.0, TERM, help="weight of this term in the sum")
 TVERSKY_ALPHA = Option(0.5, TERM, help="weight of false positives")
 TVERSKY_BETA = Option(0.5, TERM, help="weight of false negatives")
@@ -73,11 +94,22 @@ FOCAL_ALPHA = Option(
 
 
 class BCELoss(SegmentationLoss):
-    """Binary cross-entropy on logits, averaged over valid pixels; ``pos_weight`` scales foreground terms."""
+    """Binary cross-entropy on logits, averaged over valid pixels; ``pos_weight`` scales foreground terms.
 
-    def __init__(self, pos_weight: float | None = None) -> None:
+    ``class_weights`` (one per channel, or None) multiplies each channel's terms, like the ``weight``
+    of ``torch.nn.BCEWithLogitsLoss``; the mean is still over valid pixels.
+    """
+
+    def __init__(
+        self,
+        pos_weight: float | None = None,
+        class_weights: tuple[float, ...] | None = None,
+        name: str = "bce",
+    ) -> None:
         super().__init__()
         self.pos_weight = pos_weight
+        self.class_weights = None if class_weights is None else tuple(class_weights)
+        self.name = name
 
     def compute(self, logits, target, valid):
         pos_weight = None
@@ -86,10 +118,15 @@ class BCELoss(SegmentationLoss):
         per_pixel = F.binary_cross_entropy_with_logits(
             logits, target, pos_weight=pos_weight, reduction="none"
         )
+        if self.class_weights is not None:
+            check_class_weights(self.name, self.class_weights, logits.shape[1])
+            weights = class_weight_tensor(self.class_weights, logits)
+            per_pixel = per_pixel * weights.view(1, -1, *([1] * (logits.dim() - 2)))
         return valid_mean(per_pixel, valid)
 
     def extra_repr(self) -> str:
-        return f"pos_weight={self.pos_weight}"
+        extra = "" if self.class_weights is None else f", class_weights={self.class_weights}"
+        return f"pos_weight={self.pos_weight}{extra}"
 
 
 class DiceLoss(SegmentationLoss):
@@ -103,40 +140,58 @@ class DiceLoss(SegmentationLoss):
     tracks the ``per_image`` metric more closely when every image has foreground.
     ``smooth`` (default 1.0) is added to numerator and denominator, in pixels: an image (or batch)
     with empty truth and prediction scores Dice 1, not 0 / 0.
+    ``per_channel`` (default False: channels pooled, the binary loss): for multilabel targets, the
+    mean over channels of each channel's soft Dice (each pooled over the batch, or per image).
     """
 
-    def __init__(self, smooth: float = 1.0, per_image: bool = False) -> None:
+    def __init__(self, smooth: float = 1.0, per_image: bool = False, per_channel: bool = False) -> None:
         super().__init__()
         self.smooth = smooth
         self.per_image = per_image
+        self.per_channel = per_channel
 
     def compute(self, logits, target, valid):
-        dice = soft_dice_coefficient(torch.sigmoid(logits), target, valid, self.smooth, self.per_image)
+        probabilities = torch.sigmoid(logits)
+        if self.per_channel:
+            dice = soft_dice_coefficient(probabilities, target, valid, self.smooth, self.per_image, True)
+        else:
+            dice = soft_dice_coefficient(probabilities, target, valid, self.smooth, self.per_image)
         return 1 - dice.mean()
 
     def extra_repr(self) -> str:
-        return f"smooth={self.smooth}, per_image={self.per_image}"
+        extra = ", per_channel=True" if self.per_channel else ""
+        return f"smooth={self.smooth}, per_image={self.per_image}{extra}"
 
 
 class TverskyLoss(SegmentationLoss):
     """``1 - soft Tversky index`` (see ``soft_tversky_index``); alpha weighs FP, beta weighs FN.
 
-    ``per_image`` and ``smooth`` mean what they mean for ``DiceLoss`` (same defaults, same reasons);
-    ``alpha = beta = 0.5`` gives exactly ``DiceLoss``.
+    ``per_image``, ``smooth`` and ``per_channel`` mean what they mean for ``DiceLoss`` (same defaults,
+    same reasons); ``alpha = beta = 0.5`` gives exactly ``DiceLoss``.
     """
 
-    def __init__(self, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1.0, per_image: bool = False):
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        smooth: float = 1.0,
+        per_image: bool = False,
+        per_channel: bool = False,
+    ):
         super().__init__()
         self.alpha, self.beta, self.smooth, self.per_image = alpha, beta, smooth, per_image
+        self.per_channel = per_channel
 
     def compute(self, logits, target, valid):
-        index = soft_tversky_index(
-            torch.sigmoid(logits), target, valid, self.alpha, self.beta, self.smooth, self.per_image
-        )
+        arguments = (torch.sigmoid(logits), target, valid, self.alpha, self.beta, self.smooth, self.per_image)
+        index = soft_tversky_index(*arguments, True) if self.per_channel else soft_tversky_index(*arguments)
         return 1 - index.mean()
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, beta={self.beta}, smooth={self.smooth}, per_image={self.per_image}"
+        extra = ", per_channel=True" if self.per_channel else ""
+        return (
+            f"alpha={self.alpha}, beta={self.beta}, smooth={self.smooth}, per_image={self.per_image}{extra}"
+        )
 
 
 class FocalLoss(SegmentationLoss):
@@ -196,9 +251,15 @@ def _require_tversky_weights(loss_name: str, alpha: float, beta: float) -> None:
         raise UsageError(f"loss {loss_name!r}: options 'alpha' and 'beta' cannot both be 0 (no signal)")
 
 
-BCE_OPTIONS = {"pos_weight": POS_WEIGHT}
-DICE_OPTIONS = {"smooth": SMOOTH, "per_image": PER_IMAGE}
-TVERSKY_OPTIONS = {"alpha": TVERSKY_ALPHA, "beta": TVERSKY_BETA, "smooth": SMOOTH, "per_image": PER_IMAGE}
+BCE_OPTIONS = {"pos_weight": POS_WEIGHT, "class_weights": CHANNEL_WEIGHTS}
+DICE_OPTIONS = {"smooth": SMOOTH, "per_image": PER_IMAGE, "per_channel": PER_CHANNEL}
+TVERSKY_OPTIONS = {
+    "alpha": TVERSKY_ALPHA,
+    "beta": TVERSKY_BETA,
+    "smooth": SMOOTH,
+    "per_image": PER_IMAGE,
+    "per_channel": PER_CHANNEL,
+}
 FOCAL_OPTIONS = {"gamma": FOCAL_GAMMA, "alpha": FOCAL_ALPHA}
 BCE_DICE_OPTIONS = {
     "pos_weight": POS_WEIGHT,
@@ -206,6 +267,8 @@ BCE_DICE_OPTIONS = {
     "dice_weight": TERM_WEIGHT,
     "smooth": SMOOTH,
     "per_image": PER_IMAGE,
+    "per_channel": PER_CHANNEL,
+    "class_weights": CHANNEL_WEIGHTS,
 }
 BCE_TVERSKY_OPTIONS = {
     "pos_weight": POS_WEIGHT,
@@ -215,21 +278,23 @@ BCE_TVERSKY_OPTIONS = {
     "beta": TVERSKY_BETA,
     "smooth": SMOOTH,
     "per_image": PER_IMAGE,
+    "per_channel": PER_CHANNEL,
+    "class_weights": CHANNEL_WEIGHTS,
 }
 
 
 def build_bce(**options: Any) -> BCELoss:
-    """Binary cross-entropy on logits (options: pos_weight)."""
-    return BCELoss(**parse_component_options("loss", "bce", options, BCE_OPTIONS))
+    """Binary cross-entropy on logits (options: pos_weight, class_weights)."""
+    return BCELoss(**parse_component_options("loss", "bce", options, BCE_OPTIONS), name="bce")
 
 
 def build_dice(**options: Any) -> DiceLoss:
-    """1 - soft Dice (options: smooth, per_image)."""
+    """1 - soft Dice (options: smooth, per_image, per_channel)."""
     return DiceLoss(**parse_component_options("loss", "dice", options, DICE_OPTIONS))
 
 
 def build_tversky(**options: Any) -> TverskyLoss:
-    """1 - soft Tversky index (options: alpha for FP, beta for FN, smooth, per_image)."""
+    """1 - soft Tversky index (options: alpha for FP, beta for FN, smooth, per_image, per_channel)."""
     parsed = parse_component_options("loss", "tversky", options, TVERSKY_OPTIONS)
     _require_tversky_weights("tversky", parsed["alpha"], parsed["beta"])
     return TverskyLoss(**parsed)
@@ -246,12 +311,9 @@ def build_bce_dice(**options: Any) -> WeightedSumLoss:
     _require_some_weight(
         "bce_dice", {"bce_weight": parsed["bce_weight"], "dice_weight": parsed["dice_weight"]}
     )
-    return WeightedSumLoss(
-        {
-            "bce": (parsed["bce_weight"], BCELoss(parsed["pos_weight"])),
-            "dice": (parsed["dice_weight"], DiceLoss(parsed["smooth"], parsed["per_image"])),
-        }
-    )
+    bce = BCELoss(parsed["pos_weight"], parsed["class_weights"], name="bce_dice")
+    dice = DiceLoss(parsed["smooth"], parsed["per_image"], parsed["per_channel"])
+    return WeightedSumLoss({"bce": (parsed["bce_weight"], bce), "dice": (parsed["dice_weight"], dice)})
 
 
 def build_bce_tversky(**options: Any) -> WeightedSumLoss:
@@ -261,22 +323,26 @@ def build_bce_tversky(**options: Any) -> WeightedSumLoss:
         "bce_tversky", {"bce_weight": parsed["bce_weight"], "tversky_weight": parsed["tversky_weight"]}
     )
     _require_tversky_weights("bce_tversky", parsed["alpha"], parsed["beta"])
-    tversky = TverskyLoss(parsed["alpha"], parsed["beta"], parsed["smooth"], parsed["per_image"])
+    tversky = TverskyLoss(
+        parsed["alpha"], parsed["beta"], parsed["smooth"], parsed["per_image"], parsed["per_channel"]
+    )
+    bce = BCELoss(parsed["pos_weight"], parsed["class_weights"], name="bce_tversky")
     return WeightedSumLoss(
-        {
-            "bce": (parsed["bce_weight"], BCELoss(parsed["pos_weight"])),
-            "tversky": (parsed["tversky_weight"], tversky),
-        }
+        {"bce": (parsed["bce_weight"], bce), "tversky": (parsed["tversky_weight"], tversky)}
     )
 
 
 LOSSES = {
-    "bce": (build_bce, BCE_OPTIONS, "binary cross-entropy on logits (pos_weight)"),
-    "dice": (build_dice, DICE_OPTIONS, "1 - soft Dice, batch-pooled by default (smooth, per_image)"),
+    "bce": (build_bce, BCE_OPTIONS, "binary cross-entropy on logits (pos_weight, class_weights)"),
+    "dice": (
+        build_dice,
+        DICE_OPTIONS,
+        "1 - soft Dice, batch-pooled by default (smooth, per_image, per_channel)",
+    ),
     "tversky": (
         build_tversky,
         TVERSKY_OPTIONS,
-        "1 - soft Tversky; alpha weighs FP, beta FN (alpha, beta, smooth, per_image)",
+        "1 - soft Tversky; alpha weighs FP, beta FN (alpha, beta, smooth, per_image, per_channel)",
     ),
     "focal": (build_focal, FOCAL_OPTIONS, "sigmoid focal loss of Lin et al. (gamma, alpha)"),
     "bce_dice": (
@@ -295,4 +361,4 @@ LOSSES = {
 @hookimpl
 def register_losses(register):
     for name, (factory, options, description) in LOSSES.items():
-        register(name, factory, description=description, options=options)
+        register(name, factory, description=description, options=options, tasks=TASKS)
