@@ -11,6 +11,10 @@
   dataset signature ``factory(root=None, split="train", image_size=256, augment=None, **options)``,
   and ``ROOT``, ``SPLIT``, ``IMAGE_SIZE``, ``AUGMENT`` and ``STRICT``: those options declared for a
   factory's option spec (``segkit.component_options``).
+- Tasks: a dataset says which kind of segmentation it is for with the attributes ``task``
+  ("binary" when absent, "multiclass" or "multilabel"), ``class_names``, ``palette`` and
+  ``ignore_index``; ``dataset_task_info(dataset)`` reads them with their defaults, checked.
+  ``read_class_names`` reads a ``classes.txt``; ``class_ids_from_mask`` checks an index mask.
 
 A dataset of your own photos and masks::
 
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from torch.utils.data import Dataset
 
 from segkit.component_options import (
@@ -51,11 +56,14 @@ from segkit.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     MIN_IMAGE_SIZE,
+    TASKS,
     SampleTransform,
 )
 
 __all__ = [
     "AUGMENT",
+    "BINARY_PALETTE",
+    "DISTINCT_COLOURS",
     "IMAGE_EXTENSIONS",
     "IMAGE_SIZE",
     "ROOT",
@@ -65,11 +73,16 @@ __all__ = [
     "Pair",
     "PairedImageDataset",
     "SkippedFilesWarning",
+    "check_class_names",
     "check_root",
     "check_split",
+    "class_ids_from_mask",
+    "dataset_task_info",
     "default_augment",
+    "default_palette",
     "files_by_stem",
     "match_pairs",
+    "read_class_names",
 ]
 
 SPLITS = ("train", "valid", "test")
@@ -78,6 +91,21 @@ IMAGE_EXTENSIONS = frozenset(
 )
 #: How many problem files a warning or error message spells out before summarising the rest.
 MAX_LISTED = 20
+#: Most classes a multiclass dataset may have: ids 0..254 fit in a uint8 mask below ``IGNORE_INDEX``.
+MAX_CLASSES = IGNORE_INDEX
+#: The overlay colour of the one class of a binary dataset (what ``segkit predict`` draws).
+BINARY_PALETTE = [[255, 40, 40]]
+#: Default overlay colours of multiclass and multilabel classes, in order (20 easily told apart; a
+#: class named "background" is drawn black instead). Beyond 20 classes colours come from the
+#: PASCAL VOC colour map.
+DISTINCT_COLOURS = [
+    [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+    [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+    [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
+    [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128],
+]  # fmt: skip
+#: Mask image modes whose pixel values are label values (greyscale, palette indices, 1-bit, 16-bit).
+INDEX_MASK_MODES = frozenset({"L", "P", "1", "I", "I;16", "I;16L", "I;16B", "I;16N", "LA", "La", "PA"})
 
 # -- the options of the common dataset signature, for a factory's option spec ----------------------
 ROOT = Option(
@@ -109,11 +137,21 @@ class SkippedFilesWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Pair:
-    """One sample on disk: its name, photo and label mask."""
+    """One sample on disk: its name, photo and label mask.
+
+    ``channel_masks`` (multilabel datasets): one binary mask file per label, in the order of the
+    dataset's ``class_names``; ``mask_path`` is then the first of them.
+    """
 
     name: str
     image_path: Path
     mask_path: Path
+    channel_masks: tuple[Path, ...] = ()
+
+    @property
+    def mask_paths(self) -> tuple[Path, ...]:
+        """Every mask file of the sample: the channel masks, or the one mask."""
+        return self.channel_masks or (self.mask_path,)
 
 
 class PairedImageDataset(Dataset):
@@ -134,6 +172,18 @@ class PairedImageDataset(Dataset):
     Items: ``"image"`` float ``(3, S, S)`` normalised, ``"mask"`` float ``(1, S, S)`` in {0, 1},
     ``"name"``, ``"original_size"`` ``(H, W)`` of the photo on disk (after EXIF rotation), and
     ``"ignore"`` bool ``(1, S, S)`` when ``with_ignore``. Subclasses define ``labels_from_mask``.
+
+    ``task`` (see ``segkit.transforms``) changes what a mask means; ``class_names`` (and optionally
+    ``palette``) name the classes and become attributes of the same names:
+
+    - "binary" (default): as above.
+    - "multiclass": ``labels_from_mask`` returns ``uint8`` class ids ``0..K-1`` and ``IGNORE_INDEX``
+      (``class_ids_from_mask`` checks them). Items hold ``"mask"`` int64 ``(1, S, S)`` ids with
+      ``IGNORE_INDEX`` kept and, always, ``"ignore"`` bool ``(1, S, S)``. Masks must be index images
+      (greyscale or palette): an RGB mask is a ``DataError`` when the dataset is built.
+    - "multilabel": each ``Pair`` has ``channel_masks``, one file per class; ``labels_from_mask`` maps
+      each to 0 / 1 / ``IGNORE_INDEX`` like a binary mask. Items hold ``"mask"`` float ``(K, S, S)``
+      and, with ``with_ignore``, ``"ignore"`` bool ``(K, S, S)``.
     """
 
     mask_role = "mask"
@@ -147,23 +197,44 @@ class PairedImageDataset(Dataset):
         strict: bool = False,
         with_ignore: bool = False,
         description: str = "dataset",
+        task: str = "binary",
+        class_names: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
     ) -> None:
+        if task not in TASKS:
+            raise UsageError(f"{description}: task must be one of {', '.join(TASKS)}, got {task!r}")
         self.transform = transform
-        self.with_ignore = with_ignore
+        self.with_ignore = with_ignore or task == "multiclass"
         self.description = description
+        names = check_class_names(class_names, task, description)
+        if task != "binary" or class_names is not None:
+            # Binary datasets stay as they were: no attributes beyond the defaults of dataset_task_info.
+            self.task = task
+            self.class_names = names
+            if task == "multiclass":
+                self.ignore_index = IGNORE_INDEX
+        if palette is not None:
+            self.palette = check_palette(palette, len(names), description)
         self.skipped: list[tuple[str, str]] = []
         self.pairs: list[Pair] = []
         for pair in pairs:
+            if task == "multilabel" and len(pair.channel_masks) != len(names):
+                raise ValueError(
+                    f"pair {pair.name!r} has {len(pair.channel_masks)} channel masks for {len(names)} labels"
+                )
             try:
                 image_size = check_image_file(pair.image_path, "image")
-                mask_size = check_image_file(pair.mask_path, self.mask_role)
+                mask_sizes = [(path, check_image_file(path, self.mask_role)) for path in pair.mask_paths]
             except DataError as error:
                 if strict:
                     raise
                 self.skipped.append((pair.name, str(error)))
                 continue
-            if image_size != mask_size:
-                raise DataError(size_mismatch(pair, image_size, mask_size, self.mask_role))
+            for path, mask_size in mask_sizes:
+                if image_size != mask_size:
+                    raise DataError(size_mismatch(pair, image_size, mask_size, self.mask_role, path))
+                if task == "multiclass":
+                    check_index_mask_mode(path, self.mask_role, len(names))
             self.pairs.append(pair)
         if self.skipped:
             warnings.warn(
@@ -176,8 +247,24 @@ class PairedImageDataset(Dataset):
             raise DataError(f"{description} has no usable image/{self.mask_role} pairs")
 
     def labels_from_mask(self, raw: np.ndarray, path: Path) -> np.ndarray:
-        """Map raw mask values to uint8 BACKGROUND / FOREGROUND / IGNORE_INDEX labels."""
+        """Map raw mask values to uint8 BACKGROUND / FOREGROUND / IGNORE_INDEX labels (binary and
+        each multilabel channel), or to uint8 class ids and IGNORE_INDEX (multiclass)."""
         raise NotImplementedError
+
+    def read_labels(self, pair: Pair, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The labels of ``pair`` at the photo's size: ``(H, W)``, or ``(K, H, W)`` for multilabel.
+
+        ``size`` ``(H, W)``, when given, is the photo's: a mask of another size is a ``DataError``.
+        """
+        channels = []
+        for path in pair.mask_paths:
+            raw = read_mask(path)
+            if size is not None and raw.shape != size:
+                raise DataError(size_mismatch(pair, size, raw.shape, self.mask_role, path))
+            channels.append(self.labels_from_mask(raw, path))
+        if getattr(self, "task", "binary") == "multilabel":
+            return np.stack(channels)
+        return channels[0]
 
     @property
     def names(self) -> list[str]:
@@ -193,21 +280,29 @@ class PairedImageDataset(Dataset):
         return len(self.pairs)
 
     def original_mask(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The mask at the photo's own size, for evaluation at original resolution: a ``{0, 1}``
-        uint8 ``(H, W)`` array, and the bool ignore array (or None without ``with_ignore``)."""
-        pair = self.pairs[index]
-        labels = self.labels_from_mask(read_mask(pair.mask_path), pair.mask_path)
+        """The mask at the photo's own size, for evaluation at original resolution.
+
+        Binary: a ``{0, 1}`` uint8 ``(H, W)`` array, and the bool ignore array (or None without
+        ``with_ignore``). Multiclass: int64 ``(H, W)`` class ids with ``IGNORE_INDEX`` kept, and the
+        bool ``(H, W)`` ignore array (always). Multilabel: ``{0, 1}`` uint8 ``(K, H, W)``, and the
+        bool ``(K, H, W)`` ignore array or None.
+        """
+        labels = self.read_labels(self.pairs[index])
         ignore = labels == IGNORE_INDEX
+        if getattr(self, "task", "binary") == "multiclass":
+            return labels.astype(np.int64), ignore
         return (labels == FOREGROUND).astype(np.uint8), (ignore if self.with_ignore else None)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         pair = self.pairs[index]
         image = read_image(pair.image_path)
-        raw = read_mask(pair.mask_path)
         original_size = (image.height, image.width)
-        if raw.shape != original_size:
-            raise DataError(size_mismatch(pair, original_size, raw.shape, self.mask_role))
-        sample = self.transform(image, self.labels_from_mask(raw, pair.mask_path))
+        labels = self.read_labels(pair, original_size)
+        task = getattr(self, "task", "binary")
+        if task == "binary":
+            sample = self.transform(image, labels)
+        else:
+            sample = self.transform(image, labels, task=task)
         item = {
             "image": sample["image"],
             "mask": sample["mask"],
@@ -287,11 +382,13 @@ def check_split(split: Any, dataset: str = "dataset") -> str:
     return parse_component_options("dataset", dataset, {"split": split}, {"split": SPLIT})["split"]
 
 
-def size_mismatch(pair: Pair, image_size: Sequence[int], mask_size: Sequence[int], role: str) -> str:
+def size_mismatch(
+    pair: Pair, image_size: Sequence[int], mask_size: Sequence[int], role: str, mask_path: Path | None = None
+) -> str:
     """The message for a photo and mask of different sizes (sizes as ``(height, width)``)."""
     return (
-        f"{role} {pair.mask_path} is {mask_size[1]}x{mask_size[0]} but its image {pair.image_path} is "
-        f"{image_size[1]}x{image_size[0]} (width x height); they must be the same size"
+        f"{role} {mask_path or pair.mask_path} is {mask_size[1]}x{mask_size[0]} but its image "
+        f"{pair.image_path} is {image_size[1]}x{image_size[0]} (width x height); they must be the same size"
     )
 
 
@@ -301,3 +398,194 @@ def skipped_listing(skipped: Sequence[tuple[str, str]]) -> str:
     if len(skipped) > MAX_LISTED:
         shown += f"; and {len(skipped) - MAX_LISTED} more (see dataset.skipped)"
     return shown
+
+
+# -- tasks, classes and palettes --------------------------------------------------------------------
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names from a text file, one per line in id order (the first line is id 0).
+
+    Surrounding whitespace is stripped; blank lines and lines starting with ``#`` are ignored.
+    Raises ``DataError`` naming the file when it is missing or unreadable, names no class, names one
+    twice (with both line numbers), or names more than ``MAX_CLASSES``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(
+            f"class names file {path} does not exist" + (" (it is a folder)" if path.is_dir() else "")
+        )
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read class names file {path}: {error}") from None
+    names: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if name in names:
+            raise DataError(
+                f"class names file {path} names {name!r} twice (lines {names[name]} and {number}); "
+                "class names must be distinct"
+            )
+        names[name] = number
+    if not names:
+        raise DataError(f"class names file {path} is empty: it names no class (one name per line)")
+    if len(names) > MAX_CLASSES:
+        raise DataError(
+            f"class names file {path} names {len(names)} classes; at most {MAX_CLASSES} fit in an 8-bit mask "
+            f"({IGNORE_INDEX} means ignore)"
+        )
+    return list(names)
+
+
+def check_class_names(names: Any, task: str, where: str = "dataset") -> list[str]:
+    """``names`` as a list of distinct, non-empty, stripped str, as many as ``task`` allows.
+
+    Binary: ``None`` or one name (``["foreground"]`` when ``None``); multiclass: 2 to
+    ``MAX_CLASSES`` names; multilabel: at least one. Raises ``DataError`` naming ``where``.
+    """
+    if names is None and task == "binary":
+        return ["foreground"]
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
+        raise DataError(f"{where}: class_names must be a list of str, got {names!r}")
+    checked: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise DataError(f"{where}: class name {name!r} is not a non-empty str without surrounding spaces")
+        if name in checked:
+            raise DataError(f"{where}: class name {name!r} appears twice in {list(names)}")
+        checked.append(name)
+    least, most = {"binary": (1, 1), "multiclass": (2, MAX_CLASSES), "multilabel": (1, None)}[task]
+    if len(checked) < least or (most is not None and len(checked) > most):
+        wanted = (
+            f"exactly {least}"
+            if least == most
+            else f"at least {least}" + (f" and at most {most}" if most else "")
+        )
+        raise DataError(f"{where}: a {task} task needs {wanted} class name(s), got {len(checked)}: {checked}")
+    return checked
+
+
+def default_palette(class_names: Sequence[str], task: str = "multiclass") -> list[list[int]]:
+    """Overlay colours ``[r, g, b]`` for the classes: ``BINARY_PALETTE`` for binary; otherwise black
+    for a class named "background" and ``DISTINCT_COLOURS`` in turn for the others."""
+    if task == "binary":
+        return [list(colour) for colour in BINARY_PALETTE]
+    palette = []
+    others = 0
+    for name in class_names:
+        if name == "background":
+            palette.append([0, 0, 0])
+            continue
+        palette.append(
+            list(DISTINCT_COLOURS[others]) if others < len(DISTINCT_COLOURS) else _voc_colour(others)
+        )
+        others += 1
+    return palette
+
+
+def _voc_colour(index: int) -> list[int]:
+    """Colour ``index`` of the PASCAL VOC colour map (bits of the index spread over r, g and b)."""
+    colour = [0, 0, 0]
+    for shift in range(8):
+        for channel in range(3):
+            colour[channel] |= ((index >> (3 * shift + channel)) & 1) << (7 - shift)
+    return colour
+
+
+def check_palette(palette: Any, classes: int, where: str = "dataset") -> list[list[int]]:
+    """``palette`` as ``classes`` lists ``[r, g, b]`` of ints in 0..255, else a ``DataError``."""
+    problem = None
+    if isinstance(palette, (str, bytes)) or not isinstance(palette, Sequence) or len(palette) != classes:
+        problem = f"must be a list of {classes} [r, g, b] colours, one per class"
+    else:
+        for colour in palette:
+            if (
+                isinstance(colour, (str, bytes))
+                or not isinstance(colour, Sequence)
+                or len(colour) != 3
+                or not all(
+                    isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
+                    for v in colour
+                )
+            ):
+                problem = f"has colour {colour!r}; each colour is [r, g, b] with integers 0..255"
+                break
+    if problem:
+        raise DataError(f"{where}: palette {problem}, got {palette!r}")
+    return [[int(value) for value in colour] for colour in palette]
+
+
+def dataset_task_info(dataset: Any) -> dict[str, Any]:
+    """What a dataset says about its task, with defaults and checks, for the engine and checkpoints.
+
+    Returns ``{"task", "class_names", "palette", "ignore_index"}``: ``task`` from the dataset's
+    ``task`` attribute ("binary" when absent); ``class_names`` from ``class_names``
+    (``["foreground"]`` for a binary dataset without them); ``palette`` from ``palette`` or
+    ``default_palette``; ``ignore_index`` the mask value meaning "ignore" in multiclass items
+    (the dataset's ``ignore_index``, ``IGNORE_INDEX`` = 255 by default) and ``None`` for binary and
+    multilabel datasets, whose ignore arrives as the separate ``"ignore"`` item. Raises ``DataError``
+    when an attribute is malformed (unknown task, duplicate names, a palette of the wrong length, ...).
+    """
+    where = f"dataset {type(dataset).__name__}"
+    task = getattr(dataset, "task", "binary")
+    if task not in TASKS:
+        raise DataError(f"{where} asks for a {task!r} task; known tasks: {', '.join(TASKS)}")
+    class_names = check_class_names(getattr(dataset, "class_names", None), task, where)
+    palette = getattr(dataset, "palette", None)
+    palette = (
+        default_palette(class_names, task)
+        if palette is None
+        else check_palette(palette, len(class_names), where)
+    )
+    ignore_index = None
+    if task == "multiclass":
+        ignore_index = getattr(dataset, "ignore_index", IGNORE_INDEX)
+        if (
+            isinstance(ignore_index, bool)
+            or not isinstance(ignore_index, (int, np.integer))
+            or 0 <= ignore_index < len(class_names)
+        ):
+            raise DataError(
+                f"{where}: ignore_index must be an integer that is not a class id "
+                f"(0..{len(class_names) - 1}), got {ignore_index!r}"
+            )
+        ignore_index = int(ignore_index)
+    return {"task": task, "class_names": class_names, "palette": palette, "ignore_index": ignore_index}
+
+
+def class_ids_from_mask(raw: np.ndarray, path: Path, num_classes: int) -> np.ndarray:
+    """A raw index mask as uint8 class ids, checked: every value must be below ``num_classes`` or be
+    ``IGNORE_INDEX``; anything else is a ``DataError`` naming the file and the values."""
+    counts = np.bincount(raw.ravel(), minlength=IGNORE_INDEX + 1) if raw.size else np.zeros(1, dtype=np.int64)
+    present = np.flatnonzero(counts)
+    bad = present[(present >= num_classes) & (present != IGNORE_INDEX)]
+    if bad.size:
+        listed = ", ".join(str(value) for value in bad[:MAX_LISTED].tolist())
+        more = ", ..." if bad.size > MAX_LISTED else ""
+        raise DataError(
+            f"mask {path} holds value(s) {{{listed}{more}}}, which are not class ids: this dataset has "
+            f"{num_classes} classes (ids 0..{num_classes - 1}) and {IGNORE_INDEX} means ignore"
+        )
+    return raw.astype(np.uint8)
+
+
+def check_index_mask_mode(path: Path, role: str = "mask", num_classes: int | None = None) -> None:
+    """A ``DataError`` unless the (already checked) mask file is an index image: greyscale or palette.
+
+    Reads the header only. Colour masks (RGB, RGBA, ...) hold colours, not class ids.
+    """
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+    except Exception:  # noqa: BLE001 - check_image_file vetted the file; reading it reports any problem
+        return
+    if mode not in INDEX_MASK_MODES:
+        ids = f"0..{num_classes - 1}" if num_classes else "0..K-1"
+        raise DataError(
+            f"{role} {path} is a colour ({mode}) image, but this multiclass dataset needs class ids: convert "
+            f"it to an index mask, an 8-bit greyscale or palette PNG whose pixel values are the class ids "
+            f"({ids}, {IGNORE_INDEX} = ignore)"
+        )

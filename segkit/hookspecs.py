@@ -38,14 +38,28 @@ def register_models(register):
 
 @hookspec
 def register_losses(register):
-    """Call ``register(name, factory, description=...)`` for each loss.
+    """Call ``register(name, factory, description=..., tasks=(...))`` for each loss.
 
-    Contract: ``factory(**options)`` returns a callable ``loss(logits, target)`` (usually an
-    ``nn.Module``) taking logits and a ``{0, 1}`` float target of the same shape ``(N, C, H, W)``, and
-    returning a finite scalar tensor. It may accept ``ignore=`` (a bool tensor of the same shape,
-    True where pixels must not count). Base: ``segkit.losses.SegmentationLoss`` (checks the inputs,
-    honours ``ignore`` and computes in float32; implement ``compute(logits, target, valid)``), with
-    ``segkit.losses.soft_dice_coefficient``, ``soft_tversky_index`` and ``valid_mean``.
+    ``factory(**options)`` returns a callable (usually an ``nn.Module``) returning a finite scalar
+    tensor. ``tasks`` names the task kinds it serves, and with them its contract:
+
+    - ``"binary"`` and ``"multilabel"``: ``loss(logits, target)`` takes ``(N, C, H, W)`` logits and a
+      ``{0, 1}`` float target of the same shape (C = 1 for binary; for multilabel, C independent
+      channels, each a sigmoid). It may accept ``ignore=`` (a bool tensor of the same shape, True
+      where pixels must not count). Base: ``segkit.losses.SegmentationLoss`` (checks the inputs,
+      honours ``ignore`` and computes in float32; implement ``compute(logits, target, valid)``), with
+      ``segkit.losses.soft_dice_coefficient``, ``soft_tversky_index`` (both take ``per_channel=True``
+      to score each channel on its own) and ``valid_mean``.
+    - ``"multiclass"``: ``loss(logits, target)`` takes ``(N, K, H, W)`` logits (K mutually exclusive
+      classes) and an ``(N, H, W)`` int64 target of class indices in ``[0, K)``; pixels whose target is
+      the ignore value (255, or the loss's ``ignore_index`` option) count for nothing in value and
+      gradient. It may accept ``ignore=`` (a bool ``(N, H, W)`` tensor). Base:
+      ``segkit.losses.MulticlassLoss`` (validates, masks ignored pixels, builds one-hot targets and
+      computes in float32; implement ``compute(logits, target, one_hot, valid)``), with
+      ``segkit.losses.class_mean`` and the option ``segkit.losses.CLASS_WEIGHTS``.
+
+    A loss registered without ``tasks`` serves ``("binary", "multilabel")``. segkit refuses a loss
+    for a task it does not serve with ``segkit.losses.check_loss_task``, naming those that do.
     """
 
 
@@ -55,17 +69,35 @@ def register_datasets(register):
 
     Contract: ``factory(root=None, split="train", image_size=256, augment=None, **options)`` returns a
     ``torch.utils.data.Dataset``. ``augment`` names the augmentation pipeline (``None``: the split's
-    default; the engine passes ``--augment`` for train and ``"none"`` for valid). Items are dicts
-    with ``"image"`` (float tensor ``(C, H, W)``),
-    ``"mask"`` (float tensor ``(1, H, W)`` with values in ``{0, 1}``) and ``"name"`` (str); optionally
-    ``"ignore"`` (bool tensor ``(1, H, W)``, True where pixels must not count). Splits are ``train``,
-    ``valid`` and ``test``. ``defaults`` (optional) is a dict of training settings this dataset
-    suggests (``image_size``, ``epochs``, ``batch_size``, ``model_options`` per model name, ...); flags
-    and config files override them. Optional dataset attributes the engine reads:
+    default; the engine passes ``--augment`` for train and ``"none"`` for valid). Splits are
+    ``train``, ``valid`` and ``test``.
+
+    The dataset's ``task`` attribute says what its masks mean ("binary" when absent). Items are dicts
+    with ``"image"`` (float tensor ``(C, H, W)``), ``"name"`` (str), and by task:
+
+    - ``"binary"``: ``"mask"`` float ``(1, H, W)`` in ``{0, 1}``; optionally ``"ignore"`` (bool
+      ``(1, H, W)``, True where pixels must not count).
+    - ``"multiclass"`` (K mutually exclusive classes): ``"mask"`` **int64** ``(1, H, W)`` of class ids
+      in ``[0, K)``, or ``ignore_index`` (255) where pixels must not count; ``"ignore"`` bool
+      ``(1, H, W)``, True exactly where the mask is ``ignore_index``, always present (possibly all
+      False). Masks are resized and augmented by nearest neighbour only; pixels an augmentation
+      invents are ignored.
+    - ``"multilabel"`` (K independent, possibly overlapping labels): ``"mask"`` float ``(K, H, W)`` in
+      ``{0, 1}``, one channel per class; optionally ``"ignore"`` bool ``(K, H, W)``.
+
+    Task attributes (read with defaults and checked by ``segkit.datasets.dataset_task_info``):
+    ``task``; ``class_names`` (K distinct str in id / channel order; for binary absent or
+    ``["foreground"]``; a multiclass class named "background" is the background); ``palette``
+    (optional, K ``[r, g, b]`` overlay colours; default ``segkit.datasets.default_palette``);
+    ``ignore_index`` (multiclass; 255). ``defaults`` (optional) is a dict of training settings this
+    dataset suggests (``image_size``, ``epochs``, ``batch_size``, ``model_options`` per model name,
+    ...); flags and config files override them. Other optional dataset attributes the engine reads:
     ``normalization = {"mean": [...], "std": [...]}`` (stored in checkpoints, so prediction normalises
     photos alike), ``in_memory = True`` (no loader worker processes are started), and
     ``original_mask(index) -> (mask, ignore)`` (the mask at the photo's own size, for evaluation at
-    original resolution). ``download`` (optional) is a ``segkit.download.RemoteDataset``: where the
+    original resolution, numpy: binary ``{0, 1}`` ``(H, W)``; multiclass int64 ``(H, W)`` ids with
+    ``ignore_index`` kept and a bool ``(H, W)`` ignore; multilabel ``{0, 1}`` ``(K, H, W)`` and a bool
+    ``(K, H, W)`` ignore or None). ``download`` (optional) is a ``segkit.download.RemoteDataset``: where the
     dataset's archives are published and their checksums; ``segkit data download NAME DIR`` (NAME
     being the spec's name or the dataset's) fetches, verifies and safely extracts them into DIR.
     Base for photos and masks on disk: ``segkit.datasets.PairedImageDataset`` (with ``match_pairs``,

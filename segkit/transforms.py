@@ -12,6 +12,18 @@ Labels inside a pipeline: the mask is ``uint8`` ``(1, H, W)`` holding ``BACKGROU
 trimap border). Pixels a transform invents (rotation corners, shifted-in borders, padding) get
 ``IMAGE_FILL`` in the image (black) and ``MASK_FILL`` (background) in the mask: they show no object,
 so "background" is their true label, and every loss can use them, ignore-aware or not.
+
+The three kinds of task (``TASKS``) differ only in what the mask holds; pipelines see the same
+``uint8`` ``tv_tensors.Mask`` and need not know which (geometric transforms move every mask channel
+with nearest-neighbour sampling, colour transforms never touch masks):
+
+- ``"binary"``: ``(1, H, W)`` as above.
+- ``"multiclass"``: ``(1, H, W)`` class ids ``0..K-1`` and ``IGNORE_INDEX``, carried through the
+  pipeline **shifted by one** (``encode_class_ids``: id ``i`` as ``i + 1``, ignore as 0) and shifted
+  back afterwards. A pixel a transform invents gets the mask fill 0 and so comes out as
+  ``IGNORE_INDEX``: no class can claim it (a multiclass dataset need not have a background class).
+- ``"multilabel"``: ``(K, H, W)``, one binary 0/1/255 channel per label; invented pixels are 0 in
+  every channel (no label), as for binary.
 """
 
 from __future__ import annotations
@@ -42,6 +54,19 @@ MASK_FILL = BACKGROUND
 MIN_IMAGE_SIZE = 8
 
 FILL = {tv_tensors.Image: IMAGE_FILL, tv_tensors.Mask: MASK_FILL}
+
+#: The kinds of task a dataset can ask for (its ``task`` attribute; "binary" when it has none).
+TASKS = ("binary", "multiclass", "multilabel")
+
+
+def encode_class_ids(labels: torch.Tensor) -> torch.Tensor:
+    """``uint8`` class ids (``IGNORE_INDEX`` for ignore) as a pipeline carries them: id + 1, ignore 0."""
+    return labels + 1  # uint8 arithmetic wraps: 255 (ignore) becomes 0, the mask fill
+
+
+def decode_class_ids(encoded: torch.Tensor) -> torch.Tensor:
+    """Undo ``encode_class_ids``: 0 (ignore, or a pixel a transform invented) becomes ``IGNORE_INDEX``."""
+    return encoded - 1
 
 
 def to_float_and_normalize() -> list[v2.Transform]:
@@ -84,10 +109,18 @@ def build_sample_transform(augment: str, image_size: int, train: bool) -> Sample
 class SampleTransform:
     """Applies an augmentation pipeline to a photo and its labels and returns model-ready tensors.
 
-    Call it as ``transform(image, labels)`` with an RGB ``PIL.Image`` (or a ``uint8`` ``(3, H, W)``
-    tensor) and a ``uint8`` ``(H, W)`` array of ``BACKGROUND`` / ``FOREGROUND`` / ``IGNORE_INDEX``.
-    It returns ``{"image": float (3, S, S) normalised, "mask": float (1, S, S) in {0, 1},
-    "ignore": bool (1, S, S)}`` where ``S`` is ``image_size``.
+    Call it as ``transform(image, labels)`` (binary) or ``transform(image, labels, task=...)`` with an
+    RGB ``PIL.Image`` (or a ``uint8`` ``(3, H, W)`` tensor) and, by task (see the module docstring):
+
+    - ``"binary"``: a ``uint8`` ``(H, W)`` array of ``BACKGROUND`` / ``FOREGROUND`` / ``IGNORE_INDEX``;
+      returns ``{"image": float (3, S, S) normalised, "mask": float (1, S, S) in {0, 1},
+      "ignore": bool (1, S, S)}`` where ``S`` is ``image_size``.
+    - ``"multiclass"``: an integer ``(H, W)`` array of class ids ``0..254`` and ``IGNORE_INDEX``;
+      returns ``"mask"`` int64 ``(1, S, S)`` of ids and ``IGNORE_INDEX`` (also where the pipeline
+      invented pixels), and ``"ignore"`` bool ``(1, S, S)``, True exactly where the mask is
+      ``IGNORE_INDEX``.
+    - ``"multilabel"``: a ``uint8`` ``(K, H, W)`` array, each channel 0 / 1 / ``IGNORE_INDEX``;
+      returns ``"mask"`` float ``(K, S, S)`` in {0, 1} and ``"ignore"`` bool ``(K, S, S)``.
     """
 
     def __init__(self, pipeline, name: str, image_size: int) -> None:
@@ -95,20 +128,32 @@ class SampleTransform:
         self.name = name
         self.image_size = image_size
 
-    def __call__(self, image: Image.Image | torch.Tensor, labels: np.ndarray) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, image: Image.Image | torch.Tensor, labels: np.ndarray, task: str = "binary"
+    ) -> dict[str, torch.Tensor]:
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         pixels = v2.functional.pil_to_tensor(image) if isinstance(image, Image.Image) else image
-        if tuple(pixels.shape[-2:]) != tuple(labels.shape):
+        label_size = tuple(labels.shape[-2:]) if task == "multilabel" else tuple(labels.shape)
+        if tuple(pixels.shape[-2:]) != label_size or (task == "multilabel" and labels.ndim != 3):
             raise ValueError(
                 f"image size {tuple(pixels.shape[-2:])} and label size {tuple(labels.shape)} differ"
             )
-        sample = {
-            "image": tv_tensors.Image(pixels),
-            "mask": tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(labels, dtype=np.uint8))[None]),
-        }
+        if task == "binary":
+            mask = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.uint8))[None]
+        elif task == "multiclass":
+            mask = encode_class_ids(_uint8_labels(labels, "class ids")[None])
+        else:
+            mask = _uint8_labels(labels, "multilabel labels")
+        sample = {"image": tv_tensors.Image(pixels), "mask": tv_tensors.Mask(mask)}
         result = self.pipeline(sample)
+        if task == "multiclass":
+            return self._checked_class_ids(result, present=_values_present(mask))
+        if task == "multilabel":
+            return self._checked_labels(result, channels=mask.shape[0])
         return self._checked(result)
 
-    def _checked(self, result) -> dict[str, torch.Tensor]:
+    def _image_and_mask(self, result, channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         where = f"augmentation pipeline {self.name!r}"
         if not isinstance(result, dict) or "image" not in result or "mask" not in result:
             raise SegkitError(f"{where} must return a dict with 'image' and 'mask'")
@@ -119,11 +164,49 @@ class SampleTransform:
                 f"{where} returned a {image.dtype} image; pipelines must end by converting to float and "
                 "normalising (see segkit.transforms.to_float_and_normalize)"
             )
-        if image.shape[-2:] != labels.shape[-2:] or labels.dim() != 3 or labels.shape[0] != 1:
+        if image.shape[-2:] != labels.shape[-2:] or labels.dim() != 3 or labels.shape[0] != channels:
             raise SegkitError(
                 f"{where} returned image {tuple(image.shape)} and mask {tuple(labels.shape)}; "
-                "they must be (3, H, W) and (1, H, W) of the same size"
+                f"they must be (3, H, W) and ({channels}, H, W) of the same size"
             )
+        return image, labels
+
+    def _checked_class_ids(self, result, present: torch.Tensor) -> dict[str, torch.Tensor]:
+        image, encoded = self._image_and_mask(result)
+        if encoded.dtype != torch.uint8:
+            raise SegkitError(
+                f"augmentation pipeline {self.name!r} turned the {torch.uint8} mask into {encoded.dtype}; "
+                "pipelines must leave the mask's dtype alone"
+            )
+        # Nearest-neighbour sampling only copies values: anything new is an interpolated (or filled) id.
+        # The fill (encoded 0) is ignore, always allowed.
+        produced = _values_present(encoded)
+        produced[0] = False
+        if bool((produced & ~present).any()):
+            found = sorted((torch.nonzero(produced & ~present)[:, 0] - 1).tolist())
+            raise SegkitError(
+                f"augmentation pipeline {self.name!r} produced class ids {found} that the mask did not hold "
+                "(interpolate masks with nearest neighbour, and fill invented mask pixels with 0)"
+            )
+        ids = decode_class_ids(encoded)
+        return {"image": image, "mask": ids.long(), "ignore": ids == IGNORE_INDEX}
+
+    def _checked_labels(self, result, channels: int) -> dict[str, torch.Tensor]:
+        image, labels = self._image_and_mask(result, channels)
+        foreground = labels == FOREGROUND
+        ignore = labels == IGNORE_INDEX
+        if bool((~foreground & ~ignore & (labels != BACKGROUND)).any()):
+            found = sorted(torch.unique(labels).tolist())
+            raise SegkitError(
+                f"augmentation pipeline {self.name!r} produced mask values {found}; multilabel masks may "
+                f"only hold {BACKGROUND}, {FOREGROUND} and {IGNORE_INDEX} (interpolate masks with nearest "
+                "neighbour)"
+            )
+        return {"image": image, "mask": foreground.float(), "ignore": ignore}
+
+    def _checked(self, result) -> dict[str, torch.Tensor]:
+        where = f"augmentation pipeline {self.name!r}"
+        image, labels = self._image_and_mask(result)
         foreground = labels == FOREGROUND
         ignore = labels == IGNORE_INDEX
         if bool((~foreground & ~ignore & (labels != BACKGROUND)).any()):
@@ -133,6 +216,21 @@ class SampleTransform:
                 f"{IGNORE_INDEX} (interpolate masks with nearest neighbour)"
             )
         return {"image": image, "mask": foreground.float(), "ignore": ignore}
+
+
+def _uint8_labels(labels: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
+    """Integer ``labels`` (any integer dtype, values 0..255) as a new contiguous ``uint8`` tensor."""
+    values = np.asarray(labels)
+    if values.dtype.kind not in "iu":
+        raise ValueError(f"{what} must be an integer array, got {values.dtype}")
+    if values.dtype != np.uint8 and values.size and (values.min() < 0 or values.max() > IGNORE_INDEX):
+        raise ValueError(f"{what} must lie in 0..{IGNORE_INDEX}, got {values.min()}..{values.max()}")
+    return torch.from_numpy(values.astype(np.uint8))  # a copy, C-contiguous
+
+
+def _values_present(mask: torch.Tensor) -> torch.Tensor:
+    """A bool ``(256,)`` table of the values a ``uint8`` mask holds."""
+    return torch.bincount(mask.flatten().to(torch.int64), minlength=256) > 0
 
 
 def denormalize(image: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,10 @@
 Each builder takes ``image_size`` and ``train`` and returns a transform over
 ``{"image": tv_tensors.Image, "mask": tv_tensors.Mask}``; with ``train=False`` every pipeline only
 resizes and normalises, so validation and test numbers never depend on the augmentation chosen.
-Invented pixels (rotation corners, shifts) are black in the image and background in the mask; see
-``segkit.transforms``.
+Invented pixels (rotation corners, shifts) are black in the image and get the mask fill 0: background
+for binary and multilabel masks, ignore for multiclass masks (which pipelines carry as id + 1); see
+``segkit.transforms``. Masks of every task are ``uint8`` ``tv_tensors.Mask`` (one channel, or one per
+label): geometric transforms sample them by nearest neighbour, colour transforms leave them alone.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Dataset "folder": your own photos and binary masks in a directory, matched by file stem.
+"""Dataset "folder": your own photos and masks in a directory, matched by file stem.
 
 Layouts (``ROOT`` is the ``root`` option)::
 
@@ -10,8 +10,31 @@ When any of ``train/``, ``valid/``, ``test/`` exists, those subfolders are the s
 pool is split at random with ``valid_fraction`` and ``test_fraction`` (each rounded to whole images,
 at least one image when the fraction is positive) using ``split_seed``, identically on every
 machine. Images and masks pair by file stem (``cat1.jpg`` with ``cat1.png``); files in the folders
-whose extension is not an image's, and hidden files, are ignored. Masks are 8-bit or palette PNGs
-holding 0/1 or 0/255 (palette indices, not colours): 1 or 255 is foreground.
+whose extension is not an image's, and hidden files, are ignored.
+
+Tasks (option ``task``, default "auto": multilabel when ``labels`` is given, multiclass when
+``classes`` is given or ``ROOT/classes.txt`` exists, binary otherwise):
+
+- **binary**: masks are 8-bit or palette PNGs holding 0/1 or 0/255 (palette indices, not colours):
+  1 or 255 is foreground.
+- **multiclass**: K mutually exclusive classes, named in id order by ``ROOT/classes.txt`` (one name
+  per line, the first is id 0; blank lines and lines starting with ``#`` ignored) or by the
+  ``classes`` option. Masks are index masks, 8-bit greyscale or palette PNGs whose values are class
+  ids 0..K-1, and 255 for pixels to ignore. A value >= K other than 255 is a ``DataError`` naming the
+  file and the value when the mask is read; an RGB (colour) mask is one when the dataset is built.
+  A class named "background" is what the engine treats as background.
+- **multilabel**: K independent, possibly overlapping labels named by the ``labels`` option; label
+  ``NAME`` has its own binary mask folder ``masks_NAME/`` beside ``images/`` (instead of ``masks/``)::
+
+      ROOT/images/cat1.jpg   ROOT/masks_cat/cat1.png   ROOT/masks_collar/cat1.png
+
+  Every image needs a mask in every label's folder; each mask is binary as above.
+
+``classes`` and ``labels`` take a list of names, a comma-separated string of names, or the path of a
+text file laid out like ``classes.txt``. A string is a path when it ends in ``.txt``, contains a
+path separator or names an existing file; a relative path not found from the working directory is
+looked up under ``ROOT``. ``palette`` optionally gives one ``[r, g, b]`` overlay colour per class
+(default: ``segkit.datasets.default_palette``).
 
 The base ``PairedImageDataset`` and the pairing helpers live in ``segkit.datasets``, for any plugin
 to reuse; their old names stay importable from here.
@@ -19,6 +42,7 @@ to reuse; their old names stay importable from here.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +51,7 @@ from typing import Any
 import numpy as np
 
 import segkit
-from segkit.component_options import Option, integer, parse_component_options
+from segkit.component_options import Option, Parser, choice, integer, optional, parse_component_options
 from segkit.component_options import fraction as fraction_parser
 from segkit.datasets import (  # noqa: F401 - PairedImageDataset, Pair, ... re-exported for old imports
     AUGMENT,
@@ -41,20 +65,33 @@ from segkit.datasets import (  # noqa: F401 - PairedImageDataset, Pair, ... re-e
     Pair,
     PairedImageDataset,
     SkippedFilesWarning,
+    check_class_names,
+    check_palette,
     check_root,
     check_split,
+    class_ids_from_mask,
     default_augment,
     files_by_stem,
     match_pairs,
+    read_class_names,
 )
 from segkit.errors import DataError, UsageError
 from segkit.transforms import BACKGROUND, FOREGROUND, build_sample_transform
 
+#: The class names file a multiclass folder keeps in its root.
+CLASSES_FILE = "classes.txt"
+#: Multilabel masks of label NAME live in this folder beside images/.
+LABEL_MASKS = "masks_{}"
+TASK_CHOICES = ("auto", "binary", "multiclass", "multilabel")
+
 
 class FolderDataset(PairedImageDataset):
-    """Photos and 0/1 or 0/255 masks from a folder (see the module docstring)."""
+    """Photos and masks from a folder: 0/1 or 0/255 binary masks (binary, and each label of a
+    multilabel folder) or index masks of class ids (multiclass); see the module docstring."""
 
     def labels_from_mask(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        if getattr(self, "task", "binary") == "multiclass":
+            return class_ids_from_mask(raw, path, len(self.class_names))
         values = np.unique(raw)
         if set(values.tolist()) <= {0, 1}:
             return raw.astype(np.uint8)
@@ -73,6 +110,33 @@ def _fraction_below_one(value: Any) -> float:
     return value
 
 
+def _names_or_path(value: Any) -> list[str] | Path:
+    """A list of names (given as a list, or a string "a,b,c" or "[a, b, c]"), or a names file's path."""
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(name, str) for name in value):
+            raise TypeError(f"not a list of names: {value!r}")
+        return [name.strip() for name in value]
+    if isinstance(value, os.PathLike):
+        return Path(value).expanduser()
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError(f"not names or a path: {value!r}")
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):  # "--dataset-option classes=[a,b]" arrives unparsed
+        return [name.strip().strip("'\"").strip() for name in text[1:-1].split(",")]
+    if text.lower().endswith(".txt") or "/" in text or "\\" in text or Path(text).expanduser().is_file():
+        return Path(text).expanduser()
+    return [name.strip() for name in text.split(",")]
+
+
+NAMES = optional(Parser(_names_or_path, "a list of names, a comma-separated string of names, or a file path"))
+
+
+def _palette(value: Any) -> list:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"not a list of colours: {value!r}")
+    return list(value)
+
+
 HOLD_OUT = "a number in [0, 1)"
 OPTIONS = {
     "root": ROOT,
@@ -83,6 +147,19 @@ OPTIONS = {
     "test_fraction": Option(0.1, _fraction_below_one, HOLD_OUT, help="share of a pool held out to test"),
     "split_seed": Option(0, integer, help="seed of the random split of a pool"),
     "strict": STRICT,
+    "task": Option(
+        "auto",
+        choice(*TASK_CHOICES),
+        help="binary, multiclass or multilabel; auto: multilabel with labels, multiclass with classes or "
+        "ROOT/classes.txt, else binary",
+    ),
+    "classes": Option(None, NAMES, help="multiclass class names in id order (default: ROOT/classes.txt)"),
+    "labels": Option(None, NAMES, help="multilabel label names; label NAME's masks are in masks_NAME/"),
+    "palette": Option(
+        None,
+        optional(Parser(_palette, "a list of [r, g, b] colours")),
+        help="overlay colour [r, g, b] of each class (default: a fixed distinct-colour list)",
+    ),
 }
 
 
@@ -91,10 +168,19 @@ def build_folder(root: str | Path | None = None, **options: Any) -> FolderDatase
 
     Options (``OPTIONS``): ``split``, ``image_size``, ``augment`` (defaults to "default" for train
     and "none" otherwise), ``strict``; without split subfolders the pool is split at random:
-    ``valid_fraction`` and ``test_fraction`` of it, seeded by ``split_seed``.
+    ``valid_fraction`` and ``test_fraction`` of it, seeded by ``split_seed``. ``task``, ``classes``,
+    ``labels`` and ``palette`` choose and describe a multiclass or multilabel task (module docstring).
     """
     parsed = parse_component_options("dataset", "folder", {"root": root, **options}, OPTIONS)
     root = check_root(parsed["root"], "folder")
+    task, class_names = resolve_task(root, parsed["task"], parsed["classes"], parsed["labels"])
+    palette = parsed["palette"]
+    if palette is not None:
+        try:
+            palette = check_palette(palette, len(class_names), "folder dataset option 'palette'")
+        except DataError as error:
+            raise UsageError(str(error)) from None
+    mask_dirs = [LABEL_MASKS.format(name) for name in class_names] if task == "multilabel" else ["masks"]
     split, valid_fraction, test_fraction = parsed["split"], parsed["valid_fraction"], parsed["test_fraction"]
     split_seed = parsed["split_seed"]
     if valid_fraction + test_fraction >= 1:
@@ -111,12 +197,13 @@ def build_folder(root: str | Path | None = None, **options: Any) -> FolderDatase
         if not folder.is_dir():
             raise DataError(
                 f"folder dataset {root} has split subfolders ({', '.join(d.name for d in split_dirs)}) "
-                f"but no {split}/; expected {folder / 'images'} and {folder / 'masks'}"
+                f"but no {split}/; expected {folder / 'images'} and "
+                + " and ".join(str(folder / name) for name in mask_dirs)
             )
-        pairs = match_pairs(folder / "images", folder / "masks")
+        pairs = _pairs(folder, mask_dirs, task)
         description = f"folder dataset {folder}"
     else:
-        pairs = match_pairs(root / "images", root / "masks")
+        pairs = _pairs(root, mask_dirs, task)
         chosen = set(
             random_split([pair.name for pair in pairs], valid_fraction, test_fraction, split_seed)[
                 SPLITS.index(split)
@@ -129,7 +216,99 @@ def build_folder(root: str | Path | None = None, **options: Any) -> FolderDatase
                 f"{description} is empty: {root / 'images'} has too few images for "
                 f"valid_fraction={valid_fraction}, test_fraction={test_fraction}"
             )
-    return FolderDataset(pairs, transform, strict=parsed["strict"], description=description)
+    if task != "binary":
+        description += f" ({task}: {', '.join(class_names)})"
+    return FolderDataset(
+        pairs,
+        transform,
+        strict=parsed["strict"],
+        description=description,
+        task=task,
+        class_names=class_names if task != "binary" else None,
+        palette=palette,
+    )
+
+
+def resolve_task(
+    root: Path, task: str, classes: list[str] | Path | None, labels: list[str] | Path | None
+) -> tuple[str, list[str]]:
+    """The folder's task and class names from the ``task``, ``classes`` and ``labels`` options and
+    ``ROOT/classes.txt`` (see the module docstring); contradictions are ``UsageError``."""
+    classes_file = root / CLASSES_FILE
+    if task == "auto":
+        if classes is not None and labels is not None:
+            raise UsageError(
+                "folder options classes (multiclass) and labels (multilabel) exclude each other; give one, "
+                "or task=multiclass / task=multilabel"
+            )
+        if labels is not None:
+            task = "multilabel"
+        elif classes is not None or classes_file.is_file():
+            task = "multiclass"
+        else:
+            task = "binary"
+    unwanted = {"binary": ("classes", "labels"), "multiclass": ("labels",), "multilabel": ("classes",)}[task]
+    for option, value in (("classes", classes), ("labels", labels)):
+        if option in unwanted and value is not None:
+            needs = {"classes": "task=multiclass", "labels": "task=multilabel"}[option]
+            raise UsageError(f"folder option {option} needs {needs}, but task is {task}")
+    if task == "binary":
+        return task, ["foreground"]
+    if task == "multiclass":
+        if classes is None and not classes_file.is_file():
+            raise UsageError(
+                f"folder dataset {root} with task=multiclass needs class names: a {classes_file} file "
+                "(one name per line, the first is id 0) or the classes option"
+            )
+        names = _class_names(root, classes_file if classes is None else classes)
+    else:
+        if labels is None:
+            raise UsageError(
+                f"folder dataset {root} with task=multilabel needs the labels option (the label names; "
+                f"label NAME's masks are in {LABEL_MASKS.format('NAME')}/)"
+            )
+        names = _class_names(root, labels)
+        for name in names:
+            if name.startswith(".") or any(separator in name for separator in "/\\"):
+                raise UsageError(
+                    f"folder label name {name!r} cannot name a folder {LABEL_MASKS.format(name)}/; "
+                    "use letters, digits, - and _"
+                )
+    try:
+        return task, check_class_names(names, task, f"folder dataset {root}")
+    except DataError as error:
+        raise UsageError(str(error)) from None
+
+
+def _class_names(root: Path, value: list[str] | Path) -> list[str]:
+    if isinstance(value, list):
+        return value
+    if not value.is_absolute() and not value.exists() and (root / value).exists():
+        value = root / value
+    return read_class_names(value)
+
+
+def _pairs(folder: Path, mask_dirs: Sequence[str], task: str) -> list[Pair]:
+    """Photo/mask pairs of ``folder/images`` and ``folder/<mask dir>``; one mask per label (multilabel)."""
+    if task != "multilabel":
+        return match_pairs(folder / "images", folder / mask_dirs[0])
+    missing = [name for name in mask_dirs if not (folder / name).is_dir()]
+    if missing:
+        found = sorted(path.name for path in folder.glob(LABEL_MASKS.format("*")) if path.is_dir())
+        raise DataError(
+            f"multilabel folder dataset {folder} has no mask folder(s) {', '.join(missing)} "
+            f"(label NAME's masks go in {LABEL_MASKS.format('NAME')}/); found: {', '.join(found) or 'none'}"
+        )
+    per_label = [match_pairs(folder / "images", folder / name) for name in mask_dirs]
+    return [
+        Pair(
+            first.name,
+            first.image_path,
+            first.mask_path,
+            channel_masks=tuple(pairs[index].mask_path for pairs in per_label),
+        )
+        for index, first in enumerate(per_label[0])
+    ]
 
 
 def random_split(
@@ -169,6 +348,7 @@ def register_datasets(register):
     register(
         "folder",
         build_folder,
-        description="your photos in ROOT/images and 0/1 or 0/255 masks in ROOT/masks, matched by stem",
+        description="your photos in ROOT/images and masks in ROOT/masks, by stem (binary; multiclass with "
+        "classes.txt; multilabel with labels=)",
         options=OPTIONS,
     )

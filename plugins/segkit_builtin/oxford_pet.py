@@ -11,9 +11,13 @@ Get it with ``segkit data download oxford-pet ROOT``. Splits: ``test`` is test.t
 lines and repeated names), the other nine in ten training. Files in images/ that no list names (the
 official release has .mat files and a few unlisted pictures) are ignored.
 
-Masks: pet (1) and border (3) are foreground and background (2) is background, as in the seed report;
-``border="ignore"`` instead marks border pixels in each item's ``"ignore"`` mask, so losses and
-metrics that honour it skip the uncertain outline. Files are checked when the dataset is built and
+Masks (``task="binary"``, the default): pet (1) and border (3) are foreground and background (2) is
+background, as in the seed report; ``border="ignore"`` instead marks border pixels in each item's
+``"ignore"`` mask, so losses and metrics that honour it skip the uncertain outline.
+``task="trimap"`` makes the dataset multiclass with the trimap's three classes, ``TRIMAP_CLASSES``
+= ["background", "pet", "border"]: class ids 0 = background (trimap 2), 1 = pet (trimap 1) and
+2 = border (trimap 3); items then hold int64 class-id masks (see ``segkit.datasets``), and
+``border`` does not apply. Files are checked when the dataset is built and
 bad ones skipped with a warning (``strict=True``: an error); see ``segkit.datasets.PairedImageDataset``.
 The download spec (``OXFORD_PET``) is registered with the dataset, for ``segkit data download``.
 """
@@ -40,13 +44,18 @@ from segkit.datasets import (
     default_augment,
 )
 from segkit.download import Archive, RemoteDataset
-from segkit.errors import DataError
+from segkit.errors import DataError, UsageError
 from segkit.transforms import BACKGROUND, FOREGROUND, IGNORE_INDEX, build_sample_transform
 
 #: One listed trainval image in this many goes to the validation split (those at positions 0, 10, ...).
 VALID_EVERY = 10
 TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
 BORDER_CHOICES = ("foreground", "ignore")
+TASK_CHOICES = ("binary", "trimap")
+#: Class names of ``task="trimap"``, in id order; class 0 is the background.
+TRIMAP_CLASSES = ["background", "pet", "border"]
+#: Class id of each trimap value under ``task="trimap"``.
+TRIMAP_CLASS_IDS = {TRIMAP_BACKGROUND: 0, TRIMAP_PET: 1, TRIMAP_BORDER: 2}
 SPLIT_FILES = {"train": "trainval.txt", "valid": "trainval.txt", "test": "test.txt"}
 # The official photos are all named .jpg; other extensions are accepted for re-encoded copies.
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -74,28 +83,55 @@ OPTIONS = {
     "border": Option(
         "foreground",
         choice(*BORDER_CHOICES),
-        help="trimap border pixels: pet, or ignored by losses and metrics",
+        help="trimap border pixels: pet, or ignored by losses and metrics (task=binary only)",
     ),
     "strict": STRICT,
+    "task": Option(
+        "binary",
+        choice(*TASK_CHOICES),
+        help="binary: pet vs background; trimap: 3 classes background / pet / border (multiclass)",
+    ),
 }
 
 
 class OxfordPetDataset(PairedImageDataset):
-    """Oxford-IIIT Pet photos with trimaps turned into binary pet masks (see the module docstring)."""
+    """Oxford-IIIT Pet photos with trimaps turned into binary pet masks, or (``task="trimap"``) into
+    three-class masks (see the module docstring)."""
 
     mask_role = "trimap"
 
-    def __init__(self, pairs: Sequence[Pair], transform, border: str, strict: bool, description: str) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        transform,
+        border: str,
+        strict: bool,
+        description: str,
+        trimap_task: str = "binary",
+    ) -> None:
         self.border = border
+        if trimap_task == "trimap":
+            super().__init__(
+                pairs,
+                transform,
+                strict=strict,
+                description=description,
+                task="multiclass",
+                class_names=TRIMAP_CLASSES,
+            )
+            return
         super().__init__(
             pairs, transform, strict=strict, with_ignore=border == "ignore", description=description
         )
 
     def labels_from_mask(self, raw: np.ndarray, path: Path) -> np.ndarray:
-        border_label = IGNORE_INDEX if self.border == "ignore" else FOREGROUND
         # One table lookup maps every trimap value; _NOT_A_TRIMAP_VALUE marks values trimaps never hold.
         lookup = np.full(256, _NOT_A_TRIMAP_VALUE, dtype=np.uint8)
-        lookup[[TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER]] = [FOREGROUND, BACKGROUND, border_label]
+        if getattr(self, "task", "binary") == "multiclass":
+            lookup[list(TRIMAP_CLASS_IDS)] = list(TRIMAP_CLASS_IDS.values())
+        else:
+            border_label = IGNORE_INDEX if self.border == "ignore" else FOREGROUND
+            lookup[[TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER]] = [FOREGROUND, BACKGROUND, border_label]
         labels = lookup[raw] if raw.dtype == np.uint8 else None
         if labels is None or (labels == _NOT_A_TRIMAP_VALUE).any():
             found = sorted(np.unique(raw).tolist())[:20]
@@ -111,10 +147,16 @@ def build_oxford_pet(root: str | Path | None = None, **options: Any) -> OxfordPe
 
     Options (``OPTIONS``): ``split``, ``image_size``, ``augment`` (defaults to "default" for train
     and "none" otherwise), ``border`` ("foreground": the trimap border counts as pet, or "ignore"),
-    ``strict`` (True makes unreadable files an error instead of skipping them with a warning).
+    ``strict`` (True makes unreadable files an error instead of skipping them with a warning),
+    ``task`` ("binary", or "trimap": three classes background / pet / border).
     """
     parsed = parse_component_options("dataset", "oxford_pet", {"root": root, **options}, OPTIONS)
-    split, border = parsed["split"], parsed["border"]
+    split, border, task = parsed["split"], parsed["border"], parsed["task"]
+    if task == "trimap" and "border" in options:
+        raise UsageError(
+            "oxford_pet option border applies to task=binary only; task=trimap keeps the border as its "
+            "own class (id 2, 'border')"
+        )
     root = check_root(parsed["root"], "oxford_pet")
     augment = default_augment(parsed["augment"], split)
     transform = build_sample_transform(augment, parsed["image_size"], train=split == "train")
@@ -138,7 +180,8 @@ def build_oxford_pet(root: str | Path | None = None, **options: Any) -> OxfordPe
         transform,
         border=border,
         strict=parsed["strict"],
-        description=f"oxford_pet {root} split {split!r}",
+        description=f"oxford_pet {root} split {split!r}" + (" (trimap classes)" if task == "trimap" else ""),
+        trimap_task=task,
     )
 
 
@@ -190,7 +233,8 @@ def register_datasets(register):
     register(
         "oxford_pet",
         build_oxford_pet,
-        description="Oxford-IIIT Pet (official layout): pet vs background from trimaps; valid = every 10th",
+        description="Oxford-IIIT Pet (official layout): pet vs background (task=trimap: 3 classes) from "
+        "trimaps; valid = every 10th",
         defaults={"image_size": 256},
         options=OPTIONS,
         download=OXFORD_PET,

@@ -20,6 +20,14 @@ Images are returned ImageNet-normalised (``(rgb - IMAGENET_MEAN) / IMAGENET_STD`
 [0, 1], quantised to uint8 like a photo), as the photo datasets are, so checkpoints record the same
 normalisation and ``segkit predict`` treats photos alike. The foreground covers 17% of an image on
 average and never more than ``MAX_FOREGROUND_FRACTION``; every image holds both classes.
+
+``task="multiclass"`` (``generate_multiclass_sample``) draws four classes, ``MULTICLASS_NAMES`` =
+background, ellipse, polygon, star: each object class has its own shape and its own fine texture
+(striped ellipses, checked polygons, speckled stars) on the same coarse background with decoys, one
+object of every class per image (the objects cover about 19% of an image). Measured at 64x64 with
+the ``DEFAULTS`` model and schedule (UNet ``base_channels=16``, batch 16, Adam 3e-3 on a cosine
+schedule) and plain cross-entropy, over the 128 valid images: mean IoU of the three object classes
+0.68 after 5 epochs and 0.80 after 10 (background 0.97, ellipse 0.90, polygon 0.78, star 0.70).
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Each split draws from its own seed stream: item i of "valid" never equals any item of "train".
 SPLIT_STREAMS = {"train": 0, "valid": 1, "test": 2}
 DEFAULT_SPLIT_SIZES = {"train": 512, "valid": 128, "test": 128}
+TASK_CHOICES = ("binary", "multiclass")
 MIN_IMAGE_SIZE = 16
 
 # No object is added that would make more than this fraction of the image foreground, so every image
@@ -145,7 +154,11 @@ def speckle(rng: np.random.Generator, shape: tuple[int, int], grain: float) -> n
 
 def foreground_texture(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     """Fine texture for objects: what a model must learn to recognise."""
-    kind = rng.integers(3)
+    return fine_texture(rng, shape, int(rng.integers(3)))
+
+
+def fine_texture(rng: np.random.Generator, shape: tuple[int, int], kind: int) -> np.ndarray:
+    """Fine texture ``kind``: 0 grating, 1 checkerboard, 2 speckle (random period or grain)."""
     if kind == 0:
         return grating(rng, shape, period=rng.uniform(3.0, 7.0))
     if kind == 1:
@@ -182,7 +195,13 @@ def random_shape(
     rng: np.random.Generator, shape: tuple[int, int], center: np.ndarray, radius: float
 ) -> np.ndarray:
     """An ellipse, polygon, star or blob of roughly ``radius`` pixels around ``center`` (row, col)."""
-    kind = rng.integers(4)
+    return shape_of_kind(rng, shape, center, radius, int(rng.integers(4)))
+
+
+def shape_of_kind(
+    rng: np.random.Generator, shape: tuple[int, int], center: np.ndarray, radius: float, kind: int
+) -> np.ndarray:
+    """Shape ``kind`` (0 ellipse, 1 polygon, 2 star, 3 blob) of roughly ``radius`` pixels, random pose."""
     turn = rng.uniform(0, 2 * math.pi)
     if kind == 0:  # ellipse
         mask = np.zeros(shape, dtype=bool)
@@ -259,12 +278,89 @@ def generate_sample(
     return np.clip(rgb, 0.0, 1.0).astype(np.float32), mask
 
 
+# -- the multiclass variant ---------------------------------------------------------------------
+#: Class names of ``task="multiclass"``, in id order: the background and one class per shape.
+MULTICLASS_NAMES = ["background", "ellipse", "polygon", "star"]
+#: Shape kind (``shape_of_kind``) of each object class.
+CLASS_SHAPES = {1: 0, 2: 1, 3: 2}
+#: Fine texture of each object class, with ranges kept apart so that no two classes look alike up
+#: close: ellipses striped (grating, period 4-7 px), polygons checked (3-5 px squares), stars
+#: speckled (1.2-1.6 px grain).
+CLASS_TEXTURES = {
+    1: lambda rng, shape: grating(rng, shape, period=rng.uniform(4.0, 7.0)),
+    2: lambda rng, shape: checkerboard(rng, shape, cell=rng.uniform(3.0, 5.0)),
+    3: lambda rng, shape: speckle(rng, shape, grain=rng.uniform(1.2, 1.6)),
+}
+# The multiclass images draw from their own random stream, apart from the binary ones.
+_MULTICLASS_STREAM = 1
+# Tries to place an object where it hides at most this share of itself behind (or over) earlier ones.
+_PLACEMENT_TRIES, _MAX_OVERLAP = 6, 0.25
+
+
+def generate_multiclass_sample(
+    seed: int, split: str, index: int, image_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Item ``index`` of the multiclass ``split``: an RGB float32 ``(H, W, 3)`` image in [0, 1] and a
+    uint8 ``(H, W)`` mask of class ids (``MULTICLASS_NAMES``; 0 is the background).
+
+    As ``generate_sample``, on a background of coarse texture with background-textured decoys, but
+    each object's class fixes both its shape and its fine texture (``CLASS_SHAPES``,
+    ``CLASS_TEXTURES``): one object of every class, in random order and well inside the image, then
+    up to one more of a random class. Objects drawn later cover earlier ones, placed so that little
+    overlaps. A pure function of its arguments (its own seed stream, apart from the binary images).
+    """
+    rng = np.random.default_rng([int(seed), SPLIT_STREAMS[split], int(index), _MULTICLASS_STREAM])
+    shape = (int(image_size[0]), int(image_size[1]))
+    size = min(shape)
+
+    level = rng.uniform(0.35, 0.65)
+    gray = level + rng.uniform(0.12, 0.22) * background_texture(rng, shape)
+    decoys = int(rng.integers(0, 3))
+    decoy_texture = smooth_noise(rng, shape, scale=size / 5) if decoys else np.zeros(shape)
+    for _ in range(decoys):
+        decoy = random_shape(rng, shape, _random_center(rng, shape, 0.1), size * rng.uniform(0.08, 0.2))
+        tone = level + rng.uniform(-0.12, 0.12)
+        gray[decoy] = tone + rng.uniform(0.05, 0.15) * decoy_texture[decoy]
+
+    classes = [int(c) for c in rng.permutation(sorted(CLASS_SHAPES))]
+    classes += [int(c) for c in rng.integers(1, len(MULTICLASS_NAMES), size=int(rng.integers(0, 2)))]
+    ids = np.zeros(shape, dtype=np.uint8)
+    for number, class_id in enumerate(classes):
+        # One object of each class centred well inside the image, so every image holds every class.
+        margin = -0.2 if number < len(CLASS_SHAPES) else 0.1
+        radius = max(size * math.exp(rng.uniform(math.log(0.12), math.log(0.25))), 2.5)
+        for _ in range(_PLACEMENT_TRIES):
+            obj = shape_of_kind(
+                rng, shape, _random_center(rng, shape, margin), radius, CLASS_SHAPES[class_id]
+            )
+            if np.count_nonzero(obj & (ids > 0)) <= _MAX_OVERLAP * np.count_nonzero(obj):
+                break
+        if (
+            number >= len(CLASS_SHAPES)
+            and np.count_nonzero((ids > 0) | obj) > MAX_FOREGROUND_FRACTION * ids.size
+        ):
+            continue
+        tone = level + rng.uniform(-0.1, 0.1)
+        texture = CLASS_TEXTURES[class_id](rng, shape)
+        gray[obj] = (tone + rng.uniform(0.12, 0.22) * texture)[obj]
+        ids[obj] = class_id
+
+    gray += rng.normal(0, 0.03, shape)
+    tint = rng.uniform(0.75, 1.15, size=3)
+    drift = value_noise(rng, (*shape, 3), size / 2)
+    rgb = gray[..., None] * tint + 0.04 * drift
+    return np.clip(rgb, 0.0, 1.0).astype(np.float32), ids
+
+
 # -- the dataset ---------------------------------------------------------------------------------
 class SyntheticShapes(Dataset):
     """Textured-shape images generated from ``(seed, split, index)``; see the module docstring.
 
     Items are dicts: ``image`` float32 ``(3, H, W)`` ImageNet-normalised, ``mask`` float32 ``(1, H, W)``
-    in {0, 1}, ``name`` like ``"synthetic-train-00042"``. The augmentation pipeline ``augment`` runs
+    in {0, 1}, ``name`` like ``"synthetic-train-00042"``. With ``task="multiclass"`` (classes
+    ``MULTICLASS_NAMES``, see ``generate_multiclass_sample``) ``mask`` is int64 ``(1, H, W)`` class
+    ids and ``ignore`` bool ``(1, H, W)`` (True only where an augmentation invented pixels, whose id
+    is then ``IGNORE_INDEX``). The augmentation pipeline ``augment`` runs
     on every access (``segkit.transforms.build_sample_transform``), on the image quantised to uint8
     like a photo. Generated images are cached in memory per instance unless ``cache=False``: about
     3 ms to generate and 16 KiB to keep at 64x64.
@@ -276,10 +372,23 @@ class SyntheticShapes(Dataset):
     normalization = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
     def __init__(
-        self, split: str, image_size: int, length: int, seed: int, augment: str, cache: bool = True
+        self,
+        split: str,
+        image_size: int,
+        length: int,
+        seed: int,
+        augment: str,
+        cache: bool = True,
+        task: str = "binary",
     ) -> None:
-        from segkit.transforms import build_sample_transform
+        from segkit.transforms import IGNORE_INDEX, build_sample_transform
 
+        if task not in TASK_CHOICES:
+            raise ValueError(f"task must be one of {', '.join(TASK_CHOICES)}, got {task!r}")
+        if task == "multiclass":  # binary datasets leave these to segkit.datasets.dataset_task_info
+            self.task = task
+            self.class_names = list(MULTICLASS_NAMES)
+            self.ignore_index = IGNORE_INDEX
         self.split = split
         self.image_size = image_size
         self.length = length
@@ -292,8 +401,12 @@ class SyntheticShapes(Dataset):
         return self.length
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Item ``index`` before augmentation: RGB float32 ``(H, W, 3)`` in [0, 1] and a bool mask."""
-        return generate_sample(self.seed, self.split, index, (self.image_size, self.image_size))
+        """Item ``index`` before augmentation: RGB float32 ``(H, W, 3)`` in [0, 1] and a bool mask
+        (multiclass: a uint8 mask of class ids)."""
+        size = (self.image_size, self.image_size)
+        if getattr(self, "task", "binary") == "multiclass":
+            return generate_multiclass_sample(self.seed, self.split, index, size)
+        return generate_sample(self.seed, self.split, index, size)
 
     def _pixels_and_labels(self, index: int) -> tuple[torch.Tensor, np.ndarray]:
         if self._cache is not None and index in self._cache:
@@ -315,14 +428,23 @@ class SyntheticShapes(Dataset):
             )
         pixels, labels = self._pixels_and_labels(index)
         # The transform builds new tensors, so nobody can modify the cached ones through an item.
-        sample = self.transform(pixels, labels)
         name = f"synthetic-{self.split}-{index:05d}"
+        if getattr(self, "task", "binary") == "multiclass":
+            sample = self.transform(pixels, labels, task="multiclass")
+            return {
+                "image": sample["image"],
+                "mask": sample["mask"],
+                "ignore": sample["ignore"],
+                "name": name,
+            }
+        sample = self.transform(pixels, labels)
         return {"image": sample["image"], "mask": sample["mask"], "name": name}
 
     def __repr__(self) -> str:
+        task = getattr(self, "task", "binary")
         return (
             f"SyntheticShapes(split={self.split!r}, image_size={self.image_size}, length={self.length}, "
-            f"seed={self.seed}, augment={self.augment!r})"
+            f"seed={self.seed}, augment={self.augment!r}" + (f", task={task!r})" if task != "binary" else ")")
         )
 
 
@@ -341,6 +463,11 @@ OPTIONS = {
     "valid_size": _split_size("valid"),
     "test_size": _split_size("test"),
     "cache": Option(True, boolean, help="keep generated images in memory"),
+    "task": Option(
+        "binary",
+        choice(*TASK_CHOICES),
+        help="binary (shape vs background) or multiclass (background, ellipse, polygon, star)",
+    ),
 }
 
 
@@ -351,13 +478,16 @@ def build_synthetic_dataset(root: Any = None, **options: Any) -> SyntheticShapes
     Options (``OPTIONS``): ``split``, ``image_size`` (64), ``length`` overrides the split's size;
     ``train_size`` / ``valid_size`` / ``test_size`` set the sizes per split (512 / 128 / 128);
     ``seed``; ``augment`` names an augmentation pipeline ("none" by default: the generator already
-    varies everything); ``cache`` keeps generated images in memory.
+    varies everything); ``cache`` keeps generated images in memory; ``task`` "binary" (default) or
+    "multiclass" (four classes, ``MULTICLASS_NAMES``).
     """
     parsed = parse_component_options("dataset", "synthetic", {"root": root, **options}, OPTIONS)
     split = parsed["split"]
     length = parsed["length"] if parsed["length"] is not None else parsed[f"{split}_size"]
     augment = parsed["augment"] if parsed["augment"] is not None else "none"
-    return SyntheticShapes(split, parsed["image_size"], length, parsed["seed"], augment, parsed["cache"])
+    return SyntheticShapes(
+        split, parsed["image_size"], length, parsed["seed"], augment, parsed["cache"], task=parsed["task"]
+    )
 
 
 @segkit.hookimpl
