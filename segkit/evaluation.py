@@ -28,16 +28,17 @@ class Evaluation:
     split: str
     threshold: float
     tta: bool
-    network: MetricAccumulator
-    original: MetricAccumulator | None
+    network: Any  # MetricAccumulator (binary) or ClassMetricAccumulator (several classes)
+    original: Any
     boundary: list[dict[str, float]] = field(default_factory=list)
     network_size: int = 0
     postprocess: dict[str, bool] = field(default_factory=dict)
+    task_kind: str = "binary"
 
     def summary(self) -> dict[str, Any]:
         result: dict[str, Any] = {
             "split": self.split,
-            "threshold": self.threshold,
+            "threshold": self.threshold if self.task_kind != "multiclass" else "none (argmax)",
             "test_time_augmentation": "horizontal flip" if self.tta else "none",
             "postprocess": describe_postprocess(self.postprocess),
             "images": len(self.network),
@@ -56,6 +57,17 @@ class Evaluation:
                 "resolution": "each image's original mask size",
                 **self.original.compute(),
             }
+        if self.task_kind != "binary":
+            result["task"] = self.task_kind
+            result["classes"] = list(self.primary.class_names)
+        if self.task_kind == "multiclass":
+            confusion = self.primary.confusion
+            result["confusion_matrix"] = {
+                "classes": list(self.primary.class_names),
+                "rows": "truth",
+                "columns": "prediction",
+                "pixels": confusion.tolist(),
+            }
         if self.boundary:
             result["boundary"] = {
                 "resolution": "original" if self.original is not None else "network",
@@ -64,8 +76,15 @@ class Evaluation:
             }
         return result
 
+    @property
+    def primary(self) -> Any:
+        """The accumulator whose figures a user reads first: original resolution where it was scored."""
+        return self.original if self.original is not None else self.network
+
     def per_image_rows(self) -> list[dict[str, Any]]:
-        primary = self.original if self.original is not None else self.network
+        primary = self.primary
+        if not isinstance(primary, MetricAccumulator):  # several classes: every class's scores
+            return primary.per_image()
         rows = []
         for index, row in enumerate(primary.per_image()):
             entry = {
@@ -121,28 +140,34 @@ def evaluate_dataset(
         for offset, name in enumerate(names):
             if original is not None:  # i.e. use_original
                 mask, ignore = dataset.original_mask(index + offset)
-                mask_t = torch.as_tensor(np.asarray(mask), dtype=torch.float32)[None, None]
-                full = resize_logits(logits[offset : offset + 1], (mask_t.shape[-2], mask_t.shape[-1]))
-                full = _cleaned(full, task, steps)
-                ignore_t = (
-                    None
-                    if ignore is None
-                    else torch.as_tensor(np.asarray(ignore), dtype=torch.bool)[None, None]
+                truth = _as_batch(mask, torch.int64 if task.kind == "multiclass" else torch.float32)
+                full = _cleaned(
+                    resize_logits(logits[offset : offset + 1], tuple(truth.shape[-2:])), task, steps
                 )
-                original.update(full, mask_t, ignore=ignore_t, names=[name])
-                predicted, truth = task.predict_mask(full)[0].numpy(), mask_t[0, 0].numpy() > 0.5
+                ignored = None if ignore is None else _as_batch(ignore, torch.bool)
+                original.update(full, truth, ignore=ignored, names=[name])
             else:
-                predicted = task.predict_mask(network_logits[offset : offset + 1])[0].numpy()
-                truth = batch["mask"][offset, 0].numpy() > 0.5
-            if boundary:
+                full, truth = network_logits[offset : offset + 1], batch["mask"][offset : offset + 1]
+            if boundary and task.kind == "binary":  # boundary metrics are defined for binary masks
+                predicted, expected = task.predict_mask(full)[0].numpy(), truth[0, 0].numpy() > 0.5
                 boundary_rows.append(
                     {
-                        "hd95": hausdorff_distance(predicted, truth),
-                        "boundary_f1": boundary_f_score(predicted, truth),
+                        "hd95": hausdorff_distance(predicted, expected),
+                        "boundary_f1": boundary_f_score(predicted, expected),
                     }
                 )
         index += len(names)
-    return Evaluation(split, threshold, tta, network, original, boundary_rows, trained.image_size, steps)
+    return Evaluation(
+        split, threshold, tta, network, original, boundary_rows, trained.image_size, steps, task.kind
+    )
+
+
+def _as_batch(array: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A mask read at original size, (H, W) or (K, H, W), as a batch of one (1, C, H, W)."""
+    tensor = torch.as_tensor(np.asarray(array), dtype=dtype)
+    while tensor.dim() < 4:
+        tensor = tensor[None]
+    return tensor
 
 
 #: Logit standing in for "certainly foreground/background" once a mask has been post-processed.
@@ -157,4 +182,3 @@ def _cleaned(logits: torch.Tensor, task: Task, steps: dict[str, bool]) -> torch.
     masks = [postprocess_mask(mask.numpy(), **steps) for mask in task.predict_mask(logits.cpu())]
     decided = torch.as_tensor(np.stack(masks))[:, None]
     return torch.where(decided, _DECIDED_LOGIT, -_DECIDED_LOGIT).to(logits.dtype)
-

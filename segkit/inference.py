@@ -219,7 +219,9 @@ def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def predict_probability(trained: TrainedModel, image: Image.Image, tta: bool = False) -> np.ndarray:
-    """Foreground probability (H, W) float32 at the image's own size."""
+    """Probabilities at the image's own size, float32: the foreground's (H, W) for a binary model,
+    one map per class (K, H, W) for a multiclass (softmax) or multilabel (sigmoids) one."""
     batch = image_to_tensor(image, trained.image_size, trained.normalization).unsqueeze(0)
     logits = resize_logits(predict_logits(trained, batch, tta=tta), (image.height, image.width))
-    return trained.task.probabilities(logits)[0, 0].cpu().numpy()
+    probabilities = trained.task.probabilities(logits)[0].cpu().numpy()
+    return probabilities[0] if trained.task.kind == "binary" else probabilities

@@ -339,6 +339,8 @@ def plot_runs(runs: Sequence[RunMetrics], out_dir: Path) -> list[Path]:
         for family, (columns, _) in FAMILIES.items():
             if any(column in run.columns for column in columns):
                 written.append(_save(run_figure(run, family), out_dir / f"{prefix}{family}.png"))
+        if class_columns(run):
+            written.append(_save(class_figure(run), out_dir / f"{prefix}classes.png"))
     if len(runs) > 1:
         for family, (columns, _) in FAMILIES.items():
             if any(column in run.columns for run in runs for column in columns):
@@ -450,6 +452,60 @@ def comparison_figure(runs: Sequence[RunMetrics], family: str):
     figure.text(0.01, 0.0, _wrap(_split_note(family), 130), fontsize=8, va="bottom")
     figure.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     return figure
+
+
+#: Columns of valid_iou_* that are means over classes, not one class's figure.
+_MEAN_IOU_COLUMNS = ("valid_iou_per_image", "valid_iou_all_classes", "valid_iou_dataset")
+
+
+def class_columns(run: RunMetrics) -> dict[str, str]:
+    """A multi-class run's per-class validation IoU columns, by class name (empty for binary runs)."""
+    return {
+        column.removeprefix("valid_iou_"): column
+        for column in run.columns
+        if column.startswith("valid_iou_") and column not in _MEAN_IOU_COLUMNS
+    }
+
+
+def class_figure(run: RunMetrics):
+    """One curve per class: each class's pooled validation IoU by epoch, and the mean over classes."""
+    figure, axes = _figure(f"{run.label}: IoU per class")
+    for index, (name, column) in enumerate(class_columns(run).items()):
+        axes.plot(run.epochs, run.columns[column], "-", marker=".", color=f"C{index % 10}", label=name)
+    if "valid_iou" in run.columns:
+        axes.plot(run.epochs, run.columns["valid_iou"], "-", color="black", linewidth=2.5, label="mean")
+    axes.set_ylabel(_wrap("valid IoU per class (pooled over the split); mean: " + run.describe("valid_iou")))
+    axes.legend(fontsize=8)
+    return figure
+
+
+def plot_confusion_matrix(confusion: dict[str, Any], path: Path) -> Path:
+    """The confusion matrix of ``segkit evaluate``'s summary as a picture: each truth row normalised
+    to fractions of its pixels (the diagonal is each class's recall), with the pixel counts noted."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(confusion["classes"])
+    pixels = np.asarray(confusion["pixels"], dtype=float)
+    fractions = pixels / np.maximum(pixels.sum(axis=1, keepdims=True), 1)
+    side = max(4.0, 0.6 * len(names) + 2)
+    figure = Figure(figsize=(side + 1, side), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    image = axes.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    axes.set_yticks(range(len(names)), names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title("Confusion matrix (each row: fractions of that class's pixels)")
+    if len(names) <= 20:
+        for row in range(len(names)):
+            for column in range(len(names)):
+                value = fractions[row, column]
+                colour = "white" if value > 0.5 else "black"
+                axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    return _save(figure, Path(path))
 
 
 def _save(figure, path: Path) -> Path:

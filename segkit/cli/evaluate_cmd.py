@@ -70,39 +70,26 @@ def evaluate(
     """Evaluate CHECKPOINT (a run folder or a .pt file) on a dataset split.
 
     Prints Dice and IoU with their reduction (per-image mean, and pooled over the split), threshold
-    and resolution; writes summary.json and per_image.csv, and lists the worst images.
+    and resolution; writes summary.json and per_image.csv, and lists the worst images. For a
+    multi-class model: the mean over classes (foreground classes where one is the background), a
+    per-class table, and confusion_matrix.png.
     """
-    import segkit
     from segkit.engine.device import resolve_device
-    from segkit.engine.rundir import write_json
     from segkit.errors import UsageError
     from segkit.evaluation import evaluate_dataset
     from segkit.inference import load_trained_model
-    from segkit.options import parse_options
 
     trained = load_trained_model(checkpoint, device=resolve_device(device))
-    recorded = trained.checkpoint.get("config") or {}
     threshold = trained.threshold if threshold is None else threshold
     tta, postprocess = resolve_inference_choices(trained, tta, fill_holes, keep_largest)
     if not 0 < threshold < 1:
         raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
-    name = dataset or trained.checkpoint.get("dataset") or recorded.get("dataset")
-    options = dict(recorded.get("dataset_options") or {}) if name == recorded.get("dataset") else {}
-    options.update(parse_options(dataset_option, "--dataset-option"))
-    options.pop("augment", None)
-    root = data_path if data_path is not None else recorded.get("data_path")
-    if root is not None:
-        options["root"] = root
-    if out is None:
-        base = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
-        out = base / f"eval-{split}"
-    try:  # before evaluating, so that an unusable --out costs no evaluation time
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"--out {out} cannot be created: {error.strerror or error}") from None
-    data = segkit.create_dataset(name, split=split, image_size=trained.image_size, augment="none", **options)
-    if len(data) == 0:
-        raise UsageError(f"the {split} split of dataset {name!r} is empty")
+    if any(postprocess.values()) and not trained.task.supports_postprocess:
+        raise UsageError(
+            f"--fill-holes and --keep-largest work on binary masks; {checkpoint} is {trained.task.kind}"
+        )
+    name, data = _evaluation_dataset(trained, split, dataset, data_path, dataset_option)
+    out = _output_folder(checkpoint, split, out)
     result = evaluate_dataset(
         trained,
         data,
@@ -123,32 +110,15 @@ def evaluate(
     if resolution == "original" and result.original is not None:
         summary.pop("network_resolution")
     rows = result.per_image_rows()
-    try:
-        write_json(out / "summary.json", {"checkpoint": str(trained.path), "dataset": name, **summary})
-        with (out / "per_image.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    except OSError as error:
-        raise UsageError(f"cannot write into --out {out}: {error.strerror or error}") from None
-
+    written = _write_results(out, trained, name, summary, rows)
     click.echo(
-        f"{name} {split} split, {summary['images']} images, threshold {threshold}, "
+        f"{name} {split} split, {summary['images']} images, threshold {summary['threshold']}, "
         f"test-time augmentation {summary['test_time_augmentation']}, "
         f"post-processing {summary['postprocess']}"
     )
     for key in ("original_resolution", "network_resolution"):
         if key in summary:
-            scores = summary[key]
-            click.echo(f"  at {scores['resolution']}:")
-            click.echo(
-                f"    Dice  per-image mean {scores['dice_per_image']:.4f}"
-                f"   dataset-pooled {scores['dice_dataset']:.4f}"
-            )
-            click.echo(
-                f"    IoU   per-image mean {scores['iou_per_image']:.4f}"
-                f"   dataset-pooled {scores['iou_dataset']:.4f}"
-            )
+            _print_scores(summary[key], summary.get("classes"))
     if "boundary" in summary:
         b = summary["boundary"]
         hd95 = "n/a" if b["hd95_pixels_mean"] is None else f"{b['hd95_pixels_mean']:.2f} px"
@@ -160,4 +130,95 @@ def evaluate(
         click.echo(f"  worst {min(worst, len(rows))} images by Dice:")
         for row in sorted(rows, key=lambda r: r["dice"])[:worst]:
             click.echo(f"    {row['name']:<32} Dice {row['dice']:.4f}  IoU {row['iou']:.4f}")
-    click.echo(f"Wrote {out / 'summary.json'} and {out / 'per_image.csv'}")
+    click.echo("Wrote " + " and ".join(str(path) for path in written))
+
+
+def _evaluation_dataset(trained, split, dataset, data_path, dataset_option):
+    """The dataset to score on: the run's unless --dataset says otherwise, with the run's options."""
+    import segkit
+    from segkit.errors import UsageError
+    from segkit.options import parse_options
+
+    recorded = trained.checkpoint.get("config") or {}
+    name = dataset or trained.checkpoint.get("dataset") or recorded.get("dataset")
+    options = dict(recorded.get("dataset_options") or {}) if name == recorded.get("dataset") else {}
+    options.update(parse_options(dataset_option, "--dataset-option"))
+    options.pop("augment", None)
+    root = data_path if data_path is not None else recorded.get("data_path")
+    if root is not None:
+        options["root"] = root
+    data = segkit.create_dataset(name, split=split, image_size=trained.image_size, augment="none", **options)
+    if len(data) == 0:
+        raise UsageError(f"the {split} split of dataset {name!r} is empty")
+    classes = list(getattr(data, "class_names", None) or ["foreground"])
+    if trained.task.kind != "binary" and classes != list(trained.task.class_names):
+        raise UsageError(
+            f"{trained.path} was trained on {len(trained.task.class_names)} classes "
+            f"({', '.join(trained.task.class_names)}); the {split} split of {name!r} has {len(classes)} "
+            f"({', '.join(classes)})"
+        )
+    return name, data
+
+
+def _output_folder(checkpoint, split: str, out: Path | None) -> Path:
+    from segkit.errors import UsageError
+
+    if out is None:
+        base = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+        out = base / f"eval-{split}"
+    try:  # before evaluating, so that an unusable --out costs no evaluation time
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out} cannot be created: {error.strerror or error}") from None
+    return out
+
+
+def _write_results(out: Path, trained, name: str, summary: dict, rows: list[dict]) -> list[Path]:
+    """summary.json, per_image.csv and, for a multiclass model, the confusion matrix as a picture."""
+    from segkit.engine.rundir import write_json
+    from segkit.errors import UsageError
+
+    written = [out / "summary.json", out / "per_image.csv"]
+    try:
+        write_json(written[0], {"checkpoint": str(trained.path), "dataset": name, **summary})
+        with written[1].open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        if "confusion_matrix" in summary:
+            from segkit.plotting import plot_confusion_matrix
+
+            written.append(plot_confusion_matrix(summary["confusion_matrix"], out / "confusion_matrix.png"))
+    except OSError as error:
+        raise UsageError(f"cannot write into --out {out}: {error.strerror or error}") from None
+    return written
+
+
+def _print_scores(scores: dict, classes: list[str] | None) -> None:
+    click.echo(f"  at {scores['resolution']}:")
+    if classes is None:  # binary
+        click.echo(
+            f"    Dice  per-image mean {scores['dice_per_image']:.4f}"
+            f"   dataset-pooled {scores['dice_dataset']:.4f}"
+        )
+        click.echo(
+            f"    IoU   per-image mean {scores['iou_per_image']:.4f}"
+            f"   dataset-pooled {scores['iou_dataset']:.4f}"
+        )
+        return
+    click.echo(
+        f"    mean IoU  dataset-pooled {scores['iou_macro_dataset']:.4f}"
+        f"   per-image mean {scores['iou_macro_per_image']:.4f}"
+    )
+    click.echo(
+        f"    mean Dice dataset-pooled {scores['dice_macro_dataset']:.4f}"
+        f"   per-image mean {scores['dice_macro_per_image']:.4f}"
+    )
+    click.echo(f"    {'class':<24} {'IoU':>8} {'Dice':>8}   (pooled over the split)")
+    for name in classes:
+        iou, dice = scores[f"iou_{name}"], scores[f"dice_{name}"]
+        click.echo(f"    {name:<24} {_score(iou):>8} {_score(dice):>8}")
+
+
+def _score(value: float) -> str:
+    return "absent" if value != value else f"{value:.4f}"  # NaN: neither truth nor prediction has it

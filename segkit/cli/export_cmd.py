@@ -40,9 +40,11 @@ def export(source: Path, out: Path | None, export_format: str, opset: int | None
     """Export a trained model (a run folder's best.pt, or a checkpoint file) to ONNX or TorchScript.
 
     The exported model takes float32 images (N, C, H, W) of any batch size, height and width,
-    normalised as in training, and returns logits (N, 1, H, W): apply a sigmoid, then the threshold.
+    normalised as in training, and returns logits (N, K, H, W): for a binary model (K = 1) apply a
+    sigmoid, then the threshold; for a multiclass one take the argmax over K classes; for a
+    multilabel one a sigmoid and the threshold per channel.
     Beside it, <name>.json records what the caller must do itself: RGB channel order, scaling to
-    [0, 1], normalisation mean and std, the training input size, the threshold.
+    [0, 1], normalisation mean and std, the training input size, the threshold or argmax, the classes.
     """
     from segkit.errors import UsageError
     from segkit.export import DEFAULT_OPSET, export_model
@@ -57,4 +59,7 @@ def export(source: Path, out: Path | None, export_format: str, opset: int | None
             click.echo(f"  input {size_check.describe()}")
     if result.note:
         click.echo(f"note: {result.note}")
-    click.echo(f"wrote {result.notes_path} (preprocessing, normalisation, threshold: what a caller must do)")
+    click.echo(
+        f"wrote {result.notes_path} (preprocessing, normalisation, how logits become a mask: what a caller "
+        "must do)"
+    )

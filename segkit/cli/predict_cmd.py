@@ -39,19 +39,6 @@ def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
     return unique
 
 
-def overlay(image, mask, color=(255, 40, 40), alpha=0.45):
-    """The photo with the mask tinted over it and the mask outline drawn, as an RGB PIL image."""
-    import numpy as np
-    from PIL import Image
-    from skimage.segmentation import find_boundaries
-
-    pixels = np.asarray(image, dtype=np.float32).copy()
-    tint = np.array(color, dtype=np.float32)
-    pixels[mask] = (1 - alpha) * pixels[mask] + alpha * tint
-    pixels[find_boundaries(mask, mode="inner")] = tint
-    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-
-
 @click.command("predict")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
@@ -61,12 +48,17 @@ def overlay(image, mask, color=(255, 40, 40), alpha=0.45):
     type=click.Path(path_type=Path),
     default=Path("predictions"),
     show_default=True,
-    help="Folder for <name>_mask.png, <name>_overlay.png and (with --probabilities) <name>_prob.png.",
+    help="Folder for <name>_mask.png, <name>_overlay.png and (with --probabilities) <name>_prob.png "
+    "(multiclass: an index PNG and <name>_prob_<class>.png; multilabel: <name>_mask_<class>.png).",
 )
 @click.option(
     "--threshold", type=float, help="Probability threshold for the mask. [default: the checkpoint's]"
 )
-@click.option("--probabilities", is_flag=True, help="Also write the foreground probability as an 8-bit PNG.")
+@click.option(
+    "--probabilities",
+    is_flag=True,
+    help="Also write the foreground probability (one map per class for multi-class models) as 8-bit PNGs.",
+)
 @click.option("--no-overlay", is_flag=True, help="Do not write overlay pictures.")
 @inference_choice_options
 @click.option(
@@ -90,11 +82,11 @@ def predict(
     min_size,
     device,
 ):
-    """Predict binary masks for images, folders or glob patterns with a trained CHECKPOINT (a run
-    folder or a .pt file). Each mask is a 0/255 PNG at the image's own size. A file that cannot be
-    read is reported and skipped; the exit code is then 1."""
-    import numpy as np
-    from PIL import Image
+    """Predict masks for images, folders or glob patterns with a trained CHECKPOINT (a run folder or
+    a .pt file), each at the image's own size: a 0/255 PNG for a binary model, an index PNG (pixel
+    values are class ids, shown in the class colours) for a multiclass one, one 0/255 PNG per label
+    for a multilabel one; overlays carry a legend of class names. A file that cannot be read is
+    reported and skipped; the exit code is then 1."""
     from tqdm.auto import tqdm
 
     from segkit.engine.device import resolve_device
@@ -110,6 +102,8 @@ def predict(
     if not 0 < threshold < 1:
         raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
     task = trained.task.with_threshold(threshold)
+    if any(postprocess.values()) and not task.supports_postprocess:
+        raise UsageError(f"--fill-holes and --keep-largest work on binary masks; {checkpoint} is {task.kind}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -125,22 +119,48 @@ def predict(
             failures += 1
             continue
         probability = predict_probability(trained, image, tta=tta)
-        mask = postprocess_mask(task.mask_from_probability(probability), min_size=min_size, **postprocess)
+        mask = task.mask_from_probability(probability)
+        if task.supports_postprocess:
+            mask = postprocess_mask(mask, min_size=min_size, **postprocess)
         stem = path.stem if path.stem not in stems else f"{path.stem}-{stems[path.stem] + 1}"
         stems[path.stem] = stems.get(path.stem, 0) + 1
         try:
-            Image.fromarray(task.mask_pixels(mask)).save(out / f"{stem}_mask.png")
-            if probabilities:
-                Image.fromarray((probability * 255).round().astype(np.uint8)).save(out / f"{stem}_prob.png")
-            if not no_overlay:
-                overlay(image, mask).save(out / f"{stem}_overlay.png")
+            write_prediction(out, stem, image, task, mask, probability if probabilities else None, no_overlay)
         except OSError as error:
             raise UsageError(f"cannot write into --out {out}: {error.strerror}") from None
     written = len(files) - failures
+    what = f"threshold {threshold}" if task.supports_threshold else "argmax over classes"
     click.echo(
-        f"Wrote {written} mask(s) to {out} (threshold {threshold}, resized from "
+        f"Wrote {written} mask(s) to {out} ({what}, resized from "
         f"{trained.image_size}x{trained.image_size} network input to each image's own size)"
     )
     if failures:
         click.echo(f"{failures} file(s) could not be read", err=True)
         raise SystemExit(1)
+
+
+def write_prediction(out: Path, stem: str, image, task, mask, probability, no_overlay: bool) -> None:
+    """The mask files the task writes, the probability maps (when asked for) and the overlay."""
+    import numpy as np
+    from PIL import Image
+
+    from segkit.overlays import binary_overlay, class_overlay
+
+    for suffix, picture in task.mask_images(mask).items():
+        picture.save(out / f"{stem}_{suffix}.png")
+    if probability is not None:
+        if task.kind == "binary":
+            Image.fromarray((probability * 255).round().astype(np.uint8)).save(out / f"{stem}_prob.png")
+        else:
+            for index, name in enumerate(task.class_names):
+                pixels = (probability[index] * 255).round().astype(np.uint8)
+                Image.fromarray(pixels).save(out / f"{stem}_prob_{name}.png")
+    if no_overlay:
+        return
+    if task.kind == "binary":
+        binary_overlay(image, mask).save(out / f"{stem}_overlay.png")
+        return
+    colours, tinted = task.colour_mask(mask)
+    labels = mask if task.kind == "multiclass" else np.argmax(mask, axis=0) + mask.any(axis=0)
+    legend = list(zip(task.class_names, task.palette, strict=True))
+    class_overlay(image, colours, tinted, labels, legend).save(out / f"{stem}_overlay.png")

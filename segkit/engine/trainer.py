@@ -42,7 +42,7 @@ from segkit.engine.validation import Validation, validate
 from segkit.engine.weight_average import WeightAverage
 from segkit.errors import SegkitError, UsageError
 from segkit.speed import prepare_for_training, resolve_channels_last
-from segkit.task import selection_label, task_for_dataset
+from segkit.task import selection_label, settings_left_out, task_for_dataset
 
 Echo = Callable[[str], None]
 BUDGET_REACHED = "time budget reached"
@@ -82,6 +82,7 @@ class Trainer:
         self.data = RunData(values, self.device, self.group)
         self.in_channels = int(self.data.train_set[0]["image"].shape[0])
         self.task = task_for_dataset(self.data.train_set, values["threshold"])
+        self._leave_out_what_the_task_cannot_use()
         self._build_model_and_step()
         self.state = TrainingState()
         self.resumed = resume_dir is not None
@@ -111,6 +112,12 @@ class Trainer:
         self.group = distributed.setup(self.device)
         if self.device.type == "cuda" and self.group.enabled:
             self.device = torch.device("cuda", self.group.local_rank)
+
+    def _leave_out_what_the_task_cannot_use(self) -> None:
+        check_loss_task(self.values["loss"], self.task.kind)
+        for key, reason in settings_left_out(self.task, self.values).items():
+            self.values[key] = False
+            self.echo(f"Left out for this {self.task.kind} task: {key} ({reason})")
 
     def _build_model_and_step(self) -> None:
         values = self.values
@@ -207,11 +214,11 @@ class Trainer:
         self._pool_train_stats(stats)
         self.clock.validation_seconds = time.monotonic() - valid_started
         record = self._epoch_record(epoch, stats, validation, started, train_seconds)
-        improved = self.state.add_epoch(record, record["valid_dice"])
+        improved = self.state.add_epoch(record, record[self.task.selection_key])
         self._save_checkpoints(improved)
         self._notify("on_epoch_end", dict(record))
         if not self.values["quiet"]:
-            self.echo(_epoch_line(record, self.values["epochs"], improved))
+            self.echo(_epoch_line(record, self.values["epochs"], improved, self.task.kind))
         if stats.stopped_early:
             return BUDGET_REACHED
         if self.context.should_stop:
@@ -259,15 +266,12 @@ class Trainer:
         self, epoch: int, stats: EpochStats, validation: Validation, started: float, train_seconds: float
     ) -> dict[str, Any]:
         """One row of metrics.csv (the column names are part of segkit's interface)."""
-        scores = validation.scores
         record = {
             "epoch": epoch,
             "train_loss": stats.loss,
             "train_dice": stats.dice,
             "valid_loss": validation.loss,
-            "valid_dice": scores["dice_per_image"],
-            "valid_dice_dataset": scores["dice_dataset"],
-            "valid_iou": scores["iou_per_image"],
+            **self.task.record_fields(validation.scores),
             "lr": self.optimizer.param_groups[0]["lr"],
             "epoch_time_s": time.monotonic() - started,
             "train_images_per_s": stats.images / max(train_seconds, 1e-9),
@@ -308,13 +312,20 @@ class Trainer:
                     "processes": self.group.world_size,
                     "task": self.task.kind,
                 },
-                "metrics": {"valid_dice": self.metric_text},
+                "metrics": self.task.record_labels(_network_resolution(self.values["image_size"])),
             },
         )
 
     def _notify(self, event: str, *arguments: Any) -> None:
         for callback in self.callbacks:
             getattr(callback, event)(self.context, *arguments)
+
+
+def check_loss_task(loss_name: str, task_kind: str) -> None:
+    """A loss made for another kind of task is a usage error naming the losses that fit."""
+    from segkit.losses import check_loss_task as check
+
+    check(loss_name, segkit.get_component("loss", loss_name).metadata, task_kind)
 
 
 def _network_resolution(image_size: int) -> str:
@@ -337,7 +348,11 @@ def _silent(text: str) -> None:
     """Processes other than rank 0 print nothing."""
 
 
-def _epoch_line(record: dict[str, Any], epochs: int, improved: bool) -> str:
+def _epoch_line(record: dict[str, Any], epochs: int, improved: bool, task_kind: str = "binary") -> str:
+    if task_kind == "binary":
+        valid = f"dice {record['valid_dice']:.4f}"
+    else:
+        valid = f"mean IoU {record['valid_iou']:.4f} mean Dice {record['valid_dice']:.4f}"
     calibrated = (
         f" ({record['valid_dice_calibrated']:.4f} at threshold {record['calibrated_threshold']:g})"
         if "calibrated_threshold" in record
@@ -346,7 +361,7 @@ def _epoch_line(record: dict[str, Any], epochs: int, improved: bool) -> str:
     return (
         f"epoch {record['epoch']:>3}/{epochs}"
         f"  train loss {record['train_loss']:.4f} dice {record['train_dice']:.4f}"
-        f"  valid loss {record['valid_loss']:.4f} dice {record['valid_dice']:.4f}{calibrated}"
+        f"  valid loss {record['valid_loss']:.4f} {valid}{calibrated}"
         f"  lr {record['lr']:.2e}  {record['epoch_time_s']:.1f}s"
         f"  {record['train_images_per_s']:.1f} img/s{'  *best' if improved else ''}"
     )

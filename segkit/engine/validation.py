@@ -37,7 +37,7 @@ def validate(
     Runs on a fresh inference copy of the weights (BatchNorm folded, channels_last on the CPU), whose
     results equal the plain path's within float error. Under torchrun each process scores its shard
     and the counts, losses and image numbers of every process are pooled."""
-    sweep = ThresholdSweep() if values["calibrate_threshold"] else None
+    sweep = ThresholdSweep() if values["calibrate_threshold"] and task.kind == "binary" else None
     valid_model = prepare_for_inference(model, device, channels_last=values["channels_last"], threads=0)
     loss, accumulator = evaluate_loader(
         valid_model,

@@ -1,13 +1,6 @@
-"""The task seam: what a kind of segmentation task means, in one object.
+"""Binary: one thing against the rest. One logit channel, a sigmoid, and a probability threshold.
 
-A task says how many output channels a model needs, how logits become probabilities and a predicted
-mask, which metrics are kept (and how a figure is labelled), what a loss receives, and what a
-checkpoint, ``segkit predict`` and an exported model's notes say about turning logits into a mask.
-The engine, evaluation, prediction and export ask the task instead of assuming one output channel
-passed through a sigmoid and a threshold.
-
-``binary`` (one thing against the rest) is the only kind today: one output channel, a sigmoid, and
-a probability threshold. A checkpoint without a ``task`` field is binary.
+A checkpoint without a ``task`` field is binary; so is a dataset that names no task.
 """
 
 from __future__ import annotations
@@ -18,12 +11,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
-from segkit.errors import CheckpointError, DataError
 from segkit.metrics import MetricAccumulator, batch_dice, check_threshold, describe_metric
-
-#: The metric the engine picks the best checkpoint by, for each kind of task.
-SELECTION_METRIC = {"binary": ("dice", "per_image")}
 
 
 @dataclass(frozen=True)
@@ -33,6 +23,12 @@ class BinaryTask:
     threshold: float = 0.5
     kind = "binary"
     out_channels = 1
+    class_names = ("foreground",)
+    background = None
+    #: The metrics.csv column that picks the best checkpoint: per-image mean Dice.
+    selection_key = "valid_dice"
+    supports_threshold = True
+    supports_postprocess = True
 
     def __post_init__(self) -> None:
         check_threshold(self.threshold)
@@ -54,9 +50,9 @@ class BinaryTask:
         """A bool mask from an ``(H, W)`` foreground probability map."""
         return probability > self.threshold
 
-    def mask_pixels(self, mask: np.ndarray) -> np.ndarray:
-        """The 8-bit pixels ``segkit predict`` writes for a mask: 255 foreground, 0 background."""
-        return mask.astype(np.uint8) * 255
+    def mask_images(self, mask: np.ndarray) -> dict[str, Image.Image]:
+        """What ``segkit predict`` writes for a mask: ``<stem>_mask.png``, 255 foreground, 0 background."""
+        return {"mask": Image.fromarray(mask.astype(np.uint8) * 255)}
 
     @property
     def logit_cut_off(self) -> float:
@@ -82,6 +78,17 @@ class BinaryTask:
 
     # -- what files say -------------------------------------------------------------------------
 
+    def record_fields(self, scores: dict[str, float]) -> dict[str, float]:
+        """metrics.csv columns of a validation (names kept from the first segkit releases)."""
+        return {
+            "valid_dice": scores["dice_per_image"],
+            "valid_dice_dataset": scores["dice_dataset"],
+            "valid_iou": scores["iou_per_image"],
+        }
+
+    def record_labels(self, resolution: Any) -> dict[str, str]:
+        return {"valid_dice": self.metric_label("dice", "per_image", resolution, "valid")}
+
     def checkpoint_fields(self) -> dict[str, Any]:
         return {"task": self.kind, "out_channels": self.out_channels, "threshold": self.threshold}
 
@@ -96,39 +103,3 @@ class BinaryTask:
     def postprocessing_lines(self) -> list[str]:
         """From (resized) logits to a mask, in words an exported model's caller follows."""
         return ["probability = 1 / (1 + exp(-logits))", f"mask = probability > {self.threshold:g}"]
-
-
-Task = BinaryTask
-TASKS = {"binary": BinaryTask}
-
-
-def task_from_checkpoint(payload: dict[str, Any], path: Any = "checkpoint") -> Task:
-    """The task a checkpoint was trained for (binary when it does not say), with its threshold."""
-    kind = payload.get("task", "binary")
-    if kind not in TASKS:
-        raise CheckpointError(
-            f"{path} was trained for a {kind!r} task, which this segkit does not know "
-            f"(it knows: {', '.join(TASKS)})"
-        )
-    out_channels = payload.get("out_channels", 1)
-    if out_channels != TASKS[kind].out_channels:
-        raise CheckpointError(f"{path} has out_channels {out_channels!r}; a {kind} task has 1")
-    threshold = payload.get("threshold", 0.5)
-    try:
-        return TASKS[kind](float(threshold))
-    except Exception:
-        raise CheckpointError(f"{path} has threshold {threshold!r}, not strictly between 0 and 1") from None
-
-
-def task_for_dataset(dataset: Any, threshold: float) -> Task:
-    """The task a training dataset asks for (its ``task`` attribute; binary when it has none)."""
-    kind = getattr(dataset, "task", "binary")
-    if kind not in TASKS:
-        raise DataError(f"the dataset asks for a {kind!r} task; known tasks: {', '.join(TASKS)}")
-    return TASKS[kind](threshold)
-
-
-def selection_label(task: Task, resolution: Any, split: str = "valid") -> str:
-    """The label of the figure that chooses the best checkpoint, e.g. valid Dice (per-image mean, ...)."""
-    name, reduction = SELECTION_METRIC[task.kind]
-    return task.metric_label(name, reduction, resolution, split)

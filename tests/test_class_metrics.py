@@ -1,0 +1,143 @@
+"""Per-class metrics (segkit.class_metrics) against an independent numpy computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segkit.class_metrics import ClassMetricAccumulator, multiclass_counts, multilabel_counts
+from segkit.errors import DataError
+
+
+@st.composite
+def multiclass_batches(draw):
+    classes = draw(st.integers(2, 5))
+    images = draw(st.integers(1, 4))
+    side = draw(st.integers(2, 6))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(images, classes, side, side)).astype(np.float32)
+    target = rng.integers(0, classes, size=(images, side, side))
+    target[rng.random(size=target.shape) < draw(st.sampled_from([0.0, 0.2]))] = 255
+    return logits, target, classes
+
+
+def numpy_counts(logits: np.ndarray, target: np.ndarray, classes: int):
+    """Per-image per-class tp, fp, fn and the pooled confusion matrix, pixel by pixel."""
+    predicted = logits.argmax(axis=1)
+    counts = np.zeros((len(target), classes, 3), dtype=np.int64)
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    for image in range(len(target)):
+        for truth, guess in zip(target[image].ravel(), predicted[image].ravel(), strict=True):
+            if truth == 255:
+                continue
+            confusion[truth, guess] += 1
+            if truth == guess:
+                counts[image, truth, 0] += 1
+            else:
+                counts[image, guess, 1] += 1
+                counts[image, truth, 2] += 1
+    return counts, confusion
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=multiclass_batches())
+def test_multiclass_counts_match_a_pixel_by_pixel_count(batch):
+    logits, target, classes = batch
+    counts, confusion = multiclass_counts(torch.from_numpy(logits), torch.from_numpy(target))
+    expected_counts, expected_confusion = numpy_counts(logits, target, classes)
+    np.testing.assert_array_equal(counts.numpy(), expected_counts)
+    np.testing.assert_array_equal(confusion.numpy(), expected_confusion)
+
+
+def reference_scores(counts: np.ndarray, averaged: list[int]):
+    """Pooled per-class IoU/Dice, their macro mean over ``averaged``, and the per-image macro mean."""
+    pooled = counts.sum(axis=0).astype(float)
+    tp, fp, fn = pooled[:, 0], pooled[:, 1], pooled[:, 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
+        dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+    per_image = []
+    for image in counts.astype(float):
+        scores = [
+            image[c, 0] / image[c].sum() for c in averaged if image[c].sum() > 0
+        ]  # IoU of the classes the image's truth or prediction holds
+        per_image.append(np.mean(scores) if scores else 1.0)
+    return iou, dice, np.nanmean(iou[averaged]), np.mean(per_image)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=multiclass_batches(), split=st.integers(1, 3), background=st.booleans())
+def test_pooled_and_per_image_scores_whatever_the_batching(batch, split, background):
+    logits, target, classes = batch
+    names = [f"c{index}" for index in range(classes)]
+    averaged = list(range(1, classes)) if background else list(range(classes))
+    accumulator = ClassMetricAccumulator(
+        names, averaged, counter=lambda lg, tg, ig: multiclass_counts(lg, tg)
+    )
+    for start in range(0, len(target), split):
+        chunk = slice(start, start + split)
+        accumulator.update(torch.from_numpy(logits[chunk]), torch.from_numpy(target[chunk])[:, None])
+    expected_counts, expected_confusion = numpy_counts(logits, target, classes)
+    iou, dice, macro_iou, per_image_iou = reference_scores(expected_counts, averaged)
+    scores = accumulator.compute()
+    for index, name in enumerate(names):
+        for metric, reference in (("iou", iou), ("dice", dice)):
+            got = scores[f"{metric}_{name}"]
+            assert (math.isnan(got) and math.isnan(reference[index])) or got == pytest.approx(
+                reference[index]
+            )
+    if math.isnan(macro_iou):
+        assert math.isnan(scores["iou_macro_dataset"])
+    else:
+        assert scores["iou_macro_dataset"] == pytest.approx(macro_iou)
+    assert scores["iou_macro_per_image"] == pytest.approx(per_image_iou)
+    np.testing.assert_array_equal(accumulator.confusion.numpy(), expected_confusion)
+    assert scores["images"] == len(target)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 5), st.integers(1, 5)),
+    threshold=st.sampled_from([0.3, 0.5, 0.8]),
+)
+def test_multilabel_counts_threshold_each_channel(seed, shape, threshold):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=shape).astype(np.float32)
+    target = (rng.random(size=shape) > 0.5).astype(np.float32)
+    ignore = rng.random(size=(shape[0], 1, *shape[2:])) < 0.2
+    counts = multilabel_counts(
+        torch.from_numpy(logits), torch.from_numpy(target), threshold, torch.from_numpy(ignore)
+    ).numpy()
+    predicted = 1 / (1 + np.exp(-logits.astype(np.float64))) > threshold
+    valid = ~np.broadcast_to(ignore, shape)
+    truth = target == 1
+    np.testing.assert_array_equal(counts[..., 0], (predicted & truth & valid).sum(axis=(2, 3)))
+    np.testing.assert_array_equal(counts[..., 1], (predicted & ~truth & valid).sum(axis=(2, 3)))
+    np.testing.assert_array_equal(counts[..., 2], (~predicted & truth & valid).sum(axis=(2, 3)))
+
+
+def test_an_id_beyond_the_classes_is_a_data_error_naming_it():
+    logits = torch.zeros(1, 3, 2, 2)
+    target = torch.tensor([[[0, 1], [7, 255]]])
+    with pytest.raises(DataError, match=r"\[7\]"):
+        multiclass_counts(logits, target)
+
+
+def test_a_class_absent_everywhere_has_no_score_and_leaves_the_mean():
+    # Two classes predicted and true; class 2 never appears in truth or prediction.
+    logits = torch.tensor([[[[5.0, -5.0]], [[-5.0, 5.0]], [[-9.0, -9.0]]]])
+    target = torch.tensor([[[0, 1]]])
+    accumulator = ClassMetricAccumulator(
+        ["a", "b", "c"], counter=lambda lg, tg, ig: multiclass_counts(lg, tg)
+    )
+    accumulator.update(logits, target)
+    scores = accumulator.compute()
+    assert math.isnan(scores["iou_c"]) and scores["iou_a"] == scores["iou_b"] == 1.0
+    assert scores["iou_macro_dataset"] == 1.0
