@@ -50,7 +50,9 @@ def check_model(
         assert isinstance(logits, torch.Tensor), f"forward returned {type(logits).__name__}, not a Tensor"
         expected = (batch_size, out_channels, height, width)
         assert tuple(logits.shape) == expected, (
-            f"input {tuple(images.shape)} gave output {tuple(logits.shape)}, expected {expected}"
+            f"input {tuple(images.shape)} gave output {tuple(logits.shape)}, expected {expected}: a model "
+            "returns out_channels logits at the input's own height and width, for any height and width "
+            "(segkit.models.AnySizeModel pads the input to what the network needs and crops the logits)"
         )
         assert logits.dtype == images.dtype, f"output dtype {logits.dtype} differs from input {images.dtype}"
         assert torch.isfinite(logits).all(), f"non-finite logits for input size {height}x{width}"
@@ -74,7 +76,10 @@ def check_model(
         with torch.no_grad():
             big = model(probe)
         outside = outside or bool(big.min() < 0 or big.max() > 1)
-    assert outside, "outputs all lie in [0, 1]: the model must return logits, not probabilities"
+    assert outside, (
+        "outputs all lie in [0, 1]: the model must return logits, not probabilities (drop the final "
+        "sigmoid or softmax: segkit's losses, metrics and predict apply it themselves)"
+    )
 
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
@@ -104,6 +109,7 @@ def check_loss(
     - multiclass: logits ``(N, K, H, W)`` and an int64 ``(N, H, W)`` target of class ids, 255 where
       a pixel is ignored (which must change neither the value nor the gradient)."""
     factory = _factory("loss", name_or_factory)
+    tasks: tuple[str, ...]
     if task is None:
         tasks = ("binary",)
         if isinstance(name_or_factory, str):
@@ -123,7 +129,11 @@ def check_loss(
 
 def _check_finite_with_gradient(loss_fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> None:
     value = loss_fn(logits, target)
-    assert isinstance(value, torch.Tensor) and value.dim() == 0, "loss must return a scalar tensor"
+    assert isinstance(value, torch.Tensor) and value.dim() == 0, (
+        "loss must return a scalar tensor, got "
+        + (f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__)
+        + " (reduce it, e.g. with .mean())"
+    )
     assert torch.isfinite(value), f"loss is not finite: {value}"
     value.backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all(), "loss gives no finite gradient"
@@ -140,7 +150,10 @@ def _check_sigmoid_loss(loss_fn: Callable, channels: int) -> None:
         assert torch.isfinite(good) and torch.isfinite(bad), (
             f"loss not finite for logits of size {10 * scale}"
         )
-        assert good < bad, "a perfect prediction must score lower than the opposite one"
+        assert good < bad, (
+            f"a perfect prediction must score lower than the opposite one (perfect {float(good):.4g}, "
+            f"opposite {float(bad):.4g}, logits of size {10 * scale:g}): a loss is minimised by training"
+        )
 
 
 def _check_multiclass_loss(loss_fn: Callable, classes: int = 3) -> None:
@@ -162,7 +175,10 @@ def _check_multiclass_loss(loss_fn: Callable, classes: int = 3) -> None:
         assert torch.isfinite(good) and torch.isfinite(bad), (
             f"loss not finite for logits of size {10 * scale}"
         )
-        assert good < bad, "a perfect prediction must score lower than a wrong one"
+        assert good < bad, (
+            f"a perfect prediction must score lower than a wrong one (perfect {float(good):.4g}, "
+            f"wrong {float(bad):.4g}, logits of size {10 * scale:g}): a loss is minimised by training"
+        )
 
 
 def check_dataset(dataset: Any, max_items: int = 4) -> None:
@@ -200,12 +216,18 @@ def check_dataset(dataset: Any, max_items: int = 4) -> None:
                 f"a multiclass mask must be int64 (1, H, W), got {mask.dtype} {tuple(mask.shape)}"
             )
             wrong = sorted(value for value in values if not (0 <= value < classes or value == 255))
-            assert not wrong, f"mask of {name!r} has ids {wrong}: not in 0..{classes - 1} nor 255 (ignore)"
+            assert not wrong, (
+                f"mask of {name!r} has ids {wrong}: not in 0..{classes - 1} (the {classes} class_names) "
+                "nor 255 (ignore)"
+            )
         else:
             channels = 1 if task == "binary" else classes
-            assert mask.is_floating_point(), "mask must be a float tensor"
+            assert mask.is_floating_point(), f"a {task} mask must be a float tensor, got {mask.dtype}"
             assert mask.shape[0] == channels, f"mask must be ({channels}, H, W), got {tuple(mask.shape)}"
-            assert values <= {0.0, 1.0}, f"mask of {name!r} has values {sorted(values)}, not {{0, 1}}"
+            assert values <= {0.0, 1.0}, (
+                f"mask of {name!r} has values {sorted(values)}, not {{0, 1}} (divide 0/255 masks by 255; "
+                "pixels that must not count go in 'ignore', not in the mask)"
+            )
         assert isinstance(name, str) and name, "name must be a non-empty str"
         if "ignore" in sample:
             ignore = sample["ignore"]

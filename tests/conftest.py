@@ -1,12 +1,20 @@
-"""Shared pytest fixtures. Tests run on the CPU with one thread: the models in tests are tiny, where
-more threads only add overhead, and an oversubscribed machine slows several-fold with two.
+"""Shared pytest fixtures and hooks. Tests run on the CPU with one thread: the models in tests are
+tiny, where more threads only add overhead, and an oversubscribed machine slows several-fold with two.
 
-The fixtures that train a model are session-scoped: each trains once, for every file that uses it.
+- **The CPU only**, unless a test is marked ``gpu``: for every other test torch sees no CUDA or MPS
+  device, so ``--device auto`` means the CPU on any machine (``tiny_run`` and ``run_cli`` also pass
+  ``--device cpu``). ``gpu``-marked tests see the real devices and skip, saying so, without CUDA.
+- **Skips that must not happen**: with ``CI`` set (or ``--fail-on-unexpected-skip``) the run fails
+  when a test skips for any reason but the allowed ones (``allowed_skip``): the real Oxford-IIIT Pet
+  sample absent because ``../shared`` is, or a ``gpu`` test on a machine without CUDA.
+- The fixtures that train a model are session-scoped: each trains once, for every file that uses it.
+
 Plain helpers are in fixtures.py, generated files and datasets in data_fixtures.py.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -24,12 +32,113 @@ settings.register_profile("default", deadline=None, max_examples=30)
 settings.register_profile("ci", deadline=None, max_examples=30, derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
+# -- the CPU only, unless a test is marked gpu ------------------------------------------------------------
+
+#: What torch says before the suite hides the accelerators from tests that are not gpu-marked.
+CUDA_AVAILABLE = torch.cuda.is_available()
+_REAL_CUDA_IS_AVAILABLE = torch.cuda.is_available
+_REAL_MPS_IS_AVAILABLE = torch.backends.mps.is_available
+NO_GPU_REASON = "gpu-marked: needs a CUDA GPU, and torch sees none here"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_only():
+    """torch sees no CUDA or MPS device for the whole session (gpu-marked tests excepted, see
+    ``real_devices_for_gpu_tests``), so nothing in the default suite trains or infers elsewhere."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", _no_device)
+        patch.setattr(torch.backends.mps, "is_available", _no_device)
+        yield
+
+
+@functools.cache  # as torch's own is_available functions are (torch._dynamo looks for __wrapped__)
+def _no_device() -> bool:
+    return False
+
+
+@pytest.fixture(autouse=True)
+def real_devices_for_gpu_tests(request, monkeypatch):
+    if request.node.get_closest_marker("gpu") is not None:
+        monkeypatch.setattr(torch.cuda, "is_available", _REAL_CUDA_IS_AVAILABLE)
+        monkeypatch.setattr(torch.backends.mps, "is_available", _REAL_MPS_IS_AVAILABLE)
+    yield
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") is not None and not CUDA_AVAILABLE:
+        pytest.skip(NO_GPU_REASON)
+
+
+# -- skips that must not happen in CI ---------------------------------------------------------------------
+
+#: Beside the checkout: holds the real data sample where a machine has it.
+SHARED = REAL_SAMPLE.parents[1]
+REAL_SAMPLE_REASON = "real sample not found at"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fail-on-unexpected-skip",
+        action="store_true",
+        default=False,
+        help="fail the run when a test skips for a reason other than the allowed ones (on when CI is set)",
+    )
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def allowed_skip(reason: str, keywords) -> bool:
+    """Whether a skip is one this machine may have: the real sample's tests where ``../shared`` is
+    absent (not where it is present but incomplete), and gpu-marked tests where there is no CUDA."""
+    if reason.startswith(REAL_SAMPLE_REASON):
+        return not SHARED.exists()
+    return "gpu" in keywords and reason == NO_GPU_REASON and not CUDA_AVAILABLE
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return text.removeprefix("Skipped: ")
+
+
+#: (test id, reason) of every skip this session that ``allowed_skip`` does not allow.
+_UNEXPECTED: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not getattr(report, "wasxfail", None):
+        reason = _skip_reason(report)
+        if not allowed_skip(reason, report.keywords):
+            _UNEXPECTED.append((report.nodeid, reason))
+
+
+def _checking(config) -> bool:
+    return config.getoption("--fail-on-unexpected-skip") or _ci()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _UNEXPECTED and _checking(config):
+        terminalreporter.section("unexpected skips", sep="=", red=True, bold=True)
+        for nodeid, reason in _UNEXPECTED:
+            terminalreporter.line(f"{nodeid}: {reason}")
+        terminalreporter.line(
+            f"{len(_UNEXPECTED)} test(s) skipped for a reason that is not allowed here; the run fails "
+            "(allowed: the real sample absent with ../shared, gpu-marked tests without CUDA)"
+        )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _UNEXPECTED and _checking(session.config) and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 @pytest.fixture
 def real_sample() -> Path:
     """The real Oxford-IIIT Pet sample beside the checkout; tests using it skip where it is absent."""
     if not (REAL_SAMPLE / "annotations" / "trainval.txt").is_file():
-        pytest.skip(f"real sample not found at {REAL_SAMPLE}")
+        pytest.skip(f"{REAL_SAMPLE_REASON} {REAL_SAMPLE}")
     return REAL_SAMPLE
 
 

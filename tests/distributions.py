@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fixtures import on_the_cpu
+
 
 def make_distribution(
     root: Path, dist_name: str, module_name: str, source: str, version: str = "0.1"
@@ -40,7 +42,7 @@ def run_segkit(
         )
     environment.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "segkit", *args],
+        [sys.executable, "-m", "segkit", *on_the_cpu(list(args))],  # evaluate and predict: the CPU
         capture_output=True,
         text=True,
         cwd=cwd,

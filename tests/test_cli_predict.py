@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from data_fixtures import (
     BAD_STEM,
     IMAGE_CASES,
@@ -23,6 +24,14 @@ from data_fixtures import (
 )
 from fixtures import PETS_SIZE, PETS_TEST_NAMES, expect_named_failure, invoke, run_cli
 from PIL import Image
+from scipy import ndimage
+from torch import nn
+
+import segkit
+from segkit.checkpoint import save_checkpoint
+from segkit.inference import model_logits
+from segkit.plugins import get_host
+from segkit.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def truth_mask(root, name):
@@ -57,24 +66,146 @@ def test_predict_masks_agree_with_evaluate_at_original_resolution(pets_run, tmp_
         assert numpy_dice(mask > 0, truth_mask(root, name)) == pytest.approx(per_image[name], abs=0.01)
 
 
-def test_predict_postprocessing_keeps_one_component(pets_run, tmp_path):
-    root, run_dir = pets_run
-    result = run_cli(
-        "predict",
-        run_dir,
-        root / "images" / "cat_0.jpg",
-        "-o",
-        tmp_path,
-        "--keep-largest",
-        "--fill-holes",
-        "--no-overlay",
-    )
-    assert result.exit_code == 0, result.output
-    from skimage.measure import label
+# -- a probe model whose masks are known: post-processing and flip TTA against independent computations
 
-    mask = np.asarray(Image.open(tmp_path / "cat_0_mask.png")) > 0
-    assert label(mask).max() <= 1
-    assert not (tmp_path / "cat_0_overlay.png").exists()
+
+class Probe(nn.Module):
+    """``logit = 4 x + 2 x(one pixel to the right) - 1`` on the red channel: the mask is the photo's
+    bright pixels, and the left-right asymmetry makes flip TTA change the probabilities at edges."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, (1, 3), padding=(0, 1))
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[:, 0, 0] = torch.tensor([0.0, 4.0, 2.0])  # left, centre, right neighbour
+            self.conv.bias.fill_(-1.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(images)
+
+
+class ProbePlugin:
+    @segkit.hookimpl
+    def register_models(self, register):
+        register("probe", Probe, description="test: logits from the photo's red channel")
+
+
+PROBE_SIZE = 32  # the network input size: photos of this size are not resized on the way in
+
+
+def probe_photo() -> np.ndarray:
+    """White on black: a large square with a hole in it, and a small square apart from it."""
+    photo = np.zeros((PROBE_SIZE, PROBE_SIZE, 3), np.uint8)
+    photo[4:20, 3:19] = 255
+    photo[10:14, 9:13] = 0  # the hole
+    photo[24:29, 23:30] = 255  # the second component
+    return photo
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    """(a best.pt of the probe model, a PNG photo); the probe plugin is registered meanwhile."""
+    folder = tmp_path_factory.mktemp("probe")
+    host = get_host()
+    host.register_plugin(ProbePlugin(), "probe-plugin", "tests")
+    checkpoint = folder / "best.pt"
+    save_checkpoint(
+        checkpoint,
+        {
+            "model_name": "probe",
+            "model_options": {},
+            "in_channels": 3,
+            "out_channels": 1,
+            "image_size": PROBE_SIZE,
+            "normalization": None,
+            "threshold": 0.5,
+            "epoch": 1,
+            "model_state": Probe().state_dict(),
+        },
+    )
+    photo = folder / "shapes.png"
+    Image.fromarray(probe_photo()).save(photo)
+    try:
+        yield checkpoint, photo
+    finally:
+        host.unregister_plugin("probe-plugin")
+
+
+def predicted(checkpoint, photo, out, *flags) -> np.ndarray:
+    result = invoke("predict", checkpoint, photo, "-o", out, "--no-overlay", *flags)
+    assert result.exit_code == 0, result.output
+    return np.asarray(Image.open(out / f"{photo.stem}_mask.png")) > 0
+
+
+def cleaned_by_scipy(mask: np.ndarray, fill_holes: bool, keep_largest: bool) -> np.ndarray:
+    """Holes filled, then the largest 8-connected component kept: the documented order."""
+    if fill_holes:
+        mask = ndimage.binary_fill_holes(mask)
+    if keep_largest and mask.any():
+        labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+        mask = labels == np.bincount(labels.ravel())[1:].argmax() + 1
+    return mask
+
+
+@pytest.mark.parametrize(
+    "fill_holes, keep_largest", [(True, True), (True, False), (False, True)], ids=["both", "fill", "largest"]
+)
+def test_predict_postprocessing_against_scipy(probe, tmp_path, fill_holes, keep_largest):
+    checkpoint, photo = probe
+    raw = predicted(checkpoint, photo, tmp_path / "raw", "--no-fill-holes", "--no-keep-largest")
+    # The raw mask is the photo's bright pixels: two components, one with a hole, so that each step
+    # has something to do.
+    assert np.array_equal(raw, probe_photo()[..., 0] > 0)
+    assert ndimage.label(raw, structure=np.ones((3, 3)))[1] == 2
+    assert ndimage.binary_fill_holes(raw).sum() > raw.sum()
+    flags = ["--fill-holes" if fill_holes else "--no-fill-holes"]
+    flags.append("--keep-largest" if keep_largest else "--no-keep-largest")
+    cleaned = predicted(checkpoint, photo, tmp_path / "cleaned", *flags)
+    expected = cleaned_by_scipy(raw, fill_holes, keep_largest)
+    assert expected.any() and not np.array_equal(expected, raw)
+    assert np.array_equal(cleaned, expected)
+
+
+def independent_probabilities(checkpoint, photo: np.ndarray, tta: bool) -> np.ndarray:
+    """sigmoid of the probe's logits, from the checkpoint's weights, in plain PyTorch: ImageNet
+    normalisation, and with ``tta`` ``(m(x) + m(x.flip(-1)).flip(-1)) / 2``."""
+    model = Probe()
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)["model_state"])
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    x = ((torch.from_numpy(photo).permute(2, 0, 1).float() / 255 - mean) / std)[None]
+    with torch.no_grad():
+        logits = model(x)
+        if tta:
+            logits = (logits + model(x.flip(-1)).flip(-1)) / 2
+    return torch.sigmoid(logits)[0, 0].numpy()
+
+
+def test_flip_tta_is_the_mean_of_the_plain_and_the_mirrored_pass(probe, tmp_path):
+    checkpoint, photo = probe
+    written = {}
+    for tta in (True, False):
+        out = tmp_path / str(tta)
+        predicted(checkpoint, photo, out, "--tta" if tta else "--no-tta", "--probabilities")
+        written[tta] = np.asarray(Image.open(out / f"{photo.stem}_prob.png")) / 255
+    expected = {tta: independent_probabilities(checkpoint, probe_photo(), tta) for tta in (True, False)}
+    # The two differ by far more than the 8-bit rounding of the written maps: the check can fail.
+    assert np.abs(expected[True] - expected[False]).max() > 0.02
+    for tta in (True, False):
+        assert np.abs(written[tta] - expected[tta]).max() <= 0.5 / 255 + 1e-6, f"tta={tta}"
+
+
+def test_model_logits_flip_tta_against_plain_pytorch():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, (3, 5), padding=(1, 2)), nn.ReLU(), nn.Conv2d(4, 2, (1, 3), padding=(0, 1))
+    )
+    images = torch.randn(2, 3, 9, 14)
+    with torch.no_grad():
+        expected = (model(images) + model(images.flip(-1)).flip(-1)) / 2
+        torch.testing.assert_close(model_logits(model, images, tta=True), expected)
+        torch.testing.assert_close(model_logits(model, images, tta=False), model(images))
+        assert not torch.allclose(expected, model(images), atol=1e-3)
 
 
 def test_the_recipes_inference_choices_are_predict_and_evaluates_defaults(
@@ -95,14 +226,24 @@ def test_the_recipes_inference_choices_are_predict_and_evaluates_defaults(
     per_image = {
         row["name"]: float(row["dice"]) for row in csv.DictReader((evaluation / "per_image.csv").open())
     }
-    masks = tmp_path / "masks"
+    masks, raw_masks = tmp_path / "masks", tmp_path / "raw"
     result = run_cli("predict", run_dir, root / "images" / "cat_*.jpg", "-o", masks)
     assert result.exit_code == 0, result.output
-    from skimage.measure import label
-
+    result = run_cli(
+        "predict",
+        run_dir,
+        root / "images" / "cat_*.jpg",
+        "-o",
+        raw_masks,
+        "--no-fill-holes",
+        "--no-keep-largest",
+    )
+    assert result.exit_code == 0, result.output
     for name in PETS_TEST_NAMES:
         mask = np.asarray(Image.open(masks / f"{name}_mask.png")) > 0
-        assert label(mask).max() <= 1  # keep_largest applied by default
+        raw = np.asarray(Image.open(raw_masks / f"{name}_mask.png")) > 0
+        # Both clean-ups applied by default, as scipy does them to the mask predicted without them.
+        assert np.array_equal(mask, cleaned_by_scipy(raw, fill_holes=True, keep_largest=True)), name
         assert numpy_dice(mask, truth_mask(root, name)) == pytest.approx(per_image[name], abs=0.01)
     result = run_cli(
         "evaluate",
@@ -110,7 +251,7 @@ def test_the_recipes_inference_choices_are_predict_and_evaluates_defaults(
         "--split",
         "test",
         "-o",
-        evaluation,
+        tmp_path / "eval-without-choices",
         "--no-boundary",
         "-q",
         "--no-tta",

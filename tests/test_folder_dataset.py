@@ -193,7 +193,7 @@ def test_bad_options_are_usage_errors(tmp_path):
         create(tmp_path, valid_fraction=0.5, test_fraction=0.5)
     with pytest.raises(UsageError, match="no option 'shuffle'"):
         create(tmp_path, shuffle=True)
-    with pytest.raises(DataError, match="root folder .*missing does not exist"):
+    with pytest.raises(UsageError, match="root folder .*missing does not exist"):
         create(tmp_path / "missing")
     (tmp_path / "missing").mkdir()
     with pytest.raises(DataError, match="image folder .*missing/images does not exist"):
@@ -287,17 +287,26 @@ def test_an_empty_or_incomplete_split_is_named(tmp_path, layout, culprit, messag
 
 
 @pytest.mark.parametrize("command", ["run", "evaluate"])
-@pytest.mark.parametrize("what", ["missing", "a-file"])
-def test_a_data_path_that_is_missing_or_a_file(tmp_path, tiny_checkpoint, command, what):
+@pytest.mark.parametrize("what", ["missing", "a-file", "empty-folder"])
+def test_a_data_path_that_is_missing_or_a_file_is_a_usage_error(tmp_path, tiny_checkpoint, command, what):
+    """A --data-path naming nothing (or a file) is a usage error, exit 2, as click makes a missing
+    path; a folder that exists but lacks what the dataset needs is a data error, exit 1."""
     data = tmp_path / "data"
     if what == "a-file":
         data.write_text("not a folder")
+    elif what == "empty-folder":
+        data.mkdir()
     if command == "run":
         result = run_folder(data, tmp_path / "runs")
     else:
         result = invoke("evaluate", tiny_checkpoint, "--dataset", "folder", "--data-path", data, "--quiet")
+    if what == "empty-folder":
+        expect_named_failure(result, data, "does not exist", exit_code=1)  # names the missing images/
+        return
     expected = "is not a folder" if what == "a-file" else "does not exist"
-    expect_named_failure(result, data, f"folder root folder .*{expected}")
+    expect_named_failure(result, data, f"folder root folder .*{expected}", exit_code=2)
+    if command == "run":
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 # -- fuzzing: a mutated real photo ------------------------------------------------------------------------

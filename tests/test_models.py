@@ -223,14 +223,49 @@ def test_unet_flops_scale_with_pixels_and_are_the_same_on_meta_and_cpu():
     assert count_flops(on_meta, 3, 64) == small
 
 
+def convolution_flops_by_hooks(model: nn.Module, in_channels: int, size: tuple[int, int]) -> int:
+    """2 FLOPs per multiply-add of every convolution, from the shapes its forward hooks see: a
+    count that owes nothing to segkit.models (nor to torch's FlopCounterMode)."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        if isinstance(module, nn.ConvTranspose2d):  # each input pixel meets out_channels / groups kernels
+            total += 2 * inputs[0].numel() * kernel * module.out_channels // module.groups
+        else:  # each output pixel sums in_channels / groups kernels
+            total += 2 * output.numel() * kernel * module.in_channels // module.groups
+
+    hooks = [
+        module.register_forward_hook(count)
+        for module in model.modules()
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))
+    ]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, in_channels, *size))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
 def test_describe_model_reports_size_and_cost_of_a_registered_model():
     description = describe_model("unet", image_size=(64, 96), base_channels=8)
     model = build_unet(base_channels=8)
-    assert description["parameters"] == count_parameters(model)
-    assert description["flops"] == count_flops(model, 3, (64, 96))
+    # Built on the meta device there, for real here: the weights and biases the real model has.
+    assert description["parameters"] == sum(parameter.numel() for parameter in model.parameters())
+    assert description["flops"] == convolution_flops_by_hooks(model, 3, (64, 96))
     assert description["gflops"] == pytest.approx(description["flops"] / 1e9)
     assert description["image_size"] == [64, 96]
     assert description["distribution"] == "segkit"
+
+
+def test_describe_model_of_a_plugin_model_worked_by_hand(model_host):
+    """``tiny``: one 3x3 convolution, 3 -> 2 channels, with bias: 3 * 2 * 9 + 2 = 56 parameters;
+    at 64 x 96, 6144 output pixels x 2 channels x 27 multiply-adds x 2 = 663,552 FLOPs."""
+    description = describe_model("tiny", image_size=(64, 96), out_channels=2)
+    assert description["parameters"] == 56
+    assert description["flops"] == 663_552
+    assert (description["distribution"], description["version"]) == ("segkit-tiny", "2.0")
     with pytest.raises(UsageError, match="image_size"):
         describe_model("unet", image_size=0)
     with pytest.raises(UsageError, match="base_channels"):

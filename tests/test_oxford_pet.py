@@ -10,6 +10,7 @@ import pytest
 import torch
 from data_fixtures import (
     REAL_SAMPLE,
+    TRIMAP_BACKGROUND,
     TRIMAP_BORDER,
     TRIMAP_PET,
     png_with_corrupt_pixels,
@@ -19,7 +20,6 @@ from data_fixtures import (
     write_oxford_layout,
     write_split_file,
 )
-from fixtures import PETS_SIZE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -104,12 +104,6 @@ def test_split_names_must_be_plain_names(pets):
 # -- masks ---------------------------------------------------------------------------------------
 
 
-def test_trimap_helper_is_consistent():
-    """The test helper (data_fixtures.trimap_array) draws only the three trimap values."""
-    trimap = trimap_array(*PETS_SIZE, seed=3)
-    assert trimap.shape == PETS_SIZE and set(np.unique(trimap)) <= {1, 2, 3}
-
-
 @pytest.mark.parametrize("border", ["foreground", "ignore"])
 def test_trimaps_become_pet_masks(tmp_path, border):
     # Square photos at image_size: resizing is the identity, so masks compare pixel for pixel.
@@ -119,6 +113,8 @@ def test_trimaps_become_pet_masks(tmp_path, border):
     for index, name in enumerate(TEST):
         item = dataset[index]
         trimap = trimap_array(20, 20, seed + index)
+        # Each of the three trimap values is there to be mapped (what the helper's own test checked).
+        assert set(np.unique(trimap)) == {TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER}
         pet = trimap == TRIMAP_PET
         on_border = trimap == TRIMAP_BORDER
         expected = pet | on_border if border == "foreground" else pet
@@ -264,7 +260,7 @@ def test_bad_options_are_usage_errors(pets):
 
 
 def test_missing_folders_are_named(tmp_path, pets):
-    with pytest.raises(DataError, match="root folder .*nowhere does not exist"):
+    with pytest.raises(UsageError, match="root folder .*nowhere does not exist"):  # exit 2, as click's
         create(tmp_path / "nowhere")
     (pets / "annotations" / "trimaps").rename(pets / "annotations" / "trimaps_old")
     with pytest.raises(DataError, match=r"annotations/trimaps does not exist"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -119,6 +120,29 @@ def test_one_run_writes_curves_and_summary_into_its_folder(tmp_path):
     assert {row["metric"] for row in rows} == set(ENGINE_COLUMNS) - {"epoch"}
     assert all(row["run"] == run.name and row["model"] == "unet" for row in rows)
     assert "valid_dice" in result.output and VALID_DICE_LABEL in result.output
+
+
+def test_a_run_folder_the_engine_wrote(pets_run, tmp_path):
+    """Not a hand-written CSV: the files `segkit run` left (two epochs on the tiny Pet layout)."""
+    run = Path(shutil.copytree(pets_run[1], tmp_path / pets_run[1].name))
+    written = list(csv.DictReader((run / "metrics.csv").open()))
+    config = json.loads((run / "config.json").read_text())
+    result = CliRunner().invoke(plot, [str(run)])
+    assert result.exit_code == 0, result.output
+    for name in ("loss.png", "dice.png"):
+        assert_png(run / name)
+    with open(run / "summary.csv", newline="") as handle:
+        summary = {row["metric"]: row for row in csv.DictReader(handle)}
+    for column in ("train_loss", "valid_loss", "train_dice", "valid_dice"):
+        values = [float(row[column]) for row in written]
+        assert float(summary[column]["first"]) == pytest.approx(values[0], rel=1e-12), column
+        assert float(summary[column]["last"]) == pytest.approx(values[-1], rel=1e-12), column
+        assert float(summary[column]["max"]) == pytest.approx(max(values), rel=1e-12), column
+    assert all(row["model"] == config["config"]["model"] for row in summary.values())
+    # The axis says what the run measured, as the engine described it in config.json.
+    label = config["metrics"]["valid_dice"]
+    assert label in result.output
+    assert axis_label(read_run(run), "dice") == label.removeprefix("valid ")
 
 
 def test_several_runs_are_compared_in_plots_by_default(tmp_path, monkeypatch):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
@@ -20,10 +22,10 @@ from segkit.transforms import (
     IGNORE_INDEX,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    MASK_FILL,
     build_sample_transform,
     denormalize,
     resize_and_normalize,
+    to_float_and_normalize,
 )
 
 PIPELINES = ("none", "default", "strong")
@@ -87,28 +89,117 @@ def geometric_transforms(draw):
     )
 
 
-@FAST
+#: The transform types of the built-in pipelines, by what they may do to a mask.
+GEOMETRIC = (
+    v2.RandomHorizontalFlip,
+    v2.RandomVerticalFlip,
+    v2.RandomResizedCrop,
+    v2.RandomAffine,
+    v2.RandomRotation,
+    v2.RandomCrop,
+    v2.RandomPerspective,
+    v2.Resize,
+)
+COLOUR = (v2.ColorJitter, v2.RandomGrayscale, v2.GaussianBlur, v2.ToDtype, v2.Normalize)
+
+
+def split_pipeline(name: str, image_size: int) -> tuple[list, list]:
+    """The geometric and the colour transforms of the train pipeline ``name`` as segkit builds it
+    (through ``build_sample_transform``); fails on a transform of neither kind, so a new one is sorted."""
+    pipeline = build_sample_transform(name, image_size, train=True).pipeline
+    geometric, colour = [], []
+    for transform in pipeline.transforms:
+        inner = transform.transforms if isinstance(transform, v2.RandomApply) else [transform]
+        if all(isinstance(t, COLOUR) for t in inner):
+            colour.append(transform)
+        elif all(isinstance(t, GEOMETRIC) for t in inner):
+            geometric.append(transform)
+        else:
+            raise AssertionError(f"{name}: {transform!r} is neither geometric nor colour; sort it here")
+    return geometric, colour
+
+
+def nearest_for_images(transforms: list) -> list:
+    """Copies of ``transforms`` that sample images by nearest neighbour too (masks always are), so a
+    pixel's colour still says where it came from."""
+    copies = copy.deepcopy(transforms)
+    for transform in copies:
+        if hasattr(transform, "interpolation"):
+            transform.interpolation = NEAREST
+    return copies
+
+
+class GeometryUnderTest:
+    """A plugin pipeline, ``test_geometry``: the transforms a test sets, then float and normalise."""
+
+    transforms: list = []
+
+    @segkit.hookimpl
+    def register_augmentations(self, register):
+        register(
+            "test_geometry",
+            lambda image_size, train: v2.Compose([*GeometryUnderTest.transforms, *to_float_and_normalize()]),
+        )
+
+
+@pytest.fixture
+def geometry_pipeline():
+    host = get_host()
+    host.register_plugin(GeometryUnderTest(), name="test-geometry")
+    try:
+        yield GeometryUnderTest
+    finally:
+        host.unregister_plugin("test-geometry")
+        GeometryUnderTest.transforms = []
+
+
+@st.composite
+def geometries(draw):
+    """Drawn geometric transforms, or those of the built-in train pipelines (image sampling made nearest)."""
+    source = draw(st.sampled_from(["drawn", "default", "strong"]))
+    if source == "drawn":
+        return source, draw(st.lists(geometric_transforms(), min_size=1, max_size=3))
+    geometric, _ = split_pipeline(source, draw(st.integers(8, 48)))
+    return source, nearest_for_images(geometric)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     labels=label_tables(),
-    transforms=st.lists(geometric_transforms(), min_size=1, max_size=3),
+    geometry=geometries(),
+    task=st.sampled_from(["binary", "multiclass"]),
     seed=st.integers(0, 10_000),
 )
-def test_geometric_transforms_keep_image_and_mask_aligned(labels, transforms, seed):
+def test_geometric_transforms_keep_image_and_mask_aligned(geometry_pipeline, labels, geometry, task, seed):
+    """Through ``build_sample_transform`` (its checks, and for multiclass the id shift that makes an
+    invented pixel ignored): every real pixel of the output keeps its own label, and every invented
+    one gets the fill (background for binary, ignore for multiclass)."""
+    source, transforms = geometry
+    geometry_pipeline.transforms = transforms
+    if task == "multiclass":  # ids 0..3 and ignore, where the binary table has 0, 1 and ignore
+        labels = np.where(labels == 1, (np.arange(labels.size).reshape(labels.shape) % 3) + 1, labels)
+        labels = labels.astype(np.uint8)
     height, width = labels.shape
-    sample = {
-        "image": tv_tensors.Image(coordinate_image(height, width)),
-        "mask": tv_tensors.Mask(torch.from_numpy(labels)[None]),
-    }
     torch.manual_seed(seed)
-    out = v2.Compose(transforms)(sample)
-    image, mask = out["image"], out["mask"][0]
-    assert image.shape[-2:] == mask.shape
-    real = image[2] == 255
-    assert bool(((image[2] == 0) | real).all()), "image pixels must be real or filled, never blended"
-    columns, rows = image[0].long(), image[1].long()
-    expected = torch.from_numpy(labels)[rows[real], columns[real]]
-    assert torch.equal(mask[real], expected), "mask does not follow the image"
-    assert bool((mask[~real] == MASK_FILL).all()), "invented pixels must be background"
+    out = build_sample_transform("test_geometry", 8, train=True)(
+        coordinate_image(height, width), labels, task
+    )
+    pixels = (denormalize(out["image"]) * 255).round().long()
+    assert pixels.shape[-2:] == out["mask"].shape[-2:]
+    real = pixels[2] == 255
+    assert bool(((pixels[2] == 0) | real).all()), "image pixels must be real or filled, never blended"
+    expected = torch.from_numpy(labels).long()[pixels[1][real], pixels[0][real]]
+    mask, ignore = out["mask"][0], out["ignore"][0]
+    if task == "binary":
+        assert torch.equal(ignore[real], expected == IGNORE_INDEX), (
+            f"{source}: ignore does not follow the image"
+        )
+        assert torch.equal(mask[real].bool(), expected == 1), f"{source}: mask does not follow the image"
+        assert not bool(mask[~real].any() or ignore[~real].any()), "invented pixels must be background"
+    else:
+        assert torch.equal(mask[real], expected), f"{source}: class ids do not follow the image"
+        assert bool((mask[~real] == IGNORE_INDEX).all() and ignore[~real].all()), "invented pixels: ignore"
+        assert torch.equal(ignore, mask == IGNORE_INDEX)
 
 
 def brightness_coded(labels: np.ndarray) -> torch.Tensor:
@@ -184,25 +275,30 @@ def test_pipelines_give_the_requested_size_and_binary_masks(name, train, image_s
 
 
 @FAST
-@given(labels=label_tables(min_side=6), seed=st.integers(0, 10_000))
-def test_colour_transforms_touch_only_the_image(labels, seed):
+@given(
+    labels=label_tables(min_side=6), name=st.sampled_from(["default", "strong"]), seed=st.integers(0, 10_000)
+)
+def test_colour_transforms_touch_only_the_image(labels, name, seed):
+    """The colour transforms of the built-in train pipelines (as ``build_sample_transform`` builds
+    them) leave the mask as it was; and a whole pipeline, at a given seed, makes the same mask and
+    ignore of the same labels whatever the photo's colours."""
     height, width = labels.shape
     mask = tv_tensors.Mask(torch.from_numpy(labels)[None])
-    image = tv_tensors.Image(
-        torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (3, height, width), dtype=np.uint8))
-    )
-    colour = v2.Compose(
-        [
-            v2.ColorJitter(0.5, 0.5, 0.5, 0.2),
-            v2.RandomGrayscale(p=0.5),
-            v2.GaussianBlur(5, sigma=(0.1, 2.0)),
-            v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-            v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)),
-        ]
-    )
+    rng = np.random.default_rng(seed)
+    photo = torch.from_numpy(rng.integers(0, 256, (3, height, width), dtype=np.uint8))
+    _, colour = split_pipeline(name, 32)
+    assert colour, f"{name} has no colour transforms to check"
     torch.manual_seed(seed)
-    out = colour({"image": image, "mask": mask})
+    out = v2.Compose(colour)({"image": tv_tensors.Image(photo), "mask": mask})
     assert torch.equal(out["mask"], mask) and out["mask"].dtype == torch.uint8
+    assert not torch.equal(out["image"], photo)  # the image did change (at least its dtype and scale)
+
+    transform = build_sample_transform(name, 32, train=True)
+    torch.manual_seed(seed)
+    first = transform(photo, labels)
+    torch.manual_seed(seed)
+    other = transform(torch.full_like(photo, 200), labels)
+    assert torch.equal(first["mask"], other["mask"]) and torch.equal(first["ignore"], other["ignore"])
 
 
 def test_evaluation_only_resizes_and_normalises():

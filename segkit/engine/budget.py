@@ -12,17 +12,31 @@ import time
 
 
 class RunClock:
-    """``RunClock(total_steps, budget_s, elapsed_before)``; ask ``next_step_fits()`` before each step."""
+    """``RunClock(total_steps, budget_s, elapsed_before, estimates)``; ask ``next_step_fits()`` before
+    each step. A resumed run passes the ``estimates()`` its checkpoint saved, so that its first step
+    is judged as the uninterrupted run would have judged it (not as if steps and validation took no
+    time, which would begin a step, and validate, past the budget)."""
 
-    def __init__(self, total_steps: int, budget_s: float | None, elapsed_before: float = 0.0) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        budget_s: float | None,
+        elapsed_before: float = 0.0,
+        estimates: dict[str, float] | None = None,
+    ) -> None:
         self.total_steps = max(1, total_steps)
         self.budget_s = budget_s
         self.elapsed_before = elapsed_before
         self.started = time.monotonic()
+        estimates = estimates or {}
         #: How long the last validation took; a step is only begun when it fits after the step.
-        self.validation_seconds = 0.0
-        self._step_seconds = 0.0
+        self.validation_seconds = float(estimates.get("validation_s", 0.0))
+        self._step_seconds = float(estimates.get("step_s", 0.0))
         self._last_step_started: float | None = None
+
+    def estimates(self) -> dict[str, float]:
+        """The durations the budget rule uses (the last step's, the last validation's), for checkpoints."""
+        return {"step_s": self._step_seconds, "validation_s": self.validation_seconds}
 
     def elapsed(self) -> float:
         """Seconds of training, those of the run this one resumes included."""

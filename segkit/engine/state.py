@@ -24,6 +24,8 @@ class TrainingState:
     best_epoch: int = 0
     #: One record per completed epoch: what metrics.csv holds.
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: The time budget's estimates when the state was saved (``RunClock.estimates()``); empty before.
+    clock_estimates: dict[str, float] = field(default_factory=dict)
 
     def add_epoch(self, record: dict[str, Any], score: float) -> bool:
         """Record a completed epoch; True when ``score`` is the best so far."""
@@ -38,14 +40,15 @@ class TrainingState:
     def last_record(self) -> dict[str, Any]:
         return self.history[-1] if self.history else {}
 
-    def state_dict(self, elapsed_s: float) -> dict[str, Any]:
-        """The checkpoint fields of this state (names as checkpoints have always carried them)."""
+    def state_dict(self, elapsed_s: float, clock_estimates: dict[str, float] | None = None) -> dict[str, Any]:
+        """The checkpoint fields of this state (names as checkpoints have always carried them);
+        ``clock_estimates`` are the time budget's (``RunClock.estimates()``)."""
         return {
             "epoch": self.epoch,
             "history": self.history,
             "best_dice": self.best_score,
             "best_epoch": self.best_epoch,
-            "schedule_state": {"step": self.step, "elapsed_s": elapsed_s},
+            "schedule_state": {"step": self.step, "elapsed_s": elapsed_s, **(clock_estimates or {})},
         }
 
     @classmethod
@@ -59,4 +62,8 @@ class TrainingState:
             best_score=payload.get("best_dice", -1.0),
             best_epoch=payload.get("best_epoch", 0),
             history=list(payload.get("history", [])),
+            # Checkpoints written before the estimates were saved have none: the rule starts from 0 s.
+            clock_estimates={
+                key: float(schedule[key]) for key in ("step_s", "validation_s") if key in schedule
+            },
         )

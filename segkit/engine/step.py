@@ -91,7 +91,9 @@ class TrainingStep:
         self.device, self.amp_dtype, self.channels_last = device, amp_dtype, channels_last
         self.on_nan = on_nan
         self.weight_average = weight_average
-        self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        # fp16 needs loss scaling (bf16 has fp32's range); resolve_amp allows fp16 on CUDA only, and
+        # the scaler follows the device, so the same path runs (and is tested) on the CPU too.
+        self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     def __call__(self, micro_batches: Sequence[dict], step_in_epoch: int = 1) -> StepResult:
         self.optimizer.zero_grad(set_to_none=True)

@@ -7,6 +7,7 @@ Run from this folder with ``python -m pytest`` (pyproject.toml puts ``src`` on t
 from __future__ import annotations
 
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,12 +46,49 @@ def test_the_hook_registers_attention_unet():
     assert component.distribution == "segkit-attention-unet"
 
 
-def test_installed_plugin_is_found_through_its_entry_point():
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def declared_entry_points() -> dict[str, str]:
+    """The ``[project.entry-points.segkit]`` table of this plugin's pyproject.toml."""
+    table: dict[str, str] = {}
+    section = None
+    for line in (PROJECT / "pyproject.toml").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("["):
+            section = line.strip("[]").strip()
+        elif section == "project.entry-points.segkit" and "=" in line:
+            name, value = (part.strip().strip('"') for part in line.split("=", 1))
+            table[name] = value
+    return table
+
+
+@pytest.fixture
+def as_installed(tmp_path, monkeypatch):
+    """The plugin as pip leaves it: installed already, or (from a source checkout) a .dist-info
+    beside its source carrying the entry points its pyproject.toml declares, on sys.path."""
     try:
         metadata.distribution("segkit-attention-unet")
+        return
     except metadata.PackageNotFoundError:
-        pytest.skip("segkit-attention-unet is not installed (pip install ./plugins/segkit-attention-unet)")
-    check_model("attention_unet", {"base_channels": 4}, sizes=((33, 50),))
+        pass
+    entry_points = declared_entry_points()
+    assert entry_points, "pyproject.toml declares no [project.entry-points.segkit]"
+    info = tmp_path / "segkit_attention_unet-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: segkit-attention-unet\nVersion: 0.1.0\n")
+    lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[segkit]\n{lines}")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(PROJECT / "src"))
+
+
+def test_the_plugin_is_found_through_its_entry_point(as_installed):
+    host = PluginHost()  # what segkit does at start: load every entry point of group "segkit"
+    assert not [failure for failure in host.failures if "attention" in str(failure)], host.failures
+    component = host.registry("model").get("attention_unet")
+    assert component.distribution == "segkit-attention-unet" and component.version == "0.1.0"
+    check_model(component.factory, {"base_channels": 4}, sizes=((33, 50),))
 
 
 def test_attention_coefficients_lie_in_0_1_at_skip_resolution_and_scale_the_skip():
