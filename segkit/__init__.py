@@ -9,6 +9,7 @@ from segkit.api import (
     create_model,
     get_component,
     list_components,
+    load_model,
 )
 from segkit.hookspecs import hookimpl
 
@@ -26,4 +27,5 @@ __all__ = [
     "create_callback",
     "get_component",
     "list_components",
+    "load_model",
 ]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 from segkit.plugins import get_host
 from segkit.registry import KINDS, Component
+
+if TYPE_CHECKING:
+    from segkit.inference import TrainedModel
 
 
 def get_component(kind: str, name: str) -> Component:
@@ -37,3 +41,23 @@ def create_dataset(name: str, **options: Any):
 def create_callback(name: str, **options: Any):
     """Build a registered training callback."""
     return get_component("callback", name).factory(**options)
+
+
+def load_model(run_or_checkpoint: str | os.PathLike, device: str = "cpu") -> TrainedModel:
+    """A trained model, ready for inference, from a run folder (its ``best.pt``, else ``last.pt``) or a
+    checkpoint file::
+
+        model = segkit.load_model("runs/20261124-101500-unet-bce_dice")
+        mask = model.predict("photo.jpg")  # bool (H, W) at the photo's size, as segkit predict makes it
+        model.model, model.image_size, model.threshold, model.epoch, model.task.class_names
+
+    The result is a ``segkit.inference.TrainedModel``: ``.model`` is the ``nn.Module`` in eval mode
+    (BatchNorm folded) mapping normalised ``(N, C, H, W)`` images to logits; ``.predict(image)``
+    resizes, normalises, predicts and thresholds with the run's own inference choices. Checkpoints
+    load with ``torch.load(weights_only=True)``; a bad one is a ``segkit.errors.CheckpointError``.
+    """
+    from pathlib import Path
+
+    from segkit.inference import load_trained_model
+
+    return load_trained_model(Path(run_or_checkpoint), device=device)

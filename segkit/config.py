@@ -1,15 +1,18 @@
 """Resolution of a run's settings from layers, each value remembering where it came from.
 
 Precedence, lowest first: the seed report's defaults; the dataset's own defaults; the recipe
-(``--recipe``); the config file (``--config run.toml``); command-line flags. A resumed run
-(``--resume RUN``) starts from the settings its ``config.json`` recorded instead, and takes only the
-flags in ``RESUME_OVERRIDES``. Which settings exist, their defaults and their checks are declared once,
-in ``segkit.settings``.
+(``--recipe``); the config file (``--config run.toml``, or a run's ``config.json``); command-line
+flags. A resumed run (``--resume RUN``) starts from the settings its ``config.json`` recorded instead;
+flags may change only the settings in ``RESUME_OVERRIDES``, and any other flag that would change a
+recorded setting is a usage error. Which settings exist, their defaults and their checks are declared
+once, in ``segkit.settings``; ``to_toml`` writes resolved settings back as a config file.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,12 +21,15 @@ from typing import Any
 
 from segkit.errors import UsageError
 from segkit.settings import (
+    ALIASES,
     BY_NAME,
     DEFAULTS,
     OPTION_TABLES,
     RESUME_OVERRIDES,
     SETTINGS,
+    check_dataset_options,
     check_value,
+    describe_key,
     format_value,
     parse_duration,
 )
@@ -40,10 +46,12 @@ __all__ = [
     "ResolvedConfig",
     "check_component_names",
     "dataset_defaults",
+    "enabled_callbacks",
     "parse_duration",
     "read_config_file",
     "resolve_resumed_config",
     "resolve_run_config",
+    "to_toml",
     "validate",
 ]
 
@@ -68,6 +76,8 @@ class ResolvedConfig:
             if key in OPTION_TABLES:
                 if not isinstance(value, dict):
                     raise UsageError(f"{key} from {source} must be a table of KEY = VALUE")
+                if key == "dataset_options":
+                    check_dataset_options(value, source)
                 merged = dict(self.values.get(key) or {})
                 merged.update(value)
                 self.values[key] = merged
@@ -85,9 +95,13 @@ class ResolvedConfig:
 
 def _unknown_setting_message(key: str, source: str) -> str:
     message = f"unknown setting {key!r} from {source}."
-    nearest = difflib.get_close_matches(str(key), list(BY_NAME), n=1, cutoff=0.6)
-    if nearest:
-        message += f" Did you mean {nearest[0]!r}?"
+    if key in ALIASES:
+        setting = BY_NAME[ALIASES[key]]
+        message += f" Did you mean {setting.name!r}? (keys are the settings' names; {setting.flag}'s is that)"
+    else:
+        nearest = difflib.get_close_matches(str(key), [*BY_NAME, *ALIASES], n=1, cutoff=0.6)
+        if nearest:
+            message += f" Did you mean {ALIASES.get(nearest[0], nearest[0])!r}?"
     return message + f" Known settings: {', '.join(sorted(BY_NAME))}"
 
 
@@ -102,17 +116,27 @@ def validate(config: ResolvedConfig) -> None:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings in a TOML file, or in a JSON file: a run's ``config.json`` (its recorded settings)
+    or one table of settings."""
     path = Path(path)
+    is_json = path.suffix.lower() == ".json"
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
+            data = json.load(handle) if is_json else tomllib.load(handle)
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise UsageError(f"config file {path} is not valid TOML: {error}") from None
+    except IsADirectoryError:
+        raise UsageError(f"config file {path} is a folder (a run's settings are in config.json)") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        kind = "JSON" if is_json else "TOML"
+        raise UsageError(f"config file {path} is not valid {kind}: {error}") from None
     except OSError as error:
         raise UsageError(f"config file {path} cannot be read: {error.strerror}") from None
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    if is_json and isinstance(data, dict) and isinstance(data.get("config"), dict) and "sources" in data:
+        data = data["config"]  # a run's config.json: the settings it recorded
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a table of settings, got {type(data).__name__}")
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
 
 
 def dataset_defaults(metadata_defaults: dict[str, Any] | None, model: str) -> dict[str, Any]:
@@ -170,20 +194,74 @@ def resolve_run_config(
     ]
     if recipe:
         layers.append((recipe_layer(recipe), f"recipe {recipe}"))
-    return _resolve(layers + user_layers)
+    config = _resolve(layers + user_layers)
+    check_dataset_reads_data_path(config)
+    return config
+
+
+def check_dataset_reads_data_path(config: ResolvedConfig) -> None:
+    """A ``--data-path`` for a dataset that reads no folder (the synthetic one) is a usage error that
+    suggests a dataset that does: the images there would otherwise be silently ignored."""
+    import segkit
+
+    if config["data_path"] is None:
+        return
+    spec = segkit.get_component("dataset", config["dataset"]).metadata.get("options")
+    if not isinstance(spec, Mapping) or "root" in spec:
+        return  # it reads the folder, or does not declare its options
+    readers = [
+        component.name
+        for component in segkit.list_components("dataset")
+        if isinstance(component.metadata.get("options"), Mapping) and "root" in component.metadata["options"]
+    ]
+    key = describe_key(BY_NAME["data_path"], config.sources["data_path"])
+    message = f"{key} {config['data_path']}: dataset {config['dataset']!r} reads no folder"
+    if readers:
+        likely = "folder" if "folder" in readers else readers[0]
+        message += (
+            f". Did you mean --dataset {likely}?"
+            + (" (your own photos in images/ and masks in masks/ there)" if likely == "folder" else "")
+            + f" Datasets that read --data-path: {', '.join(readers)}"
+        )
+    raise UsageError(message)
 
 
 def resolve_resumed_config(run_dir: Path, flags: Mapping[str, Any]) -> ResolvedConfig:
     """A resumed run's settings: those its ``config.json`` recorded (defaults for any it predates),
-    then only the flags in ``RESUME_OVERRIDES``; other flags are ignored."""
+    then the flags. Only the settings in ``RESUME_OVERRIDES`` may change; a flag that would change
+    another one is a usage error naming it (one repeating the recorded value is accepted)."""
     from segkit.engine.rundir import read_run_config
 
     record = read_run_config(run_dir)
     recorded = record.get("config") if isinstance(record, dict) else None
     if not isinstance(recorded, dict):
         raise UsageError(f"{run_dir} is not a segkit run folder: its config.json records no settings")
-    overrides = {key: value for key, value in flags.items() if value is not None and key in RESUME_OVERRIDES}
-    return _resolve([(DEFAULTS, DEFAULT_SOURCE), (recorded, f"run {run_dir}"), (overrides, "flag")])
+    layers: list[tuple[Mapping[str, Any], str]] = [(DEFAULTS, DEFAULT_SOURCE), (recorded, f"run {run_dir}")]
+    given = {key: value for key, value in flags.items() if value is not None}
+    fixed = {key: value for key, value in given.items() if key not in RESUME_OVERRIDES}
+    if fixed:
+        changed = _changed_by(_resolve(layers), fixed)
+        if changed:
+            may = [BY_NAME[name].flag or name for name in RESUME_OVERRIDES]
+            raise UsageError(
+                f"--resume continues {run_dir} with the settings it recorded; "
+                f"{', '.join(changed)} cannot change when resuming (only {', '.join(may)} may). "
+                f"To train with other settings, start a new run from this one's: "
+                f"segkit run --config {Path(run_dir) / 'config.json'} with those flags"
+            )
+    overrides = {key: value for key, value in given.items() if key in RESUME_OVERRIDES}
+    return _resolve([*layers, (overrides, "flag")])
+
+
+def _changed_by(recorded: ResolvedConfig, flags: Mapping[str, Any]) -> list[str]:
+    """The flags (as typed: ``--lr``) among ``flags`` whose value differs from the recorded one."""
+    changed = []
+    for key, value in flags.items():
+        trial = ResolvedConfig(dict(recorded.values), dict(recorded.sources))
+        trial.apply({key: value}, "flag")
+        if check_value(key, trial.values[key], "flag") != recorded.values[key]:
+            changed.append(BY_NAME[key].flag or key)
+    return changed
 
 
 def _resolve(layers: Sequence[tuple[Mapping[str, Any], str]]) -> ResolvedConfig:
@@ -196,10 +274,89 @@ def _resolve(layers: Sequence[tuple[Mapping[str, Any], str]]) -> ResolvedConfig:
 
 
 def check_component_names(config: ResolvedConfig) -> None:
-    """Fail fast, before any data is read, on a misspelled model, loss, dataset or callback."""
+    """Fail fast, before any data is read, on a misspelled model, loss, dataset or callback, and on
+    callback options for a callback that will not run."""
     import segkit
 
     for kind in ("model", "loss", "dataset"):
         segkit.get_component(kind, config[kind])
-    for name in config["callbacks"] or []:
+    added, disabled = config["callbacks"] or [], config["disable_callbacks"] or []
+    for name in [*added, *disabled]:
         segkit.get_component("callback", name)
+    both = sorted(set(added) & set(disabled))
+    if both:
+        raise UsageError(f"--callback {both[0]} and --no-callback {both[0]} contradict each other")
+    enabled = enabled_callbacks(config.values)
+    not_enabled = sorted(set(config["callback_options"]) - set(enabled))
+    if not_enabled:
+        raise UsageError(
+            f"--callback-option given for callbacks that will not run: {', '.join(not_enabled)} "
+            f"(add one with --callback {not_enabled[0]})"
+        )
+
+
+def enabled_callbacks(values: Mapping[str, Any]) -> list[str]:
+    """The callbacks a run uses: those registered as defaults (csv, excel), then those ``callbacks``
+    adds, less those ``disable_callbacks`` leaves out."""
+    import segkit
+
+    defaults = [c.name for c in segkit.list_components("callback") if c.metadata.get("default")]
+    disabled = set(values.get("disable_callbacks") or [])
+    names = dict.fromkeys([*defaults, *(values.get("callbacks") or [])])
+    return [name for name in names if name not in disabled]
+
+
+# -- writing settings back ----------------------------------------------------------------------------
+
+
+def to_toml(config: ResolvedConfig) -> str:
+    """The settings as a TOML config file that ``segkit run --config`` reads back to the same values,
+    each line's comment saying where the value came from; unset settings are comments."""
+    lines = [
+        "# segkit run settings, resolved. Train with them: segkit run --config THIS_FILE",
+        "# Keys are the settings' names (as config.json records them); see segkit run --help.",
+    ]
+    tables = []
+    for setting in SETTINGS:
+        value, source = config.values.get(setting.name), config.sources.get(setting.name, "")
+        if isinstance(value, dict):
+            tables.append((setting.name, value, source))
+        elif value is None:
+            lines.append(f"# {setting.name} = (not set)  # {source}")
+        else:
+            lines.append(f"{setting.name} = {_toml_value(value)}  # {source}")
+    for name, table, source in tables:
+        if name == "callback_options":
+            for callback, options in table.items():
+                lines += ["", f"[{name}.{_toml_key(callback)}]  # {source}"]
+                lines += [f"{_toml_key(key)} = {_toml_value(v)}" for key, v in options.items()]
+        elif table:
+            lines += ["", f"[{name}]  # {source}"]
+            lines += [f"{_toml_key(key)} = {_toml_value(v)}" for key, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: Any) -> str:
+    key = str(key)
+    bare = key and all(char.isascii() and (char.isalnum() or char in "-_") for char in key)
+    return key if bare else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if value is None:
+        return '"none"'  # an option's None: TOML has no null, and option parsers read "none" as None
+    return json.dumps(str(value))

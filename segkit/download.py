@@ -34,10 +34,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from torchvision.datasets.utils import calculate_md5, check_integrity, download_url
 from tqdm import tqdm
 
 from segkit.errors import DataError, UsageError
+from segkit.lazy import lazy_module
+
+# torchvision's download helpers, imported on first use: oxford_pet imports this module at startup.
+tv_download = lazy_module("torchvision.datasets.utils")
 
 #: Name of the marker file recording that an archive (with a given MD5) was extracted into a folder.
 MARKER_PREFIX = ".segkit-extracted-"
@@ -168,7 +171,7 @@ def download_dataset(
 def fetch_archive(url: str, directory: Path, archive: Archive, log: Callable[[str], None]) -> Path:
     """Download ``url`` to ``directory/archive.filename`` unless a verified copy is there already."""
     path = directory / archive.filename
-    if check_integrity(path, archive.md5):
+    if tv_download.check_integrity(path, archive.md5):
         log(f"{archive.filename}: already downloaded, checksum verified")
         return path
     log(f"{archive.filename}: downloading {url}")
@@ -177,11 +180,11 @@ def fetch_archive(url: str, directory: Path, archive: Archive, log: Callable[[st
             _copy_local(url, path)
         else:
             # download_url shows a progress bar and checks the MD5 itself (raising RuntimeError).
-            download_url(url, str(directory), filename=archive.filename, md5=archive.md5)
-        if not check_integrity(path, archive.md5):
+            tv_download.download_url(url, str(directory), filename=archive.filename, md5=archive.md5)
+        if not tv_download.check_integrity(path, archive.md5):
             raise RuntimeError("checksum mismatch")
     except RuntimeError:
-        actual = calculate_md5(path) if path.is_file() else "nothing (no file was written)"
+        actual = tv_download.calculate_md5(path) if path.is_file() else "nothing (no file was written)"
         path.unlink(missing_ok=True)
         raise DataError(
             f"checksum mismatch for {url}: expected MD5 {archive.md5}, got {actual}. The download is "

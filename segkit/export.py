@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,13 @@ DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 #: kernels of two runtimes differ by rounding, about 1e-7 for a small UNet.
 RELATIVE_TOLERANCE = 1e-4
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+#: File extensions that say which format a file is (``-o model.pt`` is TorchScript).
+FORMAT_OF_SUFFIX = {
+    ".onnx": "onnx",
+    ".pt": "torchscript",
+    ".pth": "torchscript",
+    ".torchscript": "torchscript",
+}
 INSTALL_HINT = "pip install segkit[export]"
 Runner = Callable[[torch.Tensor], np.ndarray]
 
@@ -335,7 +343,7 @@ def notes_path_for(out: Path) -> Path:
 
 def export_model(
     source: Path,
-    out: Path | None = None,
+    out: str | os.PathLike | None = None,
     export_format: str = "onnx",
     opset: int = DEFAULT_OPSET,
     check: bool = True,
@@ -343,10 +351,11 @@ def export_model(
 ) -> ExportResult:
     """Export the checkpoint (or run folder's best.pt) ``source`` and write its deployment notes.
 
-    ``out`` is the file to write, or an existing folder to write the default name into (default:
-    beside the checkpoint). With ``check``, the export is compared with PyTorch on ``shapes``
-    (default ``check_shapes``) and refused when it differs; ONNX checks are skipped, with a note, when
-    onnxruntime is missing. Raises ``CheckpointError`` for a missing or unreadable checkpoint,
+    ``out`` is the file to write, or a folder (existing, or named with a trailing ``/``) to write the
+    default name into (default: beside the checkpoint); a file name whose extension names the other
+    format is refused (``format_for_output``). With ``check``, the export is compared with PyTorch on
+    ``shapes`` (default ``check_shapes``) and refused when it differs; ONNX checks are skipped, with a
+    note, when onnxruntime is missing. Raises ``CheckpointError`` for a missing or unreadable checkpoint,
     ``UsageError`` for a bad format or output path or a missing onnx package.
     """
     if export_format not in FORMATS:
@@ -394,11 +403,50 @@ def export_model(
     return result
 
 
-def _output_path(checkpoint_path: Path, out: Path | None, export_format: str) -> Path:
+def names_a_folder(out: str | os.PathLike | None) -> bool:
+    """``-o newdir/`` (a trailing separator) or an existing folder: write the default name into it."""
+    if out is None:
+        return False
+    text = os.fspath(out)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
+def format_for_output(out: str | os.PathLike | None, requested: str | None) -> str:
+    """The export format: ``requested`` (``--format``), else the one ``out``'s extension names, else
+    ONNX for a folder or no ``out``. An extension naming the other format than ``requested``, or no
+    known extension without ``--format``, is a ``UsageError``."""
+    if requested is not None and requested not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {requested!r}")
+    if out is None or names_a_folder(out):
+        return requested or "onnx"
+    suffix = Path(os.fspath(out)).suffix.lower()
+    implied = FORMAT_OF_SUFFIX.get(suffix)
+    if requested is None and implied is None:
+        raise UsageError(
+            f"-o {os.fspath(out)}: cannot tell the format from the extension {suffix or '(none)'!r}; "
+            "name the file .onnx or .pt (TorchScript), or give --format"
+        )
+    if requested is not None and implied is not None and implied != requested:
+        raise UsageError(
+            f"-o {os.fspath(out)} is named for {implied} (its extension), but --format is {requested}; "
+            "change one of them"
+        )
+    return requested or implied or "onnx"
+
+
+def _output_path(checkpoint_path: Path, out: str | os.PathLike | None, export_format: str) -> Path:
+    format_for_output(out, export_format)  # a name that says another format is refused
     if out is None:
         out = default_output(checkpoint_path, export_format)
-    elif out.is_dir():
-        out = out / default_output(checkpoint_path, export_format).name
+    elif names_a_folder(out):
+        folder = Path(os.fspath(out))
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"-o {os.fspath(out)}: {folder} exists and is not a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"-o {os.fspath(out)}: cannot create it: {error.strerror or error}") from None
+        out = folder / default_output(checkpoint_path, export_format).name
     out = Path(out)
     if out.suffix == ".json":
         raise UsageError(f"-o {out}: .json names are for the deployment notes; give the model another suffix")

@@ -70,7 +70,9 @@ def register_datasets(register):
     Contract: ``factory(root=None, split="train", image_size=256, augment=None, **options)`` returns a
     ``torch.utils.data.Dataset``. ``augment`` names the augmentation pipeline (``None``: the split's
     default; the engine passes ``--augment`` for train and ``"none"`` for valid). Splits are
-    ``train``, ``valid`` and ``test``.
+    ``train``, ``valid`` and ``test``. Register ``options=SPEC`` (``segkit.component_options``) to
+    have ``segkit plugins --options`` list them; a dataset that reads no folder leaves ``root`` out of
+    its spec, and ``segkit run --data-path`` is then refused for it instead of ignored.
 
     The dataset's ``task`` attribute says what its masks mean ("binary" when absent). Items are dicts
     with ``"image"`` (float tensor ``(C, H, W)``), ``"name"`` (str), and by task:
@@ -110,7 +112,9 @@ def register_callbacks(register):
     """Call ``register(name, factory, description=..., default=False)`` for each training callback.
 
     Contract: ``factory(run_dir=Path, **options)`` returns a ``segkit.callbacks.Callback``. Callbacks
-    registered with ``default=True`` are enabled unless the user selects callbacks explicitly.
+    registered with ``default=True`` run in every run unless the user leaves one out
+    (``--no-callback NAME``); ``--callback NAME`` adds others. Register ``options=SPEC``
+    (``segkit.component_options``) so that ``segkit plugins --kind callback --options`` lists them.
     """
 
 

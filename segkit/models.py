@@ -19,7 +19,6 @@ from typing import Any, cast
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from segkit.component_options import Option, choice, parse_component_options, positive_int
 from segkit.errors import UsageError
@@ -178,6 +177,8 @@ def count_flops(model: nn.Module, in_channels: int, image_size: int | tuple[int,
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
+    from torch.utils.flop_counter import FlopCounterMode  # imports triton where installed: slow
+
     was_training = model.training
     model.eval()
     try:

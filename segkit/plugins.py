@@ -8,6 +8,10 @@ Environment switches, for reproducible runs:
 - ``SEGKIT_PLUGINS``: comma-separated entry-point or distribution names; only those load.
   Set it to an empty string to load no plugin at all.
 - ``SEGKIT_DISABLE_PLUGINS``: comma-separated entry-point or distribution names that never load.
+
+An entry in either that matches no installed plugin is a warning on stderr (a typo would otherwise
+quietly load everything, or nothing); a name a plugin left out by them might have registered is
+unknown with the switch named as the likely reason.
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
+        #: Plugins the environment switches left out: (entry point, distribution, "VARIABLE=value").
+        self.excluded: list[tuple[str, str, str]] = []
         self._stderr = stderr
         self._registries: dict[str, Registry] | None = None
         if load_entry_points:
@@ -88,15 +94,25 @@ class PluginHost:
             file=stream,
         )
 
+    def _warn(self, text: str) -> None:
+        print(f"segkit: warning: {text}", file=self._stderr or sys.stderr)
+
     def load_entry_points(self) -> None:
         allow = _env_names(ALLOW_ENV)
         deny = _env_names(DENY_ENV) or set()
-        for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        entry_points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        seen: set[str] = set()
+        installed: set[str] = set()
+        for entry_point in entry_points:
             dist = getattr(entry_point, "dist", None)
             dist_name = dist.name if dist is not None else "unknown"
             version = dist.version if dist is not None else ""
             keys = {_normalize(entry_point.name), _normalize(dist_name)}
+            seen |= keys
+            installed |= {entry_point.name, dist_name}
             if (allow is not None and not keys & allow) or keys & deny:
+                variable = DENY_ENV if keys & deny else ALLOW_ENV
+                self.excluded.append((entry_point.name, dist_name, f"{variable}={os.environ[variable]}"))
                 continue
             if entry_point.name in self.info:
                 continue  # the same distribution seen twice on sys.path
@@ -107,6 +123,12 @@ class PluginHost:
                 self._report(PluginFailure(entry_point.name, label, "to import", _describe(error)))
                 continue
             self.register_plugin(module, entry_point.name, dist_name, version)
+        for variable, names in ((ALLOW_ENV, allow or set()), (DENY_ENV, deny)):
+            for name in sorted(names - seen):
+                self._warn(
+                    f"{variable} names {name!r}, which matches no installed plugin (entry points and "
+                    f"distributions of group {ENTRY_POINT_GROUP!r}: {', '.join(sorted(installed)) or 'none'})"
+                )
 
     def register_plugin(self, plugin: Any, name: str, distribution: str = "local", version: str = "") -> None:
         """Register a plugin object (a module or any object with ``@hookimpl`` methods)."""
@@ -149,7 +171,7 @@ class PluginHost:
         if self._registries is None:
             registries = {}
             for each_kind in KINDS:
-                registry = Registry(each_kind)
+                registry = Registry(each_kind, excluded=self.excluded)
 
                 def call(function: Callable, info: PluginInfo, registry: Registry = registry) -> None:
                     function(register=make_register(registry, info.name, info.distribution, info.version))

@@ -34,11 +34,13 @@ class Component:
 
 
 class Registry:
-    """Components of one kind, by name."""
+    """Components of one kind, by name. ``excluded``: plugins the environment switches left out, as
+    ``(entry point, distribution, "VARIABLE=value")``, named when a name is unknown."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, excluded: list[tuple[str, str, str]] | None = None) -> None:
         self.kind = kind
         self._components: dict[str, Component] = {}
+        self.excluded = list(excluded or [])
 
     def add(self, component: Component) -> None:
         existing = self._components.get(component.name)
@@ -57,7 +59,8 @@ class Registry:
         try:
             return self._components[name]
         except KeyError:
-            raise UnknownComponentError(unknown_name_message(self.kind, name, self.names())) from None
+            message = unknown_name_message(self.kind, name, self.names())
+            raise UnknownComponentError(message + excluded_note(name, self.excluded)) from None
 
     def names(self) -> list[str]:
         return sorted(self._components)
@@ -79,6 +82,22 @@ def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
         message += f" Did you mean {nearest[0]!r}?"
     message += f" Available {kind}s: {', '.join(available) if available else '(none registered)'}."
     return message
+
+
+def excluded_note(name: str, excluded: list[tuple[str, str, str]]) -> str:
+    """Why a name may be unknown: the plugins ``SEGKIT_PLUGINS``/``SEGKIT_DISABLE_PLUGINS`` left out
+    (the one whose entry point is called ``name`` first)."""
+    if not excluded:
+        return ""
+    named = [entry for entry in excluded if entry[0] == name]
+    if named:
+        entry_point, distribution, switch = named[0]
+        return f" Plugin {entry_point!r} of {distribution} is not loaded because {switch}."
+    by_switch: dict[str, list[str]] = {}
+    for entry_point, distribution, switch in excluded:
+        by_switch.setdefault(switch, []).append(f"{entry_point} ({distribution})")
+    listed = "; ".join(f"{switch} leaves out {', '.join(plugins)}" for switch, plugins in by_switch.items())
+    return f" Not loaded, and possibly providing it: {listed}."
 
 
 def make_register(registry: Registry, plugin: str, distribution: str, version: str) -> Callable[..., None]:

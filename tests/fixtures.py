@@ -2,7 +2,8 @@
 
 - ``tiny_run(...)``: the arguments of a ``segkit run`` that trains a tiny UNet on the CPU in seconds;
 - ``run_cli(...)`` and ``invoke(...)``: ``segkit ...`` in this process through click's test runner
-  (``invoke`` also fails the test on a traceback or a crash);
+  (``invoke`` also fails the test on a traceback or a crash); ``evaluate`` and ``predict`` get
+  ``--device cpu`` unless a test names a device;
 - ``only_run_dir``, ``error_line`` and ``expect_named_failure``: reading what a command left;
 - constants several files share (``EVIL_MODULE``, the tiny Oxford-IIIT Pet layout's size and names);
 - hypothesis settings and strategies for fuzzing what a user types (``KEY=VALUE`` options).
@@ -20,6 +21,7 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+import segkit
 from segkit.cli import cli
 
 #: A module a test puts on sys.path (conftest's ``evil_module``) that segkit must never import.
@@ -45,8 +47,9 @@ def tiny_run(
     DataLoader workers, always on the CPU (the suite must not train on a GPU where there is one).
 
     ``train_size``/``valid_size`` become ``--dataset-option``s; ``model=None`` leaves the model (and
-    its width) to a config file; every other keyword is one flag, in the order given:
-    ``batch_size=4`` is ``--batch-size 4``.
+    its width) to a config file; ``callbacks``, when given, are exactly the callbacks that run
+    (``--callback`` for each, ``--no-callback`` for the defaults left out); every other keyword is one
+    flag, in the order given: ``batch_size=4`` is ``--batch-size 4``.
     """
     args = ["--device", "cpu"]
     if model is not None:
@@ -60,14 +63,33 @@ def tiny_run(
     args += ["--workers", "0"]
     if quiet:
         args.append("--quiet")
-    for callback in callbacks:
-        args += ["--callback", callback]
+    if callbacks:  # exactly these: the others among the defaults (csv, excel) are left out
+        defaults = [c.name for c in segkit.list_components("callback") if c.metadata.get("default")]
+        for callback in callbacks:
+            if callback not in defaults:
+                args += ["--callback", callback]
+        for callback in defaults:
+            if callback not in callbacks:
+                args += ["--no-callback", callback]
     return args
 
 
+#: Commands that take ``--device``: the suite runs them on the CPU (``run`` through ``tiny_run``).
+INFERENCE_COMMANDS = ("evaluate", "predict")
+
+
+def on_the_cpu(args: list[str]) -> list[str]:
+    """``args`` of an ``evaluate`` or ``predict`` with ``--device cpu`` added, unless they choose a
+    device (or ask for help); any other command's unchanged."""
+    if not args or args[0] not in INFERENCE_COMMANDS or {"--device", "--help", "-h"} & set(args):
+        return args
+    return [*args, "--device", "cpu"]
+
+
 def run_cli(*args: object) -> Result:
-    """``segkit ARGS`` through click's test runner; arguments may be paths or numbers."""
-    return CliRunner().invoke(cli, [str(arg) for arg in args])
+    """``segkit ARGS`` through click's test runner; arguments may be paths or numbers. ``evaluate``
+    and ``predict`` run on the CPU unless the arguments name a device (see ``on_the_cpu``)."""
+    return CliRunner().invoke(cli, on_the_cpu([str(arg) for arg in args]))
 
 
 def invoke(*args: object) -> Result:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from distributions import make_distribution, run_segkit
 from fixtures import run_cli
@@ -89,3 +91,37 @@ def test_unknown_model_is_a_usage_error_with_a_suggestion(tmp_path):
     result = run_cli("run", "--model", "unett", "--out", tmp_path)
     assert result.exit_code == 2
     assert "Did you mean 'unet'?" in result.output and "resnet34_unet" in result.output
+
+
+def test_an_unknown_command_suggests_the_nearest_one():
+    result = run_cli("rnu")
+    assert result.exit_code == 2
+    assert "No such command 'rnu'. Did you mean 'run'?" in result.output
+
+
+def test_plugins_options_lists_what_each_component_accepts():
+    result = run_cli("plugins", "--kind", "model", "--options")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:3] == ["base_channels", "=", "64"] for line in lines), result.stdout
+    assert not any(line.split()[:1] == ["in_channels"] for line in lines), "set by segkit, not a user"
+    rows = json.loads(run_cli("plugins", "--kind", "loss", "--options", "--json").stdout)
+    bce_tversky = next(row for row in rows if row["name"] == "bce_tversky")
+    assert "alpha" in {option["name"] for option in bce_tversky["options"]}
+
+
+def test_help_and_plugins_do_not_import_torchvision():
+    """torchvision takes seconds to import; --help and `segkit plugins` need none of it."""
+    code = (
+        "import sys\n"
+        "from segkit.cli import cli\n"
+        "for args in (['--help'], ['plugins']):\n"
+        "    try:\n"
+        "        cli.main(args, standalone_mode=False)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('IMPORTED', sorted(name for name in sys.modules if name.startswith('torchvision')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "IMPORTED []" in result.stdout, result.stdout[-500:]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 from fixtures import EVIL_MODULE, QUICK, error_line, invoke, only_run_dir, option_names, run_cli, tiny_run
@@ -360,3 +361,61 @@ def test_names_in_a_run_folders_config_are_never_imported(copy_of_run, evil_modu
     result = invoke("run", "--resume", copy_of_run)
     assert result.exit_code == 2, result.output
     assert f"unknown {key} '{EVIL_MODULE}:build'" in error_line(result).lower()
+
+
+# -- what a newcomer writes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line, suggestion",
+    [
+        ("lr = 0.01", "Did you mean 'learning_rate'?"),
+        ("callback = ['early_stopping']", "Did you mean 'callbacks'?"),
+        ("epoch = 3", "Did you mean 'epochs'?"),
+        ("[model_option]\nbase_channels = 8", "Did you mean 'model_options'?"),
+    ],
+)
+def test_a_mistaken_key_gets_a_did_you_mean_naming_the_file(tmp_path, line, suggestion):
+    path = tmp_path / "run.toml"
+    path.write_text(line + "\n")
+    result = invoke("run", "--config", path, "--out", tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert suggestion in error_line(result) and str(path) in error_line(result)
+
+
+@pytest.mark.parametrize(
+    "line, hint",
+    [
+        ('epochs = "10"', "write epochs = 10, without quotes"),
+        ('learning_rate = "1e-3"', "write learning_rate = 0.001, without quotes"),
+        ('tta = "true"', "write tta = true, without quotes"),
+    ],
+)
+def test_a_string_where_a_number_belongs_says_so(tmp_path, line, hint):
+    path = tmp_path / "run.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(UsageError, match=re.escape(hint)):
+        resolve_run_config({}, path, None)
+
+
+@pytest.mark.parametrize("key", ["image_size", "root", "split", "augment"])
+def test_engine_owned_dataset_options_are_refused_in_a_file_too(tmp_path, key):
+    path = tmp_path / "run.toml"
+    path.write_text(f'[dataset_options]\n{key} = "x"\n')
+    with pytest.raises(UsageError, match=rf"^dataset_options\.{key} from config {re.escape(str(path))}: "):
+        resolve_run_config({}, path, None)
+
+
+def test_the_readme_run_toml_is_complete_and_resolves(tmp_path):
+    """The README's own-data section shows a run.toml; it must be a valid config for the folder dataset."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Training on your own images", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```toml\n(.*?)```", section, flags=re.S)
+    path = tmp_path / "run.toml"
+    path.write_text(block)
+    config = resolve_run_config({}, path, None)
+    written = set(read_config_file(path))
+    assert config["dataset"] == "folder" and {"model", "loss", "data_path", "epochs", "image_size"} <= written
+    assert all(config.sources[key] == f"config {path}" for key in written)
+    for needed in ("images/", "masks/", "valid_fraction", "pretrained=true", "--split valid", "HD95"):
+        assert needed in section, needed

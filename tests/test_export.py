@@ -298,3 +298,41 @@ def test_normalization_names_and_absence_resolve_to_numbers():
     assert assumed == imagenet and "assumed" in note
     with pytest.raises(SegkitError, match="normalization"):
         resolve_normalization(42)
+
+
+# -- the format follows the file name ----------------------------------------------------------------------
+
+
+def test_the_format_follows_the_extension(run_dir, tmp_path):
+    result = run_cli("export", run_dir, "-o", tmp_path / "model.pt", "--no-check")
+    assert result.exit_code == 0, result.output
+    assert "(torchscript," in result.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(str(tmp_path / "model.pt"))  # TorchScript, not ONNX bytes
+    assert module(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "name, flags, message",
+    [
+        ("model.onnx", ["--format", "torchscript"], "for onnx (its extension), but --format is torchscript"),
+        ("model.pt", ["--format", "onnx"], "for torchscript (its extension), but --format is onnx"),
+        ("model.bin", [], "cannot tell the format"),
+    ],
+)
+def test_a_name_that_says_another_format_is_refused(run_dir, tmp_path, name, flags, message):
+    result = run_cli("export", run_dir, "-o", tmp_path / name, *flags, "--no-check")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / name).exists()
+
+
+def test_a_trailing_slash_names_a_folder_to_create(run_dir, tmp_path):
+    result = run_cli(
+        "export", run_dir, "-o", f"{tmp_path / 'exports'}/", "--format", "torchscript", "--no-check"
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "exports").is_dir()
+    assert (tmp_path / "exports" / "best.torchscript.pt").is_file()
+    assert (tmp_path / "exports" / "best.torchscript.json").is_file()

@@ -95,3 +95,26 @@ def test_the_temp_file_sits_beside_the_target_and_is_hidden(tmp_path):
         temp.write_bytes(b"x")
     assert seen[0].parent == tmp_path and seen[0].name.startswith(".best.torchscript.pt.")
     assert seen[0].suffix == ".tmp" and not seen[0].exists()
+
+
+@posix_only
+def test_every_file_a_run_evaluation_and_export_write_gets_the_umask_permissions(tmp_path, umask):
+    """Through the CLI: with umask 002 (a shared server's group-writable setting) every file is 0664,
+    not mkstemp's owner-only 0600."""
+    from fixtures import invoke, only_run_dir, tiny_run
+
+    umask(0o002)
+    args = tiny_run(batch_size=2, epochs=1, train_size=4, valid_size=2)
+    assert invoke("run", *args, "--out", tmp_path / "runs").exit_code == 0
+    run_dir = only_run_dir(tmp_path / "runs")
+    result = invoke("evaluate", run_dir, "--split", "valid", "--no-boundary", "-q", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    result = invoke("export", run_dir, "-o", tmp_path / "model.pt", "--no-check")
+    assert result.exit_code == 0, result.output
+    written = [*run_dir.rglob("*"), tmp_path / "model.pt", tmp_path / "model.json"]
+    files = [path for path in written if path.is_file()]
+    names = {path.name for path in files}
+    assert {"best.pt", "last.pt", "config.json", "metrics.csv", "summary.json", "model.pt"} <= names
+    assert "model_performance.xlsx" in names
+    modes = {str(path.relative_to(tmp_path)): oct(stat.S_IMODE(path.stat().st_mode)) for path in files}
+    assert set(modes.values()) == {"0o664"}, modes

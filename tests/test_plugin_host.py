@@ -187,3 +187,35 @@ def test_api_uses_the_process_wide_registry(fresh_host):
         host.unregister_plugin("inline")
     with pytest.raises(UnknownComponentError):
         segkit.create_model("inline_model")
+
+
+@pytest.mark.parametrize("variable", ["SEGKIT_PLUGINS", "SEGKIT_DISABLE_PLUGINS"])
+def test_a_switch_entry_that_matches_no_plugin_is_a_warning(monkeypatch, variable):
+    monkeypatch.setenv(variable, "segkit,segkit-atention-unet")
+    stderr = io.StringIO()
+    PluginHost(stderr=stderr)
+    warning = stderr.getvalue()
+    assert f"{variable} names 'segkit-atention-unet', which matches no installed plugin" in warning
+    assert warning.count("warning") == 1 and "oxford_pet" in warning  # what is installed, as named
+
+
+@pytest.mark.parametrize(
+    "variable, value, asked, reason",
+    [
+        ("SEGKIT_DISABLE_PLUGINS", "unet", "unet", "Plugin 'unet' of segkit is not loaded because "),
+        ("SEGKIT_PLUGINS", "losses", "attention_unet", "SEGKIT_PLUGINS=losses leaves out "),
+    ],
+)
+def test_a_name_a_switch_left_out_is_unknown_with_the_switch_as_reason(
+    monkeypatch, variable, value, asked, reason
+):
+    monkeypatch.setenv(variable, value)
+    host = PluginHost(stderr=io.StringIO())
+    with pytest.raises(UnknownComponentError) as info:
+        host.registry("model").get(asked)
+    assert reason in str(info.value) and f"{variable}={value}" in str(info.value)
+    # without the switch nothing is said about switches
+    monkeypatch.delenv(variable)
+    with pytest.raises(UnknownComponentError) as info:
+        PluginHost(stderr=io.StringIO()).registry("model").get("no_such_model")
+    assert "SEGKIT" not in str(info.value)

@@ -203,12 +203,14 @@ def test_accumulate_steps_is_declared_the_new_way():
 
 def test_resume_overrides_are_the_documented_ones():
     assert set(RESUME_OVERRIDES) == {
+        "data_path",
         "epochs",
         "time_budget",
         "quiet",
         "device",
         "workers",
         "callbacks",
+        "disable_callbacks",
         "callback_options",
     }
 
@@ -248,10 +250,53 @@ def test_resume_takes_recorded_settings_defaults_for_newer_ones_and_only_overrid
     recorded = dict(resolve_run_config({"epochs": 2}, None, None).values)
     del recorded["accumulate_steps"]  # a run recorded before the setting existed
     (tmp_path / "config.json").write_text(json.dumps({"config": recorded}))
-    config = resolve_resumed_config(tmp_path, {"epochs": 5, "batch_size": 3, "time_budget": "1m"})
+    config = resolve_resumed_config(tmp_path, {"epochs": 5, "time_budget": "1m"})
     assert config["epochs"] == 5 and config.sources["epochs"] == "flag"
     assert config["time_budget"] == 60
     assert (
         config["batch_size"] == recorded["batch_size"] and config.sources["batch_size"] == f"run {tmp_path}"
     )
     assert config["accumulate_steps"] == 1 and config.sources["accumulate_steps"] == "seed report default"
+    # a flag repeating a recorded setting is honoured as it is; one changing it is refused, by name
+    same = resolve_resumed_config(tmp_path, {"batch_size": recorded["batch_size"], "learning_rate": 3e-3})
+    assert same["batch_size"] == recorded["batch_size"]
+    with pytest.raises(UsageError, match=r"--batch-size, --model-option cannot change when resuming \(only"):
+        resolve_resumed_config(
+            tmp_path, {"batch_size": 3, "model_options": {"base_channels": 8}, "epochs": 9}
+        )
+
+
+def test_every_option_of_every_command_shows_its_default():
+    import click
+
+    from segkit.cli import CORE_COMMANDS
+
+    missing = []
+    for name in CORE_COMMANDS:
+        command = cli.get_command(None, name)
+        commands = command.commands.items() if isinstance(command, click.Group) else [(None, command)]
+        for sub, each in commands:
+            context = click.Context(each)
+            for param in each.params:
+                if not isinstance(param, click.Option) or param.name == "help":
+                    continue
+                if param.is_flag and not param.secondary_opts:
+                    continue  # an on/off switch: off unless given
+                record = param.get_help_record(context)
+                if record and "default" not in record[1]:
+                    missing.append(f"segkit {name}{' ' + sub if sub else ''} {record[0]}")
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("kind", ["model", "loss", "dataset", "callback"])
+def test_option_flags_say_how_to_list_a_components_options(kind):
+    (option,) = [param for param in run.params if param.name == f"{kind}_options"]
+    assert f"segkit plugins --kind {kind} --options" in option.help
+    result = run_cli("plugins", "--kind", kind, "--options")
+    assert result.exit_code == 0, result.output
+
+
+def test_data_path_is_recorded_as_an_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = resolve_run_config({"data_path": "photos", "dataset": "folder"}, None, None)
+    assert config["data_path"] == str(tmp_path / "photos")

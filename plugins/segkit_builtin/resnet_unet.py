@@ -25,15 +25,29 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torchvision.models import ResNet34_Weights, resnet34
 
 import segkit
 from segkit.blocks import UpBlock, double_conv, init_logit_head
 from segkit.component_options import Option, boolean, parse_component_options, positive
 from segkit.errors import CheckpointError, SegkitError
+from segkit.lazy import lazy_module
 from segkit.models import IN_CHANNELS, OUT_CHANNELS, PAD_MODE, AnySizeModel
 
-IMAGENET_WEIGHTS = ResNet34_Weights.IMAGENET1K_V1
+# torchvision is imported when a model is built, not when segkit starts (segkit.lazy).
+tv_models = lazy_module("torchvision.models")
+
+
+def imagenet_weights():
+    """``torchvision.models.ResNet34_Weights.IMAGENET1K_V1`` (also ``IMAGENET_WEIGHTS``)."""
+    return tv_models.ResNet34_Weights.IMAGENET1K_V1
+
+
+def __getattr__(name: str):
+    if name == "IMAGENET_WEIGHTS":
+        return imagenet_weights()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 STEM_WIDTH = 64
 ENCODER_WIDTHS = (64, 128, 256, 512)  # channels out of layer1..layer4
 DECODER_WIDTHS = (256, 128, 64, 64)
@@ -48,7 +62,7 @@ class ResNet34Encoder(nn.Module):
 
     def __init__(self, in_channels: int = 3):
         super().__init__()
-        resnet = resnet34()  # randomly initialised: weights, if any, are loaded afterwards
+        resnet = tv_models.resnet34()  # randomly initialised: weights, if any, are loaded afterwards
         self.in_channels = in_channels
         self.conv1 = resnet.conv1
         if in_channels != 3:
@@ -131,17 +145,17 @@ def socket_timeout(seconds: float) -> Iterator[None]:
 
 def fetch_imagenet_state_dict(timeout_s: float = 30.0) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet ResNet34 state_dict, from the torch hub cache or downloaded into it."""
-    file_name = os.path.basename(urlparse(IMAGENET_WEIGHTS.url).path)
+    file_name = os.path.basename(urlparse(imagenet_weights().url).path)
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", file_name)
     try:
         with socket_timeout(timeout_s):
-            return IMAGENET_WEIGHTS.get_state_dict(
+            return imagenet_weights().get_state_dict(
                 progress=False, check_hash=True, map_location="cpu", weights_only=True
             )
     except Exception as error:  # noqa: BLE001 - network, HTTP, hash and unpickling errors all mean the same
         raise SegkitError(
             f"resnet34_unet: could not load the pretrained ImageNet weights ({type(error).__name__}: "
-            f"{error}). They come from {IMAGENET_WEIGHTS.url} and are cached at {cached}. Either connect "
+            f"{error}). They come from {imagenet_weights().url} and are cached at {cached}. Either connect "
             f"to the internet and retry, or download that file elsewhere and copy it to {cached} "
             f"(TORCH_HOME moves the cache), or train from scratch with pretrained=False."
         ) from None

@@ -6,6 +6,7 @@ errors; they never show a traceback. Set ``SEGKIT_DEBUG=1`` to see the traceback
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
@@ -52,6 +53,16 @@ class SegkitGroup(click.Group):
             return getattr(importlib.import_module(module_name), attribute)
         self._load_plugin_commands()
         return self.commands.get(name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """An unknown command is a usage error suggesting the nearest one (``segkit rnu``: run)."""
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            commands = self.list_commands(ctx)
+            nearest = difflib.get_close_matches(name, commands, n=1, cutoff=0.5)
+            hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
+            ctx.fail(f"No such command {name!r}.{hint} Commands: {', '.join(commands)}.")
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:

@@ -44,8 +44,8 @@ def _checksums(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     metavar="URL",
     default=None,
     help="Fetch the archives from this URL (a mirror, or file:// for local copies) instead of the official "
-    "site; archive names are appended. Default: the dataset's environment variable "
-    "($SEGKIT_OXFORD_PET_URL for oxford-pet), else the official URL.",
+    "site; archive names are appended. [default: the dataset's environment variable "
+    "($SEGKIT_OXFORD_PET_URL for oxford-pet), else the official URL]",
 )
 @click.option(
     "--md5",
@@ -53,7 +53,8 @@ def _checksums(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     multiple=True,
     metavar="ARCHIVE=MD5",
     callback=_checksums,
-    help="Expect this checksum for an archive (for mirrors that repackage it). Repeatable.",
+    help="Expect this checksum for an archive (for mirrors that repackage it). Repeatable. "
+    "[default: the checksums the dataset declares]",
 )
 @click.option(
     "--keep-archives/--remove-archives",

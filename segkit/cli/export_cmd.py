@@ -12,17 +12,18 @@ import click
 @click.option(
     "-o",
     "--out",
-    type=click.Path(path_type=Path),
-    help="File to write, or an existing folder for the default name. "
-    "[default: beside the checkpoint: best.onnx or best.torchscript.pt]",
+    metavar="PATH",
+    help="File to write (model.onnx, model.pt), or a folder for the default name: an existing one, or "
+    "one to create named with a trailing / (exports/). [default: beside the checkpoint: best.onnx or "
+    "best.torchscript.pt]",
 )
 @click.option(
     "--format",
     "export_format",
     type=click.Choice(["onnx", "torchscript"]),
-    default="onnx",
-    show_default=True,
-    help="ONNX (needs `pip install segkit[export]`) or TorchScript.",
+    default=None,
+    help="ONNX (needs `pip install segkit[export]`) or TorchScript; must agree with -o's extension. "
+    "[default: from -o's extension (.onnx: onnx, .pt or .pth: torchscript), else onnx]",
 )
 @click.option(
     "--opset",
@@ -36,7 +37,7 @@ import click
     show_default=True,
     help="Compare the export with PyTorch on two random inputs of other sizes; refuse on a mismatch.",
 )
-def export(source: Path, out: Path | None, export_format: str, opset: int | None, check: bool) -> None:
+def export(source: Path, out: str | None, export_format: str | None, opset: int | None, check: bool) -> None:
     """Export a trained model (a run folder's best.pt, or a checkpoint file) to ONNX or TorchScript.
 
     The exported model takes float32 images (N, C, H, W) of any batch size, height and width,
@@ -47,8 +48,9 @@ def export(source: Path, out: Path | None, export_format: str, opset: int | None
     [0, 1], normalisation mean and std, the training input size, the threshold or argmax, the classes.
     """
     from segkit.errors import UsageError
-    from segkit.export import DEFAULT_OPSET, export_model
+    from segkit.export import DEFAULT_OPSET, export_model, format_for_output
 
+    export_format = format_for_output(out, export_format)
     if opset is not None and export_format != "onnx":
         raise UsageError("--opset applies to --format onnx only")
     result = export_model(source, out, export_format, opset or DEFAULT_OPSET, check)

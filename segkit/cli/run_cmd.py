@@ -15,7 +15,9 @@ from segkit.config import (
     check_component_names,
     resolve_resumed_config,
     resolve_run_config,
+    to_toml,
 )
+from segkit.errors import UsageError
 from segkit.settings import BY_NAME, SETTINGS, click_options, flag_layer
 
 __all__ = ["run", "resolve_run_config", "check_component_names", "RESUME_OVERRIDES"]
@@ -29,22 +31,30 @@ _NAME_WIDTH = max(len(setting.name) for setting in SETTINGS)
     "--recipe",
     help="Named preset of settings; flags and --config override it. Built in: seed (the report's "
     "recipe) and budget (most Dice from --time-budget, default 15m). `segkit plugins --kind recipe` "
-    "lists all.",
+    "lists all. [default: none: the dataset's defaults, else the seed report's]",
 )
 @click.option(
     "--config",
     "config_file",
     type=click.Path(path_type=Path),
-    help="TOML file of settings (keys as the flags, with underscores); flags override it.",
+    help="TOML file of settings, keys as config.json records them (the settings' names: "
+    "learning_rate = 0.01), or a run's config.json to start from its settings; flags override it. "
+    "--print-config writes one. [default: none]",
 )
 @click.option(
     "--resume",
     type=click.Path(path_type=Path, file_okay=False),
     help="Continue the run in this folder from its last.pt with its recorded settings; only "
-    f"{', '.join(_RESUME_FLAGS[:-1])} and {_RESUME_FLAGS[-1]} may change.",
+    f"{', '.join(_RESUME_FLAGS[:-1])} and {_RESUME_FLAGS[-1]} may change (--epochs N extends a "
+    "finished run). [default: none, a new run]",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the resolved settings as a TOML config file (for --config) and exit without training.",
 )
 @click_options
-def run(config_file, recipe, resume, **flags):
+def run(config_file, recipe, resume, print_config, **flags):
     """Train a segmentation model and write a run folder (config, metrics, checkpoints).
 
     Settings resolve in layers, each overriding the one before: the seed report's defaults (Adam 1e-3,
@@ -53,19 +63,31 @@ def run(config_file, recipe, resume, **flags):
 
     Validation Dice is the mean of per-image Dice at the network input size, threshold 0.5 unless
     --threshold says otherwise.
-    """
-    from segkit.engine.trainer import fit
 
+    Output: the settings and one line per epoch on stdout, progress bars on stderr (on a terminal
+    only), so `segkit run ... > train.log` keeps a clean log; --quiet prints only the result.
+    """
     values = flag_layer(flags)
     if resume is not None:
+        given = [flag for flag, value in (("--config", config_file), ("--recipe", recipe)) if value]
+        if given:
+            raise UsageError(
+                f"{' and '.join(given)} cannot be combined with --resume: a resumed run keeps the settings "
+                f"it recorded (to start a new run from them: segkit run --config {resume / 'config.json'})"
+            )
         config = resolve_resumed_config(resume, values)
     else:
         config = resolve_run_config(values, config_file, recipe)
     echo = click.echo
+    if print_config:
+        echo(to_toml(config), nl=False)
+        return
     if not config["quiet"]:
         echo("Settings (value, and where it came from):")
         for key, value, source in config.describe():
             echo(f"  {key:<{_NAME_WIDTH}} {value:<24} {source}")
+    from segkit.engine.trainer import fit
+
     result = fit(config, echo=echo, resume_dir=resume)
     if result.best_epoch:
         echo(f"Best {result.metric_description}: {result.best_dice:.4f} at epoch {result.best_epoch}")
