@@ -131,6 +131,25 @@ AUGMENT = Option(
 STRICT = Option(False, boolean, help="make unreadable files an error instead of skipping them")
 
 
+def _sampling(value: Any) -> Any:
+    from segkit.sampling import Sampling
+
+    if value is None or isinstance(value, Sampling):
+        return value
+    raise TypeError(f"not a segkit.sampling.Sampling: {value!r}")
+
+
+#: How photos become samples (resized whole, or cropped at native resolution): set by the engine
+#: from --crop-size, --scale and --foreground-fraction; see ``segkit.sampling``.
+SAMPLING = Option(
+    None, Parser(_sampling, "a segkit.sampling.Sampling, or None to resize"), help="set by the engine"
+)
+
+
+#: Decoded photos a split cut into crops keeps in memory, per process (each loader worker has its own).
+DECODED_CACHE_BYTES = 1_500_000_000
+
+
 class SkippedFilesWarning(UserWarning):
     """Some listed files were unreadable and left out of a dataset (see ``dataset.skipped``)."""
 
@@ -293,11 +312,28 @@ class PairedImageDataset(Dataset):
             return labels.astype(np.int64), ignore
         return (labels == FOREGROUND).astype(np.uint8), (ignore if self.with_ignore else None)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _decoded(self, index: int) -> tuple[Any, np.ndarray]:
+        """The photo and its labels, decoded; kept in memory (up to ``DECODED_CACHE_BYTES`` per
+        process) when the split is cut into crops, since each photo then gives many items an epoch."""
+        cache = self.__dict__.setdefault("_decoded_cache", {})
+        if index in cache:
+            return cache[index]
         pair = self.pairs[index]
         image = read_image(pair.image_path)
+        labels = self.read_labels(pair, (image.height, image.width))
+        sampling = getattr(getattr(self, "transform", None), "sampling", None)
+        if sampling is not None and sampling.mode == "crop":
+            size = image.width * image.height * 3 + labels.nbytes
+            if self.__dict__.get("_decoded_bytes", 0) + size <= DECODED_CACHE_BYTES:
+                image.load()
+                cache[index] = (image, labels)
+                self.__dict__["_decoded_bytes"] = self.__dict__.get("_decoded_bytes", 0) + size
+        return image, labels
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        pair = self.pairs[index]
+        image, labels = self._decoded(index)
         original_size = (image.height, image.width)
-        labels = self.read_labels(pair, original_size)
         task = getattr(self, "task", "binary")
         if task == "binary":
             sample = self.transform(image, labels)
@@ -365,15 +401,17 @@ def default_augment(augment: str | None, split: str) -> str:
 
 
 def check_root(root: str | Path | None, dataset: str) -> Path:
-    """``root`` as a ``Path`` to an existing folder: ``UsageError`` when not given, ``DataError`` when
-    it is missing or a file."""
+    """``root`` as a ``Path`` to an existing folder, else a ``UsageError`` (exit code 2): not given,
+    missing, or a file. A path that names nothing is a usage error, as click makes it for a missing
+    path argument; a folder that exists but holds bad files is a ``DataError`` (exit code 1), which
+    the dataset raises when it reads them."""
     if root is None:
         raise UsageError(f"dataset {dataset!r} needs root=DIR, the folder holding the data")
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
-        raise DataError(f"{dataset} root folder {root} is not a folder (it is a file)")
+        raise UsageError(f"{dataset} root folder {root} is not a folder (it is a file)")
     if not root.is_dir():
-        raise DataError(f"{dataset} root folder {root} does not exist")
+        raise UsageError(f"{dataset} root folder {root} does not exist")
     return root
 
 

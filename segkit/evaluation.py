@@ -20,6 +20,7 @@ from segkit.boundary_metrics import boundary_f_score, hausdorff_distance
 from segkit.inference import TrainedModel, predict_logits, resize_logits
 from segkit.metrics import MetricAccumulator
 from segkit.postprocess import postprocess_mask
+from segkit.speed import to_input_format
 from segkit.task import Task
 
 
@@ -31,7 +32,7 @@ class Evaluation:
     network: Any  # MetricAccumulator (binary) or ClassMetricAccumulator (several classes)
     original: Any
     boundary: list[dict[str, float]] = field(default_factory=list)
-    network_size: int = 0
+    network_resolution: str = ""
     postprocess: dict[str, bool] = field(default_factory=dict)
     task_kind: str = "binary"
 
@@ -48,7 +49,7 @@ class Evaluation:
                 "dataset": "scores of the confusion counts pooled over the split",
             },
             "network_resolution": {
-                "resolution": f"{self.network_size}x{self.network_size} network input",
+                "resolution": self.network_resolution,
                 **self.network.compute(),
             },
         }
@@ -121,19 +122,28 @@ def evaluate_dataset(
     boundary: bool = True,
     quiet: bool = False,
     postprocess: dict[str, bool] | None = None,
+    tiles: Any = None,
 ) -> Evaluation:
     """Score ``trained`` on ``dataset``. ``postprocess`` (``fill_holes``, ``keep_largest``) cleans each
-    thresholded mask up before it is scored, at every resolution, as ``predict`` would."""
+    thresholded mask up before it is scored, at every resolution, as ``predict`` would. ``tiles``
+    (``segkit.engine.loop.Tiles``) runs the model through tiles of each photo at native resolution
+    (the dataset then yields whole photos, see ``segkit.sampling.Sampling.native``)."""
     steps: dict[str, bool] = {k: v for k, v in (postprocess or {}).items() if v}
     task = trained.task.with_threshold(threshold)
     network = task.new_accumulator()
     use_original = original_resolution and hasattr(dataset, "original_mask")
     original = task.new_accumulator() if use_original else None
     boundary_rows: list[dict[str, float]] = []
+    batch_size = 1 if tiles is not None else batch_size  # native photos differ in size
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     index = 0
-    for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=quiet, leave=False):
-        logits = predict_logits(trained, batch["image"], tta=tta).cpu()
+    for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=quiet or None, leave=False):
+        if tiles is not None:
+            with torch.inference_mode():
+                images = to_input_format(batch["image"], trained.device, training=False)
+                logits = tiles.logits(trained.model, images, tta).cpu()
+        else:
+            logits = predict_logits(trained, batch["image"], tta=tta).cpu()
         names = list(batch["name"])
         network_logits = _cleaned(logits, task, steps)
         network.update(network_logits, batch["mask"], ignore=batch.get("ignore"), names=names)
@@ -157,9 +167,12 @@ def evaluate_dataset(
                     }
                 )
         index += len(names)
-    return Evaluation(
-        split, threshold, tta, network, original, boundary_rows, trained.image_size, steps, task.kind
+    where = (
+        f"native resolution, {tiles.size}x{tiles.size} tiles"
+        if tiles is not None
+        else f"{trained.image_size}x{trained.image_size} network input"
     )
+    return Evaluation(split, threshold, tta, network, original, boundary_rows, where, steps, task.kind)
 
 
 def _as_batch(array: Any, dtype: torch.dtype) -> torch.Tensor:

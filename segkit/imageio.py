@@ -12,6 +12,7 @@ the file and the problem.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Iterator
@@ -38,6 +39,24 @@ _EXIF_ORIENTATION_TAG = 0x0112
 # A JPEG ends with the EOI marker; a few writers append padding or metadata after it, so the marker
 # is looked for in the file's tail rather than in its last two bytes.
 _JPEG_TAIL_BYTES = 4096
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """Within the block, photos up to ``max_pixels`` pixels are decoded (``None``: the default
+    ``MAX_IMAGE_PIXELS``); for predict and evaluate's ``--max-pixels`` on very large photos."""
+    global MAX_IMAGE_PIXELS
+    if max_pixels is None:
+        yield
+        return
+    saved, saved_pillow = MAX_IMAGE_PIXELS, Image.MAX_IMAGE_PIXELS
+    MAX_IMAGE_PIXELS = int(max_pixels)
+    if saved_pillow is not None:  # Pillow's own decompression-bomb guard, raised alike
+        Image.MAX_IMAGE_PIXELS = max(saved_pillow, int(max_pixels))
+    try:
+        yield
+    finally:
+        MAX_IMAGE_PIXELS, Image.MAX_IMAGE_PIXELS = saved, saved_pillow
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:

@@ -46,10 +46,37 @@ class TrainedModel:
     postprocess: dict[str, bool] = field(default_factory=dict)
     #: What the model's outputs mean (see ``segkit.task``), at the checkpoint's threshold.
     task: Task = field(default_factory=BinaryTask)
+    #: Tiled inference at native resolution, for runs trained on crops: ``{"tile", "overlap",
+    #: "blend", "scale"}``; None: resize photos to ``image_size`` (see ``segkit.tiling``).
+    tiling: dict[str, Any] | None = None
 
     @property
     def in_channels(self) -> int:
         return int(self.checkpoint["in_channels"])
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch whose weights these are (``best.pt``: the best one so far)."""
+        return self.checkpoint.get("epoch")
+
+    def predict(self, image: Image.Image | str | Path, tta: bool | None = None) -> np.ndarray:
+        """The mask of one photo (a PIL image or an image file) at the photo's own size, made as
+        ``segkit predict`` makes it with the run's defaults (threshold, flip TTA, clean-up, tiling):
+        a bool ``(H, W)`` array for a binary model, class ids ``(H, W)`` for a multiclass one, a bool
+        ``(K, H, W)`` array for a multilabel one. ``tta`` overrides the run's flip TTA."""
+        from segkit.imageio import read_image
+        from segkit.postprocess import postprocess_mask
+
+        if not isinstance(image, Image.Image):
+            image = read_image(Path(image))
+        elif image.mode != "RGB":
+            image = image.convert("RGB")
+        use_tta = self.tta if tta is None else tta
+        probability = predict_probability(self, image, tta=use_tta, tiling=self.tiling)
+        mask = self.task.mask_from_probability(probability)
+        if self.task.supports_postprocess and any(self.postprocess.values()):
+            mask = postprocess_mask(mask, **self.postprocess)
+        return mask
 
 
 def load_trained_model(
@@ -96,6 +123,7 @@ def load_trained_model(
     # The fast path: BatchNorm folded into the convolutions, channels_last where it pays.
     fast_model = prepare_for_inference(model, device, fold=fold_batchnorm, threads=0)
     tta, postprocess = recipe_inference_defaults(payload, path)
+    tiling = recorded_tiling(payload, path)
     return TrainedModel(
         model=fast_model,
         model_name=name,
@@ -108,6 +136,7 @@ def load_trained_model(
         tta=tta,
         postprocess=postprocess,
         task=task,
+        tiling=tiling,
     )
 
 
@@ -129,6 +158,25 @@ def recipe_inference_defaults(payload: dict[str, Any], path: Path) -> tuple[bool
         chosen[key] = value
     tta = chosen.pop("tta")
     return tta, chosen
+
+
+def recorded_tiling(payload: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """The checkpoint's tiled-inference defaults (runs trained on crops), checked; None without."""
+    table = payload.get("inference") or {}
+    if table.get("tile") is None:
+        return None
+    tiling = {key: table.get(key) for key in ("tile", "overlap", "blend", "scale")}
+    largest_side = math.isqrt(MAX_IMAGE_PIXELS)
+    tile, overlap, scale = tiling["tile"], tiling["overlap"], tiling["scale"]
+    if isinstance(tile, bool) or not isinstance(tile, int) or not 8 <= tile <= largest_side:
+        raise CheckpointError(f"{path} has a malformed inference.tile ({tile!r})")
+    if not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
+        raise CheckpointError(f"{path} has a malformed inference.overlap ({overlap!r})")
+    if not isinstance(scale, (int, float)) or not 0 < scale <= 4:
+        raise CheckpointError(f"{path} has a malformed inference.scale ({scale!r})")
+    if tiling["blend"] not in ("gaussian", "constant"):
+        raise CheckpointError(f"{path} has a malformed inference.blend ({tiling['blend']!r})")
+    return tiling
 
 
 def inference_settings(payload: dict[str, Any]) -> tuple[int, float, dict[str, list[float]]]:
@@ -218,10 +266,35 @@ def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-def predict_probability(trained: TrainedModel, image: Image.Image, tta: bool = False) -> np.ndarray:
+def predict_probability(
+    trained: TrainedModel, image: Image.Image, tta: bool = False, tiling: dict[str, Any] | None = None
+) -> np.ndarray:
     """Probabilities at the image's own size, float32: the foreground's (H, W) for a binary model,
-    one map per class (K, H, W) for a multiclass (softmax) or multilabel (sigmoids) one."""
+    one map per class (K, H, W) for a multiclass (softmax) or multilabel (sigmoids) one. With
+    ``tiling`` (``{"tile", "overlap", "blend", "scale"}``) the photo is seen through tiles at native
+    resolution (rescaled by ``scale`` first, and the probabilities back to the photo's size)."""
+    if tiling is not None:
+        return _tiled_probability(trained, image, tta, tiling)
     batch = image_to_tensor(image, trained.image_size, trained.normalization).unsqueeze(0)
     logits = resize_logits(predict_logits(trained, batch, tta=tta), (image.height, image.width))
     probabilities = trained.task.probabilities(logits)[0].cpu().numpy()
     return probabilities[0] if trained.task.kind == "binary" else probabilities
+
+
+def _tiled_probability(
+    trained: TrainedModel, image: Image.Image, tta: bool, tiling: dict[str, Any]
+) -> np.ndarray:
+    from segkit.tiling import predict_tiled
+
+    scale = float(tiling.get("scale", 1.0))
+    seen = image
+    if scale != 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        seen = image.resize(size, Image.Resampling.BILINEAR)
+    probability = predict_tiled(trained, seen, tiling["tile"], tiling["overlap"], tiling["blend"], tta=tta)
+    if scale != 1.0:
+        maps = torch.from_numpy(np.ascontiguousarray(probability, dtype=np.float32))
+        maps = maps[None, None] if maps.dim() == 2 else maps[None]
+        resized = F.interpolate(maps, size=(image.height, image.width), mode="bilinear", align_corners=False)
+        probability = resized[0, 0].numpy() if probability.ndim == 2 else resized[0].numpy()
+    return probability

@@ -13,6 +13,7 @@ it as ``config["name"]``.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -173,6 +174,15 @@ def parse_callback_options(pairs: Iterable[str]) -> dict[str, dict[str, Any]]:
     return {name: parse_options(items, f"--callback-option {name}.") for name, items in grouped.items()}
 
 
+def absolute_folder(value: Any) -> Any:
+    """A folder path as an absolute path string (``~`` expanded), so that a run recorded with a relative
+    ``--data-path`` still finds its data from another working folder; other values are left for the
+    rule to refuse."""
+    if isinstance(value, Path) or (isinstance(value, str) and value):
+        return os.path.abspath(os.path.expanduser(os.fspath(value)))
+    return value
+
+
 def _options_of(flag: str) -> Callable[[Iterable[str]], dict[str, Any]]:
     return lambda pairs: parse_options(pairs, flag)
 
@@ -229,9 +239,13 @@ SETTINGS: tuple[Setting, ...] = (
         "data_path",
         None,
         OPTIONAL_FOLDER,
-        "Folder of the dataset (not needed for synthetic).",
+        "Folder of your data, for the datasets that read one (folder, oxford_pet); recorded as an "
+        "absolute path (on --resume, the data's new place if it moved). The synthetic dataset "
+        "generates its images and reads none.",
         click_type=_PATH,
+        normalize=absolute_folder,
         default_text="none",
+        on_resume=True,
     ),
     Setting(
         "epochs",
@@ -312,6 +326,57 @@ SETTINGS: tuple[Setting, ...] = (
         from_flag=parse_sizes,
         metavar="SIZES",
         default_text="none, train at --image-size throughout",
+    ),
+    Setting(
+        "crop_size",
+        None,
+        Rule(lambda value: value is None or (_is_int(value) and value >= 8), "an integer >= 8, or none"),
+        "Train on random N x N crops at native resolution (after --scale) instead of resizing each photo "
+        "whole; validation then runs on whole photos at native resolution, through tiles (--tile). "
+        "For thin or small structures and large photos. With --progressive-sizes, those are crop sizes.",
+        click_type=int,
+        metavar="N",
+        default_text="none: resize photos to --image-size",
+    ),
+    Setting(
+        "scale",
+        1.0,
+        Rule(lambda value: _is_number(value) and 0 < value <= 4, "a number in (0, 4]"),
+        "With --crop-size: rescale every photo by this factor before cropping and tiling (0.5 halves "
+        "a photo's sides), in training, validation, predict and evaluate.",
+        click_type=float,
+        default_text="1, native resolution",
+    ),
+    Setting(
+        "foreground_fraction",
+        0.33,
+        Rule(lambda value: _is_number(value) and 0 <= value <= 1, "a number in [0, 1]"),
+        "With --crop-size: the share of crops centred on a foreground pixel (multiclass: on a pixel of "
+        "a class picked at random among those present), so rare structures are seen often.",
+        click_type=float,
+    ),
+    Setting(
+        "tile",
+        None,
+        Rule(lambda value: value is None or (_is_int(value) and value >= 8), "an integer >= 8, or none"),
+        "Tiled inference at native resolution: N x N tiles for validation, and as predict/evaluate's "
+        "default.",
+        click_type=int,
+        metavar="N",
+        default_text="twice --crop-size with --crop-size, else none (resize)",
+    ),
+    Setting(
+        "overlap",
+        0.25,
+        Rule(lambda value: _is_number(value) and 0 <= value < 1, "a number in [0, 1)"),
+        "Share of a tile that overlaps its neighbour in tiled inference.",
+        click_type=float,
+    ),
+    _choice(
+        "blend",
+        "gaussian",
+        ("gaussian", "constant"),
+        "How overlapping tiles are weighted: gaussian (centre pixels count most) or constant.",
     ),
     Setting(
         "ema_decay",
@@ -395,7 +460,8 @@ SETTINGS: tuple[Setting, ...] = (
         "model_options",
         {},
         TABLE,
-        "Option for the model factory, repeatable (e.g. base_channels=16).",
+        "Option for the model factory, repeatable (e.g. base_channels=16); `segkit plugins --kind model "
+        "--options` lists each model's options.",
         flags=("--model-option",),
         from_flag=_options_of("--model-option"),
         multiple=True,
@@ -406,7 +472,8 @@ SETTINGS: tuple[Setting, ...] = (
         "loss_options",
         {},
         TABLE,
-        "Option for the loss, repeatable (e.g. alpha=0.3).",
+        "Option for the loss, repeatable (e.g. alpha=0.3); `segkit plugins --kind loss --options` lists "
+        "each loss's options.",
         flags=("--loss-option",),
         from_flag=_options_of("--loss-option"),
         multiple=True,
@@ -417,7 +484,9 @@ SETTINGS: tuple[Setting, ...] = (
         "dataset_options",
         {},
         TABLE,
-        "Option for the dataset, repeatable (e.g. border=ignore).",
+        "Option for the dataset, repeatable (e.g. border=ignore); `segkit plugins --kind dataset "
+        "--options` lists each dataset's options. root, split, image_size and augment are set by "
+        "--data-path, the engine, --image-size and --augment.",
         flags=("--dataset-option",),
         from_flag=_options_of("--dataset-option"),
         multiple=True,
@@ -426,21 +495,35 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "callbacks",
-        None,
+        [],
         _CALLBACKS,
-        "Enable only these callbacks, repeatable.",
+        "Add a callback to those that run by default (csv and excel), repeatable (e.g. early_stopping); "
+        "`segkit plugins --kind callback` lists them.",
         flags=("--callback",),
         from_flag=list,
         multiple=True,
         metavar="NAME",
-        default_text="those marked default, csv and excel",
+        default_text="none beyond the defaults",
+        on_resume=True,
+    ),
+    Setting(
+        "disable_callbacks",
+        [],
+        _CALLBACKS,
+        "Leave out a callback that runs by default (csv: metrics.csv, excel: the workbook), repeatable.",
+        flags=("--no-callback",),
+        from_flag=list,
+        multiple=True,
+        metavar="NAME",
+        default_text="none, every default callback runs",
         on_resume=True,
     ),
     Setting(
         "callback_options",
         {},
         _CALLBACK_OPTIONS,
-        "Option for a callback, repeatable (e.g. early_stopping.patience=5).",
+        "Option for a callback, repeatable (e.g. early_stopping.patience=5); `segkit plugins --kind "
+        "callback --options` lists each callback's options.",
         flags=("--callback-option",),
         from_flag=parse_callback_options,
         multiple=True,
@@ -453,7 +536,9 @@ SETTINGS: tuple[Setting, ...] = (
         "quiet",
         False,
         BOOLEAN,
-        "No progress bars or per-epoch lines.",
+        "No settings printout, progress bars or per-epoch lines. Without it the settings and per-epoch "
+        "lines go to stdout and progress bars to stderr, only on a terminal: `segkit run ... > train.log` "
+        "keeps the per-epoch lines in a log file without bars.",
         flags=("--quiet", "-q"),
         is_flag=True,
         on_resume=True,
@@ -466,6 +551,21 @@ DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTING
 OPTION_TABLES = tuple(setting.name for setting in SETTINGS if isinstance(setting.default, dict))
 #: What flags may change on ``--resume``; the rest is the run's recorded settings.
 RESUME_OVERRIDES = tuple(setting.name for setting in SETTINGS if setting.on_resume)
+#: Dataset options the engine sets itself, and the setting a user gives instead.
+ENGINE_DATASET_OPTIONS = {
+    "root": "data_path",
+    "split": None,  # the engine reads train and valid; `segkit evaluate --split` scores the others
+    "image_size": "image_size",
+    "augment": "augment",
+    "sampling": "crop_size",  # with --scale and --foreground-fraction
+}
+#: Other names a user may give a setting by (its flags' names, with underscores): ``lr``.
+ALIASES: dict[str, str] = {
+    flag.split("/")[0][2:].replace("-", "_"): setting.name
+    for setting in SETTINGS
+    for flag in setting.flags
+    if flag.startswith("--") and flag.split("/")[0][2:].replace("-", "_") != setting.name
+}
 
 
 # -- checks ---------------------------------------------------------------------------------------------
@@ -491,7 +591,47 @@ def check_value(name: str, value: Any, source: str) -> Any:
     else:
         if setting.rule.accepts(normalized):
             return normalized
-    raise UsageError(f"{describe_key(setting, source)} must be {setting.rule.expected}, got {value!r}")
+    message = f"{describe_key(setting, source)} must be {setting.rule.expected}, got {value!r}"
+    raise UsageError(message + _quoted_hint(setting, value, source))
+
+
+def _quoted_hint(setting: Setting, value: Any, source: str) -> str:
+    """For a file's ``epochs = "10"``: that it is a string, and how to write the value instead."""
+    if source == "flag" or not isinstance(value, str):
+        return ""
+    unquoted = parse_value(value)
+    if isinstance(unquoted, str):
+        return ""
+    try:
+        normalized = unquoted if setting.normalize is None else setting.normalize(unquoted)
+    except UsageError:
+        return ""
+    if not setting.rule.accepts(normalized):
+        return ""
+    written = str(unquoted).lower() if isinstance(unquoted, bool) else repr(unquoted)
+    return f" (a string: write {setting.name} = {written}, without quotes)"
+
+
+def check_dataset_options(options: Any, source: str) -> None:
+    """Refuse dataset options the engine sets itself (``image_size``: ``--image-size``), which would
+    otherwise train on something other than what the run records."""
+    if not isinstance(options, dict):
+        return
+    for key in options:
+        if key not in ENGINE_DATASET_OPTIONS:
+            continue
+        where = f"--dataset-option {key}" if source == "flag" else f"dataset_options.{key} from {source}"
+        instead = ENGINE_DATASET_OPTIONS[key]
+        if instead is None:
+            raise UsageError(
+                f"{where}: the split is not a dataset option; a run trains on the train split and "
+                "validates on the valid split, and `segkit evaluate RUN --split test` scores another"
+            )
+        setting = BY_NAME[instead]
+        raise UsageError(
+            f"{where}: {key} is set by {setting.flag} (config key {setting.name}); use that instead, so "
+            "that the run records what it trained on"
+        )
 
 
 # -- flags ----------------------------------------------------------------------------------------------

@@ -28,13 +28,15 @@ with nearest-neighbour sampling, colour transforms never touch masks):
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 from segkit.errors import SegkitError, UsageError
+from segkit.lazy import lazy_module
+from segkit.sampling import Sampling, random_crop, rescale
 
 #: Per-channel RGB mean and standard deviation of ImageNet, for images scaled to [0, 1]. Models see
 #: ``(image - mean) / std``; checkpoints and exported models record these so inference matches.
@@ -53,7 +55,22 @@ MASK_FILL = BACKGROUND
 #: Smallest ``image_size`` accepted: blur kernels and crops need a few pixels to work with.
 MIN_IMAGE_SIZE = 8
 
-FILL = {tv_tensors.Image: IMAGE_FILL, tv_tensors.Mask: MASK_FILL}
+# torchvision is imported on first use (segkit.lazy): plugin modules import this one at every start.
+tv_tensors = lazy_module("torchvision.tv_tensors")
+v2 = lazy_module("torchvision.transforms.v2")
+
+
+def __getattr__(name: str):
+    if name == "FILL":
+        return fill_values()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def fill_values() -> dict:
+    """``FILL``: the value a geometric transform writes into pixels it invents, per tv_tensor type
+    (``{tv_tensors.Image: IMAGE_FILL, tv_tensors.Mask: MASK_FILL}``, built when first asked for)."""
+    return {tv_tensors.Image: IMAGE_FILL, tv_tensors.Mask: MASK_FILL}
+
 
 #: The kinds of task a dataset can ask for (its ``task`` attribute; "binary" when it has none).
 TASKS = ("binary", "multiclass", "multilabel")
@@ -83,7 +100,9 @@ def resize_and_normalize(image_size: int) -> v2.Compose:
     return v2.Compose([v2.Resize((image_size, image_size), antialias=True), *to_float_and_normalize()])
 
 
-def build_sample_transform(augment: str, image_size: int, train: bool) -> SampleTransform:
+def build_sample_transform(
+    augment: str, image_size: int, train: bool, sampling: Sampling | None = None
+) -> SampleTransform:
     """The transform a dataset applies to each ``(photo, labels)`` pair.
 
     ``augment`` names a registered augmentation pipeline ("none", "default", "strong", or one a
@@ -91,7 +110,15 @@ def build_sample_transform(augment: str, image_size: int, train: bool) -> Sample
     pipelines only resize and normalise. If no plugin registers "none" (built-ins disabled), the
     core's ``resize_and_normalize`` stands in for it. Raises ``UsageError`` for an unknown name or a
     bad ``image_size``.
+
+    ``sampling`` (``segkit.sampling.Sampling``; default: resize) switches to native resolution: for
+    ``Sampling.crops(...)`` the photo is cropped first and the pipeline is built with
+    ``builder(image_size=crop size, train=True, crop=True)``, meaning "augment this crop, do not
+    resize it"; for ``Sampling.native(...)`` no pipeline runs, the photo is only normalised.
     """
+    sampling = sampling or Sampling()
+    if sampling.mode == "crop":
+        image_size = int(sampling.size)  # type: ignore[arg-type]
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
         raise UsageError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
     if not isinstance(augment, str):
@@ -99,11 +126,26 @@ def build_sample_transform(augment: str, image_size: int, train: bool) -> Sample
     from segkit.api import get_component
     from segkit.plugins import get_host
 
-    if augment == "none" and "none" not in get_host().registry("augmentation"):
-        pipeline = resize_and_normalize(image_size)
+    if sampling.mode == "native":
+        pipeline = v2.Compose(to_float_and_normalize())
+    elif augment == "none" and "none" not in get_host().registry("augmentation"):
+        pipeline = (
+            v2.Compose(to_float_and_normalize())
+            if sampling.mode == "crop"
+            else resize_and_normalize(image_size)
+        )
     else:
-        pipeline = get_component("augmentation", augment).factory(image_size=image_size, train=train)
-    return SampleTransform(pipeline, name=augment, image_size=image_size)
+        builder = get_component("augmentation", augment).factory
+        if sampling.mode == "crop":
+            if "crop" not in inspect.signature(builder).parameters:
+                raise UsageError(
+                    f"augmentation {augment!r} does not take crop=True (its builder cannot augment crops "
+                    "without resizing them); use --augment none, default or strong with --crop-size"
+                )
+            pipeline = builder(image_size=image_size, train=train, crop=True)
+        else:
+            pipeline = builder(image_size=image_size, train=train)
+    return SampleTransform(pipeline, name=augment, image_size=image_size, sampling=sampling)
 
 
 class SampleTransform:
@@ -123,10 +165,11 @@ class SampleTransform:
       returns ``"mask"`` float ``(K, S, S)`` in {0, 1} and ``"ignore"`` bool ``(K, S, S)``.
     """
 
-    def __init__(self, pipeline, name: str, image_size: int) -> None:
+    def __init__(self, pipeline, name: str, image_size: int, sampling: Sampling | None = None) -> None:
         self.pipeline = pipeline
         self.name = name
         self.image_size = image_size
+        self.sampling = sampling or Sampling()
 
     def __call__(
         self, image: Image.Image | torch.Tensor, labels: np.ndarray, task: str = "binary"
@@ -145,6 +188,11 @@ class SampleTransform:
             mask = encode_class_ids(_uint8_labels(labels, "class ids")[None])
         else:
             mask = _uint8_labels(labels, "multilabel labels")
+        if not self.sampling.resizes:
+            pixels, mask = rescale(pixels, mask, self.sampling.scale)
+        if self.sampling.mode == "crop":
+            size, fraction = int(self.sampling.size), self.sampling.foreground_fraction  # type: ignore[arg-type]
+            pixels, mask = random_crop(pixels, mask, size, fraction, task)
         sample = {"image": tv_tensors.Image(pixels), "mask": tv_tensors.Mask(mask)}
         result = self.pipeline(sample)
         if task == "multiclass":

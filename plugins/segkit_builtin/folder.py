@@ -59,6 +59,7 @@ from segkit.datasets import (  # noqa: F401 - PairedImageDataset, Pair, ... re-e
     IMAGE_SIZE,
     MAX_LISTED,
     ROOT,
+    SAMPLING,
     SPLIT,
     SPLITS,
     STRICT,
@@ -143,6 +144,7 @@ OPTIONS = {
     "split": SPLIT,
     "image_size": IMAGE_SIZE,
     "augment": AUGMENT,
+    "sampling": SAMPLING,
     "valid_fraction": Option(0.1, _fraction_below_one, HOLD_OUT, help="share of a pool held out to validate"),
     "test_fraction": Option(0.1, _fraction_below_one, HOLD_OUT, help="share of a pool held out to test"),
     "split_seed": Option(0, integer, help="seed of the random split of a pool"),
@@ -189,7 +191,9 @@ def build_folder(root: str | Path | None = None, **options: Any) -> FolderDatase
             "below 1, leaving images to train on"
         )
     augment = default_augment(parsed["augment"], split)
-    transform = build_sample_transform(augment, parsed["image_size"], train=split == "train")
+    transform = build_sample_transform(
+        augment, parsed["image_size"], train=split == "train", sampling=parsed["sampling"]
+    )
 
     split_dirs = [root / name for name in SPLITS if (root / name).is_dir()]
     if split_dirs:

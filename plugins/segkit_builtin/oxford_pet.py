@@ -36,6 +36,7 @@ from segkit.datasets import (
     AUGMENT,
     IMAGE_SIZE,
     ROOT,
+    SAMPLING,
     SPLIT,
     STRICT,
     Pair,
@@ -80,6 +81,7 @@ OPTIONS = {
     "split": SPLIT,
     "image_size": IMAGE_SIZE,
     "augment": AUGMENT,
+    "sampling": SAMPLING,
     "border": Option(
         "foreground",
         choice(*BORDER_CHOICES),
@@ -159,7 +161,9 @@ def build_oxford_pet(root: str | Path | None = None, **options: Any) -> OxfordPe
         )
     root = check_root(parsed["root"], "oxford_pet")
     augment = default_augment(parsed["augment"], split)
-    transform = build_sample_transform(augment, parsed["image_size"], train=split == "train")
+    transform = build_sample_transform(
+        augment, parsed["image_size"], train=split == "train", sampling=parsed["sampling"]
+    )
     for folder in (root / "images", root / "annotations" / "trimaps"):
         if not folder.is_dir():
             raise DataError(

@@ -44,7 +44,6 @@ from torch.utils.data import Dataset
 import segkit
 from segkit.component_options import (
     Option,
-    Parser,
     boolean,
     choice,
     int_at_least,
@@ -52,7 +51,7 @@ from segkit.component_options import (
     optional,
     parse_component_options,
 )
-from segkit.datasets import AUGMENT
+from segkit.datasets import AUGMENT, SAMPLING
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -380,6 +379,7 @@ class SyntheticShapes(Dataset):
         augment: str,
         cache: bool = True,
         task: str = "binary",
+        sampling: Any = None,
     ) -> None:
         from segkit.transforms import IGNORE_INDEX, build_sample_transform
 
@@ -394,7 +394,9 @@ class SyntheticShapes(Dataset):
         self.length = length
         self.seed = seed
         self.augment = augment
-        self.transform = build_sample_transform(augment, image_size, train=split == "train")
+        self.transform = build_sample_transform(
+            augment, image_size, train=split == "train", sampling=sampling
+        )
         self._cache: dict[int, tuple[torch.Tensor, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -453,7 +455,6 @@ def _split_size(split: str) -> Option:
 
 
 OPTIONS = {
-    "root": Option(None, Parser(lambda value: value, "anything (ignored)"), help="ignored: nothing is read"),
     "split": Option("train", choice(*SPLIT_STREAMS), help="which stream of images"),
     "image_size": Option(64, int_at_least(MIN_IMAGE_SIZE), help="side of the square images"),
     "length": Option(None, optional(non_negative_int), help="items in this split (default: its size)"),
@@ -463,6 +464,7 @@ OPTIONS = {
     "valid_size": _split_size("valid"),
     "test_size": _split_size("test"),
     "cache": Option(True, boolean, help="keep generated images in memory"),
+    "sampling": SAMPLING,
     "task": Option(
         "binary",
         choice(*TASK_CHOICES),
@@ -474,19 +476,28 @@ OPTIONS = {
 def build_synthetic_dataset(root: Any = None, **options: Any) -> SyntheticShapes:
     """Textured shapes generated from a seed: no download, the default data of ``segkit run``.
 
-    ``root`` is accepted for the common dataset signature and ignored: nothing is read from disk.
+    ``root`` is accepted for the common dataset signature and ignored: nothing is read from disk. It
+    is not among the declared ``OPTIONS``, which tells ``segkit run`` that ``--data-path`` means
+    nothing here (a usage error suggesting ``--dataset folder``).
     Options (``OPTIONS``): ``split``, ``image_size`` (64), ``length`` overrides the split's size;
     ``train_size`` / ``valid_size`` / ``test_size`` set the sizes per split (512 / 128 / 128);
     ``seed``; ``augment`` names an augmentation pipeline ("none" by default: the generator already
     varies everything); ``cache`` keeps generated images in memory; ``task`` "binary" (default) or
     "multiclass" (four classes, ``MULTICLASS_NAMES``).
     """
-    parsed = parse_component_options("dataset", "synthetic", {"root": root, **options}, OPTIONS)
+    parsed = parse_component_options("dataset", "synthetic", options, OPTIONS)
     split = parsed["split"]
     length = parsed["length"] if parsed["length"] is not None else parsed[f"{split}_size"]
     augment = parsed["augment"] if parsed["augment"] is not None else "none"
     return SyntheticShapes(
-        split, parsed["image_size"], length, parsed["seed"], augment, parsed["cache"], task=parsed["task"]
+        split,
+        parsed["image_size"],
+        length,
+        parsed["seed"],
+        augment,
+        parsed["cache"],
+        task=parsed["task"],
+        sampling=parsed["sampling"],
     )
 
 

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import click
 
-from segkit.cli.inference_choices import inference_choice_options, resolve_inference_choices
+from segkit.cli.inference_choices import (
+    inference_choice_options,
+    resolve_inference_choices,
+    resolve_tiling,
+    tiling_options,
+)
 
 
 @click.command("evaluate")
@@ -18,12 +23,17 @@ from segkit.cli.inference_choices import inference_choice_options, resolve_infer
 @click.option("--dataset", help="Registered dataset name. [default: the one the run trained on]")
 @click.option("--data-path", type=click.Path(path_type=Path), help="Dataset folder. [default: the run's]")
 @click.option(
-    "--dataset-option", multiple=True, metavar="KEY=VALUE", help="Extra dataset option, repeatable."
+    "--dataset-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Dataset option, repeatable (`segkit plugins --kind dataset --options` lists them); root, split "
+    "and image_size come from --data-path, --split and the checkpoint. [default: the run's]",
 )
 @click.option(
     "--threshold", type=float, help="Probability threshold. [default: the checkpoint's, usually 0.5]"
 )
 @inference_choice_options
+@tiling_options
 @click.option(
     "--resolution",
     type=click.Choice(["original", "network", "both"]),
@@ -59,6 +69,10 @@ def evaluate(
     tta,
     fill_holes,
     keep_largest,
+    tile,
+    no_tile,
+    overlap,
+    blend,
     resolution,
     no_boundary,
     worst,
@@ -75,6 +89,7 @@ def evaluate(
     per-class table, and confusion_matrix.png.
     """
     from segkit.engine.device import resolve_device
+    from segkit.engine.loop import Tiles
     from segkit.errors import UsageError
     from segkit.evaluation import evaluate_dataset
     from segkit.inference import load_trained_model
@@ -88,8 +103,12 @@ def evaluate(
         raise UsageError(
             f"--fill-holes and --keep-largest work on binary masks; {checkpoint} is {trained.task.kind}"
         )
-    name, data = _evaluation_dataset(trained, split, dataset, data_path, dataset_option)
-    out = _output_folder(checkpoint, split, out)
+    tiling = resolve_tiling(trained, tile, no_tile, overlap, blend)
+    name, data = _evaluation_dataset(trained, split, dataset, data_path, dataset_option, tiling)
+    choices = {"threshold": threshold, "tta": tta, "postprocess": postprocess, "tiling": tiling}
+    choices.update(resolution=resolution, boundary=not no_boundary)
+    settings = _settings_of_this_evaluation(trained, name, split, data_path, dataset_option, choices)
+    out = _output_folder(checkpoint, split, out, settings)
     result = evaluate_dataset(
         trained,
         data,
@@ -101,6 +120,7 @@ def evaluate(
         original_resolution=resolution != "network",
         boundary=not no_boundary,
         quiet=quiet,
+        tiles=None if tiling is None else Tiles(tiling["tile"], tiling["overlap"], tiling["blend"]),
     )
     if resolution == "original" and result.original is None:
         click.echo(
@@ -110,7 +130,8 @@ def evaluate(
     if resolution == "original" and result.original is not None:
         summary.pop("network_resolution")
     rows = result.per_image_rows()
-    written = _write_results(out, trained, name, summary, rows)
+    written = _write_results(out, trained, name, {"evaluated": settings, **summary}, rows)
+    click.echo(f"Scored {trained.path} ({_epoch_text(trained)})")
     click.echo(
         f"{name} {split} split, {summary['images']} images, threshold {summary['threshold']}, "
         f"test-time augmentation {summary['test_time_augmentation']}, "
@@ -133,23 +154,47 @@ def evaluate(
     click.echo("Wrote " + " and ".join(str(path) for path in written))
 
 
-def _evaluation_dataset(trained, split, dataset, data_path, dataset_option):
-    """The dataset to score on: the run's unless --dataset says otherwise, with the run's options."""
+def _evaluation_dataset(trained, split, dataset, data_path, dataset_option, tiling=None):
+    """The dataset to score on: the run's unless --dataset says otherwise, with the run's options;
+    with ``tiling``, whole photos at native resolution (after the run's scale)."""
     import segkit
-    from segkit.errors import UsageError
+    from segkit.engine.data import in_flag_words
+    from segkit.errors import DataError, SegkitError, UsageError
     from segkit.options import parse_options
 
     recorded = trained.checkpoint.get("config") or {}
     name = dataset or trained.checkpoint.get("dataset") or recorded.get("dataset")
     options = dict(recorded.get("dataset_options") or {}) if name == recorded.get("dataset") else {}
-    options.update(parse_options(dataset_option, "--dataset-option"))
-    options.pop("augment", None)
+    given = parse_options(dataset_option, "--dataset-option")
+    for key in set(given) & set(_SET_HERE):
+        raise UsageError(f"--dataset-option {key}: {_SET_HERE[key]}")
+    for key in _SET_HERE:  # a run recorded before they were refused at training
+        options.pop(key, None)
+    options.update(given)
     root = data_path if data_path is not None else recorded.get("data_path")
+    if data_path is None and root is not None and not Path(root).is_dir():
+        raise DataError(
+            f"the data folder {root} that {trained.path} was trained on no longer exists there; "
+            "give its new place with --data-path DIR (it overrides the run's)"
+        )
     if root is not None:
         options["root"] = root
-    data = segkit.create_dataset(name, split=split, image_size=trained.image_size, augment="none", **options)
+    if tiling is not None:
+        from segkit.sampling import Sampling
+
+        options["sampling"] = Sampling.native(tiling["scale"])
+    try:
+        data = segkit.create_dataset(
+            name, split=split, image_size=trained.image_size, augment="none", **options
+        )
+    except SegkitError as error:
+        message = in_flag_words(str(error))
+        if split == "test" and "test" in message:
+            message += "; to score the validation split instead: --split valid"
+        raise type(error)(message) from None
     if len(data) == 0:
-        raise UsageError(f"the {split} split of dataset {name!r} is empty")
+        hint = " (score the validation split with --split valid)" if split == "test" else ""
+        raise UsageError(f"the {split} split of dataset {name!r} is empty{hint}")
     classes = list(getattr(data, "class_names", None) or ["foreground"])
     if trained.task.kind != "binary" and classes != list(trained.task.class_names):
         raise UsageError(
@@ -160,12 +205,92 @@ def _evaluation_dataset(trained, split, dataset, data_path, dataset_option):
     return name, data
 
 
-def _output_folder(checkpoint, split: str, out: Path | None) -> Path:
+#: Dataset options evaluate sets itself, and where they come from instead.
+_SET_HERE = {
+    "root": "the dataset's folder is --data-path DIR (default: the run's)",
+    "split": "the split is --split",
+    "image_size": "the image size is the checkpoint's, the size the model was trained at",
+    "augment": "evaluation never augments",
+}
+
+
+def _settings_of_this_evaluation(trained, name, split, data_path, dataset_option, choices: dict) -> dict:
+    """What makes two evaluations the same one: checkpoint, data and settings (as JSON reads back)."""
+    import json
+
+    recorded = trained.checkpoint.get("config") or {}
+    settings = {
+        "checkpoint": str(Path(trained.path).resolve()),
+        "epoch": trained.checkpoint.get("epoch"),
+        "dataset": name,
+        "data_path": str(data_path if data_path is not None else recorded.get("data_path")),
+        "dataset_options": sorted(dataset_option),
+        "split": split,
+        **choices,
+    }
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _epoch_text(trained) -> str:
+    epoch = trained.checkpoint.get("epoch")
+    best = ", the best so far" if Path(trained.path).name == "best.pt" else ""
+    return f"epoch {epoch}{best}" if epoch is not None else "epoch not recorded"
+
+
+def _earlier_settings(folder: Path) -> dict | None:
+    """The settings of the evaluation already in ``folder``: None when there is none, ``{}`` when its
+    summary.json records none (written by an older segkit, or not segkit's)."""
+    import json
+
+    path = folder / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        earlier = json.loads(path.read_text()).get("evaluated")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return earlier if isinstance(earlier, dict) else {}
+
+
+def _differences(earlier: dict, settings: dict) -> str:
+    if not earlier:
+        return "its summary.json records no settings"
+    changed = [key for key in settings if earlier.get(key) != settings[key]]
+    return ", ".join(f"{key} {earlier.get(key)!r} there, {settings[key]!r} now" for key in changed[:3])
+
+
+def _output_folder(checkpoint, split: str, out: Path | None, settings: dict | None = None) -> Path:
+    """Where to write. An earlier evaluation with other settings (another checkpoint, dataset, split,
+    threshold, ...) is never overwritten: the default folder becomes ``eval-<split>-2`` (and so on),
+    with a note; an explicit ``--out`` holding one is a usage error."""
     from segkit.errors import UsageError
 
+    explicit = out is not None
     if out is None:
         base = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
         out = base / f"eval-{split}"
+    chosen, number = out, 1
+    while settings is not None:
+        earlier = _earlier_settings(chosen)
+        if earlier is None or earlier == settings:
+            break
+        if explicit:
+            raise UsageError(
+                f"--out {out} holds an earlier evaluation with other settings "
+                f"({_differences(earlier, settings)}); choose another --out, or delete "
+                f"{out / 'summary.json'} to replace it"
+            )
+        if chosen == out:
+            first_difference = _differences(earlier, settings)
+        number += 1
+        chosen = out.with_name(f"{out.name}-{number}")
+    if chosen != out:
+        click.echo(
+            f"note: {out} holds an earlier evaluation with other settings ({first_difference}); "
+            f"writing to {chosen} instead",
+            err=True,
+        )
+    out = chosen
     try:  # before evaluating, so that an unusable --out costs no evaluation time
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:

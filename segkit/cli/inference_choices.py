@@ -1,7 +1,8 @@
-"""The ``--tta`` / ``--fill-holes`` / ``--keep-largest`` options of ``predict`` and ``evaluate``.
+"""The inference options of ``predict`` and ``evaluate``: ``--tta``, ``--fill-holes``,
+``--keep-largest``, and tiled inference (``--tile N`` / ``--no-tile``, ``--overlap``, ``--blend``).
 
-Each defaults to what the run's recipe recorded in its checkpoint (``TrainedModel.tta`` and
-``.postprocess``); a flag given on the command line overrides it.
+Each defaults to what the run recorded in its checkpoint (``TrainedModel.tta``, ``.postprocess``,
+``.tiling``); a flag given on the command line overrides it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,54 @@ _OPTIONS = (
         "[default: as the run's recipe chose]",
     ),
 )
+
+
+_TILE_OPTIONS = (
+    click.option(
+        "--tile",
+        type=click.IntRange(min=8),
+        default=None,
+        help="Tiled inference at native resolution with N x N tiles (no resize to the network size). "
+        "[default: the run's, for runs trained with --crop-size; else off]",
+    ),
+    click.option("--no-tile", is_flag=True, help="Resize photos to the network size even if the run tiles."),
+    click.option(
+        "--overlap",
+        type=click.FloatRange(0, 1, max_open=True),
+        default=None,
+        help="Share of a tile overlapping its neighbour. [default: the run's, else 0.25]",
+    ),
+    click.option(
+        "--blend",
+        type=click.Choice(["gaussian", "constant"]),
+        default=None,
+        help="Weights of overlapping tiles. [default: the run's, else gaussian]",
+    ),
+)
+
+
+def tiling_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator adding ``--tile``, ``--no-tile``, ``--overlap`` and ``--blend``."""
+    for option in reversed(_TILE_OPTIONS):
+        command = option(command)
+    return command
+
+
+def resolve_tiling(
+    trained: Any, tile: int | None, no_tile: bool, overlap: float | None, blend: str | None
+) -> dict[str, Any] | None:
+    """The tiling to use: the flags given over the checkpoint's; None to resize."""
+    if no_tile:
+        return None
+    recorded = trained.tiling or {}
+    if tile is None and not recorded:
+        return None
+    return {
+        "tile": tile if tile is not None else recorded["tile"],
+        "overlap": overlap if overlap is not None else recorded.get("overlap", 0.25),
+        "blend": blend or recorded.get("blend", "gaussian"),
+        "scale": recorded.get("scale", 1.0),
+    }
 
 
 def inference_choice_options(command: Callable[..., Any]) -> Callable[..., Any]:

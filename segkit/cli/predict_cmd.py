@@ -8,7 +8,12 @@ from pathlib import Path
 
 import click
 
-from segkit.cli.inference_choices import inference_choice_options, resolve_inference_choices
+from segkit.cli.inference_choices import (
+    inference_choice_options,
+    resolve_inference_choices,
+    resolve_tiling,
+    tiling_options,
+)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -61,12 +66,19 @@ def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
 )
 @click.option("--no-overlay", is_flag=True, help="Do not write overlay pictures.")
 @inference_choice_options
+@tiling_options
 @click.option(
     "--min-size",
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Post-process: drop foreground specks smaller than this many pixels.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Accept photos up to this many pixels (a guard against decompression bombs). [default: 50,000,000]",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 def predict(
@@ -79,7 +91,12 @@ def predict(
     tta,
     fill_holes,
     keep_largest,
+    tile,
+    no_tile,
+    overlap,
+    blend,
     min_size,
+    max_pixels,
     device,
 ):
     """Predict masks for images, folders or glob patterns with a trained CHECKPOINT (a run folder or
@@ -91,9 +108,10 @@ def predict(
 
     from segkit.engine.device import resolve_device
     from segkit.errors import DataError, UsageError
-    from segkit.imageio import read_image
+    from segkit.imageio import pixel_limit, read_image
     from segkit.inference import load_trained_model, predict_probability
     from segkit.postprocess import postprocess_mask
+    from segkit.tiling import predict_tiled_mask
 
     files = collect_inputs(inputs)
     trained = load_trained_model(checkpoint, device=resolve_device(device))
@@ -102,6 +120,7 @@ def predict(
     if not 0 < threshold < 1:
         raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
     task = trained.task.with_threshold(threshold)
+    tiling = resolve_tiling(trained, tile, no_tile, overlap, blend)
     if any(postprocess.values()) and not task.supports_postprocess:
         raise UsageError(f"--fill-holes and --keep-largest work on binary masks; {checkpoint} is {task.kind}")
     try:
@@ -112,14 +131,21 @@ def predict(
     stems: dict[str, int] = {}
     for path in tqdm(files, desc="predict", unit="image", disable=len(files) < 2):
         try:
-            image = read_image(path)
+            with pixel_limit(max_pixels):
+                image = read_image(path)
         except DataError as error:
             # Through the bar, so the message gets a line of its own instead of continuing the bar's.
             tqdm.write(f"skipped: {error}", file=sys.stderr)
             failures += 1
             continue
-        probability = predict_probability(trained, image, tta=tta)
-        mask = task.mask_from_probability(probability)
+        if tiling is not None and not probabilities and tiling["scale"] == 1.0:
+            # Band by band: never a float copy of the whole photo (bounded memory for huge photos).
+            probability = None
+            tile_args = (tiling["tile"], tiling["overlap"], tiling["blend"])
+            mask = predict_tiled_mask(trained, image, *tile_args, tta=tta, task=task)
+        else:
+            probability = predict_probability(trained, image, tta=tta, tiling=tiling)
+            mask = task.mask_from_probability(probability)
         if task.supports_postprocess:
             mask = postprocess_mask(mask, min_size=min_size, **postprocess)
         stem = path.stem if path.stem not in stems else f"{path.stem}-{stems[path.stem] + 1}"
@@ -130,10 +156,12 @@ def predict(
             raise UsageError(f"cannot write into --out {out}: {error.strerror}") from None
     written = len(files) - failures
     what = f"threshold {threshold}" if task.supports_threshold else "argmax over classes"
-    click.echo(
-        f"Wrote {written} mask(s) to {out} ({what}, resized from "
-        f"{trained.image_size}x{trained.image_size} network input to each image's own size)"
+    how = (
+        f"resized from {trained.image_size}x{trained.image_size} network input to each image's own size"
+        if tiling is None
+        else f"{tiling['tile']}x{tiling['tile']} tiles at native resolution"
     )
+    click.echo(f"Wrote {written} mask(s) to {out} ({what}, {how})")
     if failures:
         click.echo(f"{failures} file(s) could not be read", err=True)
         raise SystemExit(1)

@@ -31,6 +31,16 @@ RESUME_ONLY_FIELDS = ("optimizer_state", "scaler_state", "rng_state", "raw_model
 INFERENCE_DEFAULTS = ("tta", "fill_holes", "keep_largest")
 
 
+def inference_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """What predict and evaluate do by default with this run's checkpoints: flip TTA and clean-up as
+    the recipe chose, and, for runs trained on crops, tiles at native resolution (after ``scale``)."""
+    table = {key: values[key] for key in INFERENCE_DEFAULTS}
+    if values.get("crop_size") is not None or values.get("tile") is not None:
+        tile = values["tile"] or 2 * values["crop_size"]
+        table.update(tile=tile, overlap=values["overlap"], blend=values["blend"], scale=values["scale"])
+    return table
+
+
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu() for key, value in model.state_dict().items()}
 
@@ -101,10 +111,10 @@ def checkpoint_payload(trainer: Any) -> dict[str, Any]:
         "image_size": values["image_size"],
         "normalization": getattr(trainer.data.train_set, "normalization", None),
         **task.checkpoint_fields(),
-        "inference": {key: values[key] for key in INFERENCE_DEFAULTS},
+        "inference": inference_defaults(values),
         "dataset": values["dataset"],
         "metrics": last,
-        **state.state_dict(trainer.clock.elapsed()),
+        **state.state_dict(trainer.clock.elapsed(), trainer.clock.estimates()),
         "model_state": cpu_state(trainer.evaluated_model),
         "optimizer_state": trainer.optimizer.state_dict(),
         "scaler_state": trainer.step.state_dict(),

@@ -11,19 +11,48 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 import segkit
 from segkit.engine import distributed
 from segkit.engine.schedule import train_image_size
-from segkit.errors import DataError
+from segkit.errors import DataError, UsageError
+from segkit.sampling import Sampling
+
+#: How dataset messages name the options the engine fills from flags, and how a user types them.
+_FLAG_WORDS = (
+    ("needs root=DIR", "needs --data-path DIR"),
+    ("option 'root'", "--data-path"),
+    ("option 'image_size'", "--image-size"),
+    ("option 'augment'", "--augment"),
+)
 
 
-def build_split(values: dict[str, Any], split: str, image_size: int):
-    """One split at ``image_size``: train with the chosen augmentation, the others with none."""
+def in_flag_words(message: str) -> str:
+    """A dataset's message about its ``root`` (or ``image_size``, ``augment``) option, in the words of
+    the flag that set it: "dataset 'folder' needs --data-path DIR", not "needs root=DIR"."""
+    for words, flag in _FLAG_WORDS:
+        message = message.replace(words, flag)
+    return message
+
+
+def build_split(values: dict[str, Any], split: str, image_size: int, sampling: Sampling | None = None):
+    """One split at ``image_size``: train with the chosen augmentation, the others with none.
+    ``sampling`` (crops or whole photos at native resolution) is passed on when given."""
     name = values["dataset"]
     options = {"image_size": image_size, **values["dataset_options"]}
     if values["data_path"] is not None:
         options["root"] = values["data_path"]
+    if sampling is not None:
+        accepted = segkit.get_component("dataset", name).metadata.get("options")
+        if accepted is not None and "sampling" not in accepted:
+            raise UsageError(
+                f"dataset {name!r} cannot crop or tile at native resolution (its factory takes no "
+                "'sampling' option); leave out --crop-size"
+            )
+        options["sampling"] = sampling
     augment = options.pop("augment", values["augment"])
-    dataset = segkit.create_dataset(
-        name, split=split, augment=augment if split == "train" else "none", **options
-    )
+    try:
+        dataset = segkit.create_dataset(
+            name, split=split, augment=augment if split == "train" else "none", **options
+        )
+    except UsageError as error:
+        raise UsageError(in_flag_words(str(error))) from None
     if len(dataset) == 0:
         raise DataError(f"the {split} split of dataset {name!r} is empty")
     return dataset
@@ -73,22 +102,42 @@ def make_loader(
 
 class RunData:
     """The train and valid splits of a run. The train split follows progressive resizing: ask
-    ``train_set_at(progress)`` at each epoch's start; it is rebuilt when the stage changes."""
+    ``train_set_at(progress)`` at each epoch's start; it is rebuilt when the stage changes.
+
+    With ``crop_size`` the train split is cut into random crops at native resolution (progressive
+    sizes are then crop sizes) and the valid split is whole photos at native resolution, loaded one
+    at a time (they differ in size) and scored through tiles."""
 
     def __init__(self, values: dict[str, Any], device: torch.device, group: distributed.ProcessGroup) -> None:
         self.values, self.device, self.group = values, device, group
+        self.crops = values.get("crop_size") is not None
         self.train_size = self._size_at(0.0)
-        self.train_set = build_split(values, "train", self.train_size)
-        self.valid_set = build_split(values, "valid", values["image_size"])
+        self.train_set = self._train_split(self.train_size)
+        valid_sampling = Sampling.native(values["scale"]) if self.crops else None
+        self.valid_set = build_split(values, "valid", values["image_size"], valid_sampling)
         self.workers = resolve_workers(values["workers"], self.train_set, device)
 
     def _size_at(self, progress: float) -> int:
-        return train_image_size(self.values["progressive_sizes"], self.values["image_size"], progress)
+        final = self.values["crop_size"] if self.crops else self.values["image_size"]
+        return train_image_size(self.values["progressive_sizes"], final, progress)
+
+    def _train_sampling(self, size: int) -> Sampling | None:
+        if not self.crops:
+            return None
+        return Sampling.crops(size, self.values["scale"], self.values["foreground_fraction"])
+
+    def _train_split(self, size: int):
+        dataset = build_split(self.values, "train", size, self._train_sampling(size))
+        if not self.crops:
+            return dataset
+        # Counted at the final crop size, so every stage of progressive sizes has as many steps.
+        return RepeatedCrops(dataset, crops_per_photo(dataset, self.values["crop_size"]))
 
     def train_set_at(self, progress: float):
         size = self._size_at(progress)
         if size != self.train_size:  # progressive resizing: the next stage starts with this epoch
-            self.train_size, self.train_set = size, build_split(self.values, "train", size)
+            self.train_size = size
+            self.train_set = self._train_split(size)
         return self.train_set
 
     def micro_batches_per_epoch(self) -> int:
@@ -101,6 +150,45 @@ class RunData:
 
     def valid_loader(self):
         values = self.values
+        batch_size = 1 if self.crops else values["batch_size"]  # native photos differ in size
         return make_loader(
-            self.valid_set, values["batch_size"], False, self.workers, self.device, values["seed"], self.group
+            self.valid_set, batch_size, False, self.workers, self.device, values["seed"], self.group
         )
+
+
+#: At most this many crops of one photo per epoch (a 20000x20000 photo would otherwise be one epoch).
+MAX_CROPS_PER_PHOTO = 64
+
+
+def crops_per_photo(dataset: Any, size: int, sample: int = 8) -> int:
+    """How many crops of ``size`` cover a photo of the split once on average: the area of the first
+    few photos (read from their masks on disk) over the crop's, between 1 and MAX_CROPS_PER_PHOTO."""
+    original_mask = getattr(dataset, "original_mask", None)
+    if original_mask is None:
+        return 1
+    areas = []
+    for index in range(min(sample, len(dataset))):
+        mask, _ = original_mask(index)
+        areas.append(int(mask.shape[-2]) * int(mask.shape[-1]))
+    scale = getattr(getattr(dataset, "transform", None), "sampling", None)
+    factor = scale.scale**2 if scale is not None else 1.0
+    return max(1, min(MAX_CROPS_PER_PHOTO, round(sum(areas) / len(areas) * factor / size**2)))
+
+
+class RepeatedCrops(torch.utils.data.Dataset):
+    """A training split whose photos each give ``repeats`` random crops per epoch (each item is cut
+    afresh), so an epoch covers about every pixel once instead of one crop per photo."""
+
+    def __init__(self, dataset: Any, repeats: int) -> None:
+        self.dataset, self.repeats = dataset, repeats
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.repeats
+
+    def __getitem__(self, index: int):
+        return self.dataset[index % len(self.dataset)]
+
+    def __getattr__(self, name: str) -> Any:  # normalization, task, class_names, ... of the split
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)

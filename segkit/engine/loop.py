@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from segkit.calibration import ThresholdSweep
+from segkit.class_metrics import ClassMetricAccumulator
 from segkit.engine.device import autocast
 from segkit.engine.step import TrainingStep, compute_loss, move_batch
 from segkit.inference import model_logits
@@ -55,7 +56,10 @@ def train_one_epoch(
     loss_sum = dice_sum = 0.0
     images_seen = steps = skipped = 0
     stopped_early = False
-    bar = tqdm(loader, desc=progress_label, leave=False, disable=quiet, unit="batch", dynamic_ncols=True)
+    # Bars only on a terminal (disable=None): `segkit run ... > train.log 2>&1` logs no bar.
+    bar = tqdm(
+        loader, desc=progress_label, leave=False, disable=quiet or None, unit="batch", dynamic_ncols=True
+    )
     for micro_batches in micro_batch_groups(bar, accumulate_steps):
         if not before_step():
             stopped_early = True
@@ -78,6 +82,27 @@ def train_one_epoch(
     )
 
 
+@dataclass(frozen=True)
+class Tiles:
+    """Tiled inference settings: ``size`` x ``size`` tiles overlapping by ``overlap``, blended."""
+
+    size: int
+    overlap: float = 0.25
+    blend: str = "gaussian"
+
+    def logits(self, model, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """``(N, K, H, W)`` logits of a batch, each image stitched from its tiles."""
+        from segkit.tiling import sliding_window_logits
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            return model_logits(model, batch, tta)
+
+        stitched = [
+            sliding_window_logits(run, image, self.size, self.overlap, self.blend) for image in images
+        ]
+        return torch.stack(stitched).to(images.device)
+
+
 @torch.no_grad()
 def evaluate_loader(
     model,
@@ -92,20 +117,24 @@ def evaluate_loader(
     quiet: bool = True,
     tta: bool = False,
     sweep: ThresholdSweep | None = None,
-) -> tuple[float, MetricAccumulator]:
+    tiles: Tiles | None = None,
+) -> tuple[float, MetricAccumulator | ClassMetricAccumulator]:
     """Mean loss per image and the task's metric accumulator over ``loader``, at network resolution.
 
     ``tta`` averages each prediction with its horizontally flipped pass; ``sweep`` also scores the
-    same predictions at each threshold of a ``ThresholdSweep``."""
+    same predictions at each threshold of a ``ThresholdSweep``; ``tiles`` runs the model through
+    overlapping tiles of each (native-resolution) image instead of on the whole batch at once."""
     model.eval()
     accumulator = task.new_accumulator()
     loss_sum, images_seen = 0.0, 0
     for batch in tqdm(
-        loader, desc=progress_label, leave=False, disable=quiet, unit="batch", dynamic_ncols=True
+        loader, desc=progress_label, leave=False, disable=quiet or None, unit="batch", dynamic_ncols=True
     ):
         images, masks, ignore = move_batch(batch, device, channels_last, training=False)
         with autocast(device, amp_dtype):
-            logits = model_logits(model, images, tta)
+            logits = (
+                tiles.logits(model, images, tta) if tiles is not None else model_logits(model, images, tta)
+            )
         if loss_fn is not None:
             loss_sum += float(compute_loss(loss_fn, task, logits, masks, ignore)) * images.shape[0]
         names: Any = list(batch["name"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import segkit
 from segkit.callbacks import RunContext
-from segkit.config import ResolvedConfig
+from segkit.config import ResolvedConfig, enabled_callbacks
 from segkit.engine import checkpoints, distributed
 from segkit.engine.budget import RunClock
 from segkit.engine.data import RunData
@@ -79,6 +80,7 @@ class Trainer:
         if not self.group.is_main:
             self.values = values = {**values, "quiet": True}
         seed_everything(values["seed"])
+        self._fit_progressive_sizes_to_crops()
         self.data = RunData(values, self.device, self.group)
         self.in_channels = int(self.data.train_set[0]["image"].shape[0])
         self.task = task_for_dataset(self.data.train_set, values["threshold"])
@@ -89,6 +91,7 @@ class Trainer:
         if resume_dir is not None:
             self.run_dir = Path(resume_dir)
             self.state = checkpoints.load_for_resume(self.run_dir, self)
+            _check_resumable(self.run_dir, self.state, values)
             self.echo(f"Resuming {self.run_dir} at epoch {self.state.epoch + 1} of {values['epochs']}")
         else:
             created = (
@@ -97,8 +100,13 @@ class Trainer:
             self.run_dir = distributed.broadcast(self.group, created)
         steps_per_epoch = math.ceil(self.data.micro_batches_per_epoch() / values["accumulate_steps"])
         self.total_steps = steps_per_epoch * values["epochs"]
-        self.callbacks = _build_callbacks(values, self.run_dir) if self.is_main else []
-        self.metric_text = selection_label(self.task, _network_resolution(values["image_size"]))
+        try:
+            self.callbacks = _build_callbacks(values, self.run_dir) if self.is_main else []
+        except BaseException:
+            if self.is_main and not self.resumed:  # setup failed: leave no run folder behind
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+        self.metric_text = selection_label(self.task, _validation_resolution(values))
 
     @property
     def is_main(self) -> bool:
@@ -112,6 +120,21 @@ class Trainer:
         self.group = distributed.setup(self.device)
         if self.device.type == "cuda" and self.group.enabled:
             self.device = torch.device("cuda", self.group.local_rank)
+
+    def _fit_progressive_sizes_to_crops(self) -> None:
+        """With --crop-size, progressive sizes are crop sizes; stages that do not end at the crop
+        size are left out (the last stage must train at the size tiles were chosen for)."""
+        sizes, crop = self.values["progressive_sizes"], self.values.get("crop_size")
+        if crop is None or not sizes:
+            return
+        if sizes[-1] == crop:
+            self.echo(f"Progressive sizes {', '.join(map(str, sizes))} are crop sizes (--crop-size {crop})")
+        else:
+            self.values["progressive_sizes"] = []
+            self.echo(
+                f"Left out: progressive sizes {', '.join(map(str, sizes))} (with --crop-size they are crop "
+                f"sizes and must end at {crop}); every crop is {crop}x{crop}"
+            )
 
     def _leave_out_what_the_task_cannot_use(self) -> None:
         check_loss_task(self.values["loss"], self.task.kind)
@@ -158,7 +181,12 @@ class Trainer:
         self.echo(f"Run folder: {self.run_dir}")
         self.context = RunContext(self.run_dir, self.values, self.model_name, history=self.state.history)
         self.valid_loader = self.data.valid_loader()
-        self.clock = RunClock(self.total_steps, self.values["time_budget"], self.state.elapsed_before)
+        self.clock = RunClock(
+            self.total_steps,
+            self.values["time_budget"],
+            self.state.elapsed_before,
+            self.state.clock_estimates,
+        )
         if self.is_main and not self.resumed:
             checkpoints.save_last(self.run_dir, checkpoints.checkpoint_payload(self))
         self._notify("on_fit_start")
@@ -312,7 +340,7 @@ class Trainer:
                     "processes": self.group.world_size,
                     "task": self.task.kind,
                 },
-                "metrics": self.task.record_labels(_network_resolution(self.values["image_size"])),
+                "metrics": self.task.record_labels(_validation_resolution(self.values)),
             },
         )
 
@@ -328,8 +356,13 @@ def check_loss_task(loss_name: str, task_kind: str) -> None:
     check(loss_name, segkit.get_component("loss", loss_name).metadata, task_kind)
 
 
-def _network_resolution(image_size: int) -> str:
-    return f"{image_size}x{image_size} network input"
+def _validation_resolution(values: dict[str, Any]) -> str:
+    """Where validation figures are computed: the network input size, or native resolution."""
+    if values.get("crop_size") is None:
+        return f"{values['image_size']}x{values['image_size']} network input"
+    scaled = f" scaled x{values['scale']:g}" if values["scale"] != 1 else ""
+    tile = values["tile"] or 2 * values["crop_size"]
+    return f"native resolution{scaled}, {tile}x{tile} tiles"
 
 
 def _create_model(name: str, in_channels: int, out_channels: int, values: dict[str, Any]) -> torch.nn.Module:
@@ -368,13 +401,23 @@ def _epoch_line(record: dict[str, Any], epochs: int, improved: bool, task_kind: 
 
 
 def _build_callbacks(values: dict[str, Any], run_dir: Path) -> list:
-    names = values["callbacks"]
-    if names is None:
-        names = [c.name for c in segkit.list_components("callback") if c.metadata.get("default")]
+    """The default callbacks, those ``--callback`` adds, less those ``--no-callback`` leaves out."""
     options = values["callback_options"]
-    unknown = set(options) - set(names)
-    if unknown:
-        raise UsageError(
-            f"--callback-option given for callbacks that are not enabled: {', '.join(sorted(unknown))}"
-        )
+    names = enabled_callbacks(values)
     return [segkit.create_callback(name, run_dir=run_dir, **options.get(name, {})) for name in names]
+
+
+def _check_resumable(run_dir: Path, state: TrainingState, values: dict[str, Any]) -> None:
+    """A run with nothing left to train is a usage error saying how to extend it."""
+    epochs, budget = values["epochs"], values["time_budget"]
+    if state.epoch >= epochs:
+        raise UsageError(
+            f"{run_dir} has finished: it trained all {epochs} of its epochs. To train it further, give "
+            f"more: segkit run --resume {run_dir} --epochs {epochs + max(epochs, 1)}"
+        )
+    if budget is not None and state.elapsed_before >= budget:
+        raise UsageError(
+            f"{run_dir} has spent its --time-budget of {budget:g} s ({state.epoch} of {epochs} epochs). "
+            f"To train it further, give more time: segkit run --resume {run_dir} --time-budget "
+            f"{math.ceil(2 * budget / 60)}m"
+        )

@@ -9,9 +9,17 @@ import torch
 
 from segkit.calibration import ThresholdSweep
 from segkit.engine import distributed
-from segkit.engine.loop import evaluate_loader
+from segkit.engine.loop import Tiles, evaluate_loader
 from segkit.speed import prepare_for_inference, resolve_channels_last
 from segkit.task import Task
+
+
+def validation_tiles(values: dict[str, Any]) -> Tiles | None:
+    """Training on crops validates whole photos at native resolution through tiles (``--tile``,
+    else twice the crop size); otherwise validation resizes, as it always has."""
+    if values.get("crop_size") is None:
+        return None
+    return Tiles(values["tile"] or 2 * values["crop_size"], values["overlap"], values["blend"])
 
 
 @dataclass
@@ -49,6 +57,7 @@ def validate(
         channels_last=resolve_channels_last(values["channels_last"], device, training=False),
         tta=values["tta"],
         sweep=sweep,
+        tiles=validation_tiles(values),
     )
     if group.enabled:
         loss_total, count = distributed.sum_across(group, loss * len(accumulator), len(accumulator))

@@ -1,0 +1,425 @@
+"""segkit.tiling: sliding-window inference at native resolution, whole-image and band by band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+from torch import nn
+
+from segkit.inference import IMAGENET_NORMALIZATION, TrainedModel, model_logits, predict_probability
+from segkit.task import BinaryTask, MulticlassTask, MultilabelTask
+from segkit.tiling import (
+    TilingStats,
+    blend_weights,
+    normalise_pixels,
+    pad_to_size,
+    predict_tiled,
+    predict_tiled_mask,
+    sliding_window_logits,
+    sliding_window_rows,
+    tile_positions,
+    tile_stride,
+)
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+def conv_stack(out_channels: int = 1, layers: int = 3, seed: int = 0) -> nn.Module:
+    """A fully convolutional model of receptive-field radius ``layers`` (3x3 convolutions, zero padding 1)."""
+    torch.manual_seed(seed)
+    widths = [3] + [6] * (layers - 1) + [out_channels]
+    modules: list[nn.Module] = []
+    for index, (inputs, outputs) in enumerate(zip(widths, widths[1:], strict=False)):
+        modules.append(nn.Conv2d(inputs, outputs, kernel_size=3, padding=1))
+        if index < layers - 1:
+            modules.append(nn.Tanh())
+    return nn.Sequential(*modules).eval()
+
+
+def runner(model: nn.Module, seen: list[tuple[int, ...]] | None = None):
+    """``model_fn`` for the tiling functions; records the batch shapes it was given in ``seen``."""
+
+    @torch.no_grad()
+    def model_fn(batch: torch.Tensor) -> torch.Tensor:
+        if seen is not None:
+            seen.append(tuple(batch.shape))
+        return model(batch)
+
+    return model_fn
+
+
+def random_pixels(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def random_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    return normalise_pixels(random_pixels(height, width, seed), IMAGENET_NORMALIZATION)
+
+
+def collect_rows(height: int, width: int, channels: int):
+    """An ``emit`` callback that writes bands into a (K, H, W) array, and checks they come in order."""
+    out = torch.full((channels, height, width), float("nan"))
+    next_row = [0]
+
+    def emit(top: int, logits: torch.Tensor) -> None:
+        assert top == next_row[0], "bands must come in order, without gaps or repeats"
+        assert logits.dtype == torch.float32 and logits.shape[0] == channels and logits.shape[2] == width
+        out[:, top : top + logits.shape[1]] = logits
+        next_row[0] = top + logits.shape[1]
+
+    return out, emit, next_row
+
+
+def banded(model_fn, pixels: np.ndarray, tile: int, **options) -> tuple[torch.Tensor, TilingStats]:
+    height, width = pixels.shape[:2]
+    channels = options.pop("channels")
+    out, emit, next_row = collect_rows(height, width, channels)
+    stats = sliding_window_rows(
+        model_fn,
+        lambda top, bottom: pixels[top:bottom],
+        height,
+        width,
+        tile,
+        emit=emit,
+        normalization=IMAGENET_NORMALIZATION,
+        **options,
+    )
+    assert next_row[0] == height
+    return out, stats
+
+
+def trained_model(model: nn.Module, task, image_size: int = 64) -> TrainedModel:
+    return TrainedModel(
+        model=model,
+        model_name="conv_stack",
+        image_size=image_size,
+        normalization=IMAGENET_NORMALIZATION,
+        threshold=getattr(task, "threshold", None) or 0.5,
+        checkpoint={"in_channels": 3},
+        path=Path("unused.pt"),
+        device=torch.device("cpu"),
+        task=task,
+    )
+
+
+# -- positions -----------------------------------------------------------------------------------------
+
+
+@given(
+    height=st.integers(1, 400),
+    width=st.integers(1, 400),
+    tile=st.integers(1, 96),
+    overlap=st.floats(0, 0.95),
+)
+def test_positions_cover_every_pixel_inside_the_image_at_the_stated_stride(height, width, tile, overlap):
+    positions = tile_positions(height, width, tile, overlap)
+    assert positions == tile_positions(height, width, tile, overlap)  # deterministic
+    stride = tile_stride(tile, overlap)
+    assert stride == max(1, round(tile * (1 - overlap)))
+    padded_height, padded_width = max(height, tile), max(width, tile)
+    tops, lefts = sorted({top for top, _ in positions}), sorted({left for _, left in positions})
+    assert positions == [(top, left) for top in tops for left in lefts]  # row-major grid
+    for starts, size in ((tops, padded_height), (lefts, padded_width)):
+        assert starts[0] == 0 and starts[-1] + tile == size  # first at the edge, last flush with the other
+        steps = np.diff(starts)
+        assert all(step == stride for step in steps[:-1])
+        assert all(0 < step <= stride for step in steps[-1:])
+    covered = np.zeros((padded_height, padded_width), dtype=np.int32)
+    for top, left in positions:
+        assert 0 <= top and top + tile <= padded_height and 0 <= left and left + tile <= padded_width
+        covered[top : top + tile, left : left + tile] += 1
+    assert covered.min() >= 1
+
+
+@given(tile=st.integers(1, 64), overlap=st.floats(0, 0.9), steps=st.integers(0, 5), small=st.integers(1, 64))
+def test_exact_multiples_and_small_images(tile, overlap, steps, small):
+    stride = tile_stride(tile, overlap)
+    size = tile + steps * stride  # an exact multiple: no extra flush tile
+    assert [top for top, _ in tile_positions(size, tile, tile, overlap)] == [
+        i * stride for i in range(steps + 1)
+    ]
+    assert tile_positions(min(small, tile), min(small, tile), tile, overlap) == [(0, 0)]
+
+
+def test_positions_of_a_known_case():
+    assert tile_stride(256, 0.25) == 192
+    assert sorted({top for top, _ in tile_positions(512, 300, 256, 0.25)}) == [0, 192, 256]
+    assert sorted({left for _, left in tile_positions(512, 300, 256, 0.25)}) == [0, 44]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [(10, 10, 0, 0.25), (10, 10, 8, 1.0), (10, 10, 8, -0.1), (0, 10, 8, 0.25), (10, 10, 8.0, 0.25)],
+)
+def test_bad_position_arguments_are_refused(arguments):
+    with pytest.raises(ValueError):
+        tile_positions(*arguments)
+
+
+# -- blend weights ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tile", [1, 2, 7, 32, 64])
+def test_blend_weights(tile):
+    constant = blend_weights(tile, "constant")
+    assert constant.shape == (tile, tile) and constant.dtype == torch.float32 and bool((constant == 1).all())
+    gaussian = blend_weights(tile, "gaussian")
+    assert gaussian.shape == (tile, tile) and gaussian.dtype == torch.float32
+    assert float(gaussian.max()) == pytest.approx(1.0) and float(gaussian.min()) > 0
+    assert torch.equal(gaussian, gaussian.flip(0)) and torch.equal(gaussian, gaussian.flip(1))
+    assert torch.equal(gaussian, gaussian.T)
+    if tile >= 32:
+        sigma, centre = tile / 8, (tile - 1) / 2
+        row = gaussian[tile // 2]
+        expected = np.exp(-((np.arange(tile) - centre) ** 2) / (2 * sigma**2))
+        expected = expected / expected.max()
+        unclamped = expected > 1e-2
+        assert np.allclose(row.numpy()[unclamped], expected[unclamped], rtol=1e-5)
+        assert float(gaussian[0, 0]) == pytest.approx(1e-3)  # the floor, far out in the corner
+
+
+def test_unknown_blend_mode_is_refused():
+    with pytest.raises(ValueError, match="blend"):
+        blend_weights(8, "triangle")
+
+
+# -- padding -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 5), (5, 3), (9, 31), (32, 32)])
+def test_reflect_padding_mirrors_as_numpy_does_even_past_the_image(size):
+    image = torch.randn(3, *size, generator=torch.Generator().manual_seed(0))
+    padded = pad_to_size(image, 32, 32, "reflect")
+    if min(size) > 1:
+        expected = np.pad(image.numpy(), ((0, 0), (0, 32 - size[0]), (0, 32 - size[1])), mode="reflect")
+    else:  # a single pixel has nothing to mirror: numpy repeats it, as does segkit
+        expected = np.pad(image.numpy(), ((0, 0), (0, 32 - size[0]), (0, 32 - size[1])), mode="edge")
+    assert np.array_equal(padded.numpy(), expected)
+    zeros = pad_to_size(image, 32, 32, "zeros")
+    assert zeros.shape == (3, 32, 32) and torch.equal(zeros[:, : size[0], : size[1]], image)
+    zeros[:, : size[0], : size[1]] = 0
+    assert not zeros.any()
+
+
+# -- one tile: the model run once ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+def test_an_image_of_exactly_one_tile_is_the_model_run_once(blend):
+    model = conv_stack(out_channels=2)
+    image = random_image(32, 32)
+    tiled = sliding_window_logits(runner(model), image, 32, blend=blend)
+    with torch.no_grad():
+        whole = model(image[None])[0]
+    assert tiled.shape == (2, 32, 32) and tiled.dtype == torch.float32
+    assert torch.allclose(tiled, whole, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "zeros"])
+@pytest.mark.parametrize("size", [(20, 27), (5, 32), (32, 3), (1, 1)])
+def test_an_image_smaller_than_a_tile_is_the_model_run_on_it_padded_then_cropped(size, pad_mode):
+    model = conv_stack(out_channels=1)
+    height, width = size
+    image = random_image(height, width, seed=1)
+    tiled = sliding_window_logits(runner(model), image, 32, blend="gaussian", pad_mode=pad_mode)
+    with torch.no_grad():
+        whole = model(pad_to_size(image, 32, 32, pad_mode)[None])[0, :, :height, :width]
+    assert tiled.shape == (1, height, width)
+    assert torch.allclose(tiled, whole, rtol=0, atol=1e-6)
+    banded_logits, _ = banded(
+        runner(model), random_pixels(height, width, seed=1), 32, channels=1, pad_mode=pad_mode
+    )
+    assert torch.allclose(banded_logits, whole, rtol=0, atol=1e-6)
+
+
+# -- no seams ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+@pytest.mark.parametrize("size", [(70, 101), (32, 77), (96, 96)])
+def test_with_a_margin_of_the_receptive_field_tiled_output_equals_whole_image_output(blend, size):
+    radius = 3
+    model = conv_stack(out_channels=2, layers=radius)
+    image = random_image(*size, seed=2)
+    with torch.no_grad():
+        whole = model(image[None])[0]
+    # tile 32, overlap 0.25: stride 24, tiles overlap by 8 > 2 * radius pixels
+    tiled = sliding_window_logits(runner(model), image, 32, 0.25, blend=blend, margin=radius)
+    assert torch.allclose(tiled, whole, rtol=0, atol=1e-5)
+    rows, _ = banded(
+        runner(model), random_pixels(*size, seed=2), 32, overlap=0.25, blend=blend, margin=radius, channels=2
+    )
+    assert torch.allclose(rows, whole, rtol=0, atol=1e-5)
+
+
+def test_without_a_margin_zero_padding_at_tile_borders_leaves_seams():
+    """Why ``margin`` exists: the plain weighted average mixes in border pixels of the tiles."""
+    model = conv_stack(out_channels=1, layers=3)
+    image = random_image(70, 101, seed=2)
+    with torch.no_grad():
+        whole = model(image[None])[0]
+    tiled = sliding_window_logits(runner(model), image, 32, 0.25, blend="constant")
+    assert float((tiled - whole).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("margin, overlap", [(5, 0.25), (16, 0.9), (-1, 0.25)])
+def test_a_margin_the_overlap_cannot_cover_is_refused(margin, overlap):
+    # stride 24 leaves 8 pixels of overlap: a margin of 5 would leave pixels with no weight
+    with pytest.raises(ValueError, match="margin"):
+        sliding_window_logits(runner(conv_stack()), random_image(70, 70), 32, overlap, margin=margin)
+
+
+def test_a_margin_is_harmless_where_one_tile_spans_the_axis():
+    model = conv_stack(out_channels=1)
+    image = random_image(32, 70, seed=3)  # one row of tiles: the margin only trims left and right
+    tiled = sliding_window_logits(runner(model), image, 32, 0.25, margin=3)
+    with torch.no_grad():
+        whole = model(image[None])[0]
+    assert torch.allclose(tiled, whole, rtol=0, atol=1e-5)
+
+
+# -- band by band ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [(100, 75), (20, 75), (75, 20), (32, 32), (129, 33)])
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+def test_band_by_band_equals_the_whole_image_path(channels, size, blend):
+    model = conv_stack(out_channels=channels, seed=channels)
+    pixels = random_pixels(*size, seed=4)
+    whole = sliding_window_logits(
+        runner(model), normalise_pixels(pixels, IMAGENET_NORMALIZATION), 32, 0.3, blend=blend, batch_size=3
+    )
+    rows, stats = banded(runner(model), pixels, 32, overlap=0.3, blend=blend, batch_size=3, channels=channels)
+    assert rows.shape == whole.shape == (channels, *size)
+    assert torch.allclose(rows, whole, rtol=0, atol=1e-5)
+    assert stats.tiles == len(tile_positions(*size, 32, 0.3))
+
+
+def test_the_band_buffers_do_not_grow_with_the_height():
+    tile, overlap, width, channels = 32, 0.25, 90, 3
+    stride = tile_stride(tile, overlap)
+    model_fn = runner(conv_stack(out_channels=channels))
+    found = []
+    for height in (70, 300):
+        _, stats = banded(model_fn, random_pixels(height, width), tile, overlap=overlap, channels=channels)
+        found.append(stats)
+        rows, band_width = stats.accumulator_shape[1:]
+        assert stats.accumulator_shape[0] == channels and band_width == width
+        assert np.prod(stats.accumulator_shape) <= (tile + stride) * width * channels
+        assert stats.input_band_shape == (3, tile, width)
+    assert found[0].accumulator_shape == found[1].accumulator_shape
+    assert found[0].peak_float_elements == found[1].peak_float_elements
+    assert found[1].bands > found[0].bands and found[1].tiles > found[0].tiles
+
+
+def test_read_rows_must_return_the_rows_asked_for():
+    def read_rows(top, bottom):
+        return np.zeros((bottom - top + 1, 40, 3), np.uint8)
+
+    with pytest.raises(ValueError, match="read_rows"):
+        sliding_window_rows(runner(conv_stack()), read_rows, 60, 40, 32, emit=lambda top, logits: None)
+
+
+def test_a_model_that_changes_the_tile_size_is_refused():
+    with pytest.raises(ValueError, match="model_fn"):
+        sliding_window_logits(lambda batch: batch[:, :1, :16, :16], random_image(40, 40), 32)
+
+
+# -- batching ----------------------------------------------------------------------------------------------
+
+
+def test_batch_size_changes_nothing_but_the_batches():
+    model = conv_stack(out_channels=2)
+    pixels = random_pixels(90, 70, seed=5)
+    image = normalise_pixels(pixels, IMAGENET_NORMALIZATION)
+    results = {}
+    for batch_size in (1, 4):
+        seen: list[tuple[int, ...]] = []
+        results[batch_size] = sliding_window_logits(runner(model, seen), image, 32, batch_size=batch_size)
+        assert all(shape[0] <= batch_size and shape[1:] == (3, 32, 32) for shape in seen)
+        assert sum(shape[0] for shape in seen) == len(tile_positions(90, 70, 32, 0.25))
+        assert max(shape[0] for shape in seen) == batch_size
+        seen.clear()
+        rows, stats = banded(runner(model, seen), pixels, 32, batch_size=batch_size, channels=2)
+        assert all(shape[0] <= batch_size for shape in seen) and stats.batches == len(seen)
+        assert torch.allclose(rows, results[batch_size], rtol=0, atol=1e-5)
+    assert torch.allclose(results[1], results[4], rtol=0, atol=1e-5)
+
+
+# -- with a trained model -------------------------------------------------------------------------------
+
+
+TASKS = {
+    "binary": BinaryTask(0.4),
+    "multiclass": MulticlassTask(("background", "cat", "dog")),
+    "multilabel": MultilabelTask(("a", "b"), threshold=0.6),
+}
+
+
+@pytest.mark.parametrize("kind", TASKS)
+@pytest.mark.parametrize("tta", [False, True])
+def test_predict_tiled_and_its_mask(kind, tta):
+    task = TASKS[kind]
+    model = conv_stack(out_channels=task.out_channels, seed=7)
+    trained = trained_model(model, task)
+    pixels = random_pixels(83, 61, seed=6)
+    image = Image.fromarray(pixels)
+    probabilities = predict_tiled(trained, image, 32, 0.25, "gaussian", tta=tta, batch_size=2)
+    logits = sliding_window_logits(
+        lambda batch: model_logits(model, batch, tta), normalise_pixels(pixels, trained.normalization), 32
+    )
+    expected = task.probabilities(logits[None])[0].numpy()
+    if kind == "binary":
+        assert probabilities.shape == (83, 61)
+        expected = expected[0]
+    else:
+        assert probabilities.shape == (task.out_channels, 83, 61)
+    assert probabilities.dtype == np.float32
+    assert np.allclose(probabilities, expected, atol=1e-6)
+
+    stats = TilingStats()
+    mask = predict_tiled_mask(trained, image, 32, 0.25, "gaussian", tta=tta, batch_size=2, stats=stats)
+    assert stats.tiles == len(tile_positions(83, 61, 32, 0.25))
+    decided = task.predict_mask(logits[None])[0].numpy()
+    if kind == "binary":
+        assert mask.shape == (83, 61) and mask.dtype == bool
+    elif kind == "multiclass":
+        assert mask.shape == (83, 61) and mask.dtype == np.uint8
+    else:
+        assert mask.shape == (2, 83, 61) and mask.dtype == bool
+    assert np.array_equal(mask, decided.astype(mask.dtype))
+
+
+def test_predict_tiled_mask_takes_the_task_to_decide_with():
+    model = conv_stack(out_channels=1, seed=8)
+    trained = trained_model(model, BinaryTask(0.5))
+    image = Image.fromarray(random_pixels(40, 50, seed=8))
+    low = predict_tiled_mask(trained, image, 32, task=BinaryTask(0.05))
+    high = predict_tiled_mask(trained, image, 32, task=BinaryTask(0.95))
+    assert low.sum() >= predict_tiled_mask(trained, image, 32).sum() >= high.sum()
+    assert low.sum() > high.sum()
+
+
+def test_predict_tiled_on_one_tile_at_the_network_size_is_predict_probability():
+    """Where the photo is the network's size, resizing is a no-op and one tile is the whole photo."""
+    model = conv_stack(out_channels=1, seed=9)
+    trained = trained_model(model, BinaryTask(), image_size=64)
+    image = Image.fromarray(random_pixels(64, 64, seed=9))
+    assert np.allclose(predict_tiled(trained, image, 64), predict_probability(trained, image), atol=1e-6)
+
+
+def test_predict_tiled_mask_of_a_greyscale_array():
+    model = nn.Conv2d(1, 1, 3, padding=1).eval()
+    trained = trained_model(model, BinaryTask())
+    trained.normalization = {"mean": [0.5], "std": [0.25]}
+    pixels = random_pixels(50, 40)[:, :, 0]
+    mask = predict_tiled_mask(trained, pixels, 32)
+    whole = predict_tiled(trained, Image.fromarray(pixels), 32)
+    assert mask.shape == (50, 40) and np.array_equal(mask, whole > 0.5)
