@@ -60,3 +60,42 @@ def classes_words(class_names: Sequence[str], averaged: Sequence[int]) -> str:
         return f"{len(class_names)} classes (all)"
     names = ", ".join(class_names[index] for index in averaged)
     return f"{len(averaged)} foreground classes ({names})"
+
+
+def class_record_fields(scores: dict[str, float], class_names: Sequence[str], all_classes: bool) -> dict:
+    """metrics.csv columns of a validation with several classes: the macro means (``valid_dice``,
+    ``valid_iou`` pooled; ``_per_image``; ``valid_iou_all_classes`` when the means leave a background
+    out), then each class's pooled IoU and Dice."""
+    fields = {
+        "valid_dice": scores["dice_macro_dataset"],
+        "valid_iou": scores["iou_macro_dataset"],
+        "valid_dice_per_image": scores["dice_macro_per_image"],
+        "valid_iou_per_image": scores["iou_macro_per_image"],
+    }
+    if all_classes:
+        fields["valid_iou_all_classes"] = scores["iou_macro_all_dataset"]
+    for metric in ("iou", "dice"):
+        for name in class_names:
+            fields[f"valid_{metric}_{name}"] = scores[f"{metric}_{name}"]
+    return fields
+
+
+def class_record_labels(task: Any, resolution: Any, how: str) -> dict[str, str]:
+    """The labels of ``class_record_fields``' columns; ``how`` says how a mask is made ("argmax")."""
+    labels = {
+        f"valid_{metric}{suffix}": task.metric_label(metric, reduction, resolution, "valid")
+        for metric in ("dice", "iou")
+        for suffix, reduction in (("", "dataset"), ("_per_image", "per_image"))
+    }
+    where = resolution_words(resolution)
+    if task.background is not None:
+        labels["valid_iou_all_classes"] = (
+            f"valid mean IoU (pooled over the dataset, macro over {len(task.class_names)} classes "
+            f"(all, background included), {how}, {where})"
+        )
+    for metric, word in (("iou", "IoU"), ("dice", "Dice")):
+        for name in task.class_names:
+            labels[f"valid_{metric}_{name}"] = (
+                f"valid {word} of class {name} (pooled over the dataset, {how}, {where})"
+            )
+    return labels

@@ -17,7 +17,13 @@ import torch
 from PIL import Image
 
 from segkit.class_metrics import IGNORE_INDEX, ClassMetricAccumulator, class_scores, multiclass_counts
-from segkit.task.base import checked_palette, classes_words, resolution_words
+from segkit.task.base import (
+    checked_palette,
+    class_record_fields,
+    class_record_labels,
+    classes_words,
+    resolution_words,
+)
 
 _REDUCTIONS = {"dataset": "pooled over the dataset", "per_image": "per-image mean"}
 
@@ -119,38 +125,10 @@ class MulticlassTask:
 
     def record_fields(self, scores: dict[str, float]) -> dict[str, float]:
         """metrics.csv columns of a validation: the macro means, then each class's pooled Dice and IoU."""
-        fields = {
-            "valid_dice": scores["dice_macro_dataset"],
-            "valid_iou": scores["iou_macro_dataset"],
-            "valid_dice_per_image": scores["dice_macro_per_image"],
-            "valid_iou_per_image": scores["iou_macro_per_image"],
-        }
-        if self.background is not None:
-            fields["valid_iou_all_classes"] = scores["iou_macro_all_dataset"]
-        for metric in ("iou", "dice"):
-            for name in self.class_names:
-                fields[f"valid_{metric}_{name}"] = scores[f"{metric}_{name}"]
-        return fields
+        return class_record_fields(scores, self.class_names, all_classes=self.background is not None)
 
     def record_labels(self, resolution: Any) -> dict[str, str]:
-        labels = {
-            "valid_dice": self.metric_label("dice", "dataset", resolution, "valid"),
-            "valid_iou": self.metric_label("iou", "dataset", resolution, "valid"),
-            "valid_dice_per_image": self.metric_label("dice", "per_image", resolution, "valid"),
-            "valid_iou_per_image": self.metric_label("iou", "per_image", resolution, "valid"),
-        }
-        if self.background is not None:
-            labels["valid_iou_all_classes"] = (
-                f"valid mean IoU (pooled over the dataset, macro over {len(self.class_names)} classes "
-                f"(all, background included), argmax, {resolution_words(resolution)})"
-            )
-        for metric in ("iou", "dice"):
-            for name in self.class_names:
-                labels[f"valid_{metric}_{name}"] = (
-                    f"valid {metric.upper() if metric == 'iou' else 'Dice'} of class {name} "
-                    f"(pooled over the dataset, argmax, {resolution_words(resolution)})"
-                ).replace("IOU", "IoU")
-        return labels
+        return class_record_labels(self, resolution, "argmax")
 
     # -- what files say -------------------------------------------------------------------------
 

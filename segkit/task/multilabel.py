@@ -16,7 +16,13 @@ from PIL import Image
 
 from segkit.class_metrics import ClassMetricAccumulator, class_scores, multilabel_counts
 from segkit.metrics import check_threshold
-from segkit.task.base import checked_palette, classes_words, resolution_words
+from segkit.task.base import (
+    checked_palette,
+    class_record_fields,
+    class_record_labels,
+    classes_words,
+    resolution_words,
+)
 
 _REDUCTIONS = {"dataset": "pooled over the dataset", "per_image": "per-image mean"}
 
@@ -107,31 +113,11 @@ class MultilabelTask:
         )
 
     def record_fields(self, scores: dict[str, float]) -> dict[str, float]:
-        fields = {
-            "valid_dice": scores["dice_macro_dataset"],
-            "valid_iou": scores["iou_macro_dataset"],
-            "valid_dice_per_image": scores["dice_macro_per_image"],
-            "valid_iou_per_image": scores["iou_macro_per_image"],
-        }
-        for metric in ("iou", "dice"):
-            for name in self.class_names:
-                fields[f"valid_{metric}_{name}"] = scores[f"{metric}_{name}"]
-        return fields
+        """metrics.csv columns of a validation: the macro means, then each class's pooled Dice and IoU."""
+        return class_record_fields(scores, self.class_names, all_classes=False)
 
     def record_labels(self, resolution: Any) -> dict[str, str]:
-        labels = {
-            "valid_dice": self.metric_label("dice", "dataset", resolution, "valid"),
-            "valid_iou": self.metric_label("iou", "dataset", resolution, "valid"),
-            "valid_dice_per_image": self.metric_label("dice", "per_image", resolution, "valid"),
-            "valid_iou_per_image": self.metric_label("iou", "per_image", resolution, "valid"),
-        }
-        for metric, word in (("iou", "IoU"), ("dice", "Dice")):
-            for name in self.class_names:
-                labels[f"valid_{metric}_{name}"] = (
-                    f"valid {word} of label {name} (pooled over the dataset, threshold {self.threshold:g}, "
-                    f"{resolution_words(resolution)})"
-                )
-        return labels
+        return class_record_labels(self, resolution, f"threshold {self.threshold:g}")
 
     def checkpoint_fields(self) -> dict[str, Any]:
         return {
