@@ -42,6 +42,10 @@ def test_a_multiclass_run_records_per_class_figures_and_picks_by_mean_iou(multic
     assert checkpoint["out_channels"] == 4 and len(checkpoint["palette"]) == 4
     best = max(range(2), key=lambda index: float(rows[index]["valid_iou"]))
     assert checkpoint["epoch"] == best + 1
+    from openpyxl import load_workbook
+
+    header = [cell.value for cell in next(load_workbook(run_dir / "model_performance.xlsx").active.rows)]
+    assert "UNet Val mIoU" in header and all(f"UNet Val IoU {name}" in header for name in SYNTHETIC_CLASSES)
 
 
 def test_evaluate_prints_a_per_class_table_and_draws_the_confusion_matrix(multiclass_run, tmp_path):

@@ -44,6 +44,24 @@ EXCEL_COLUMNS = (
 )
 
 
+#: Columns of a run with several classes that are means over classes, not one class's figure.
+_MEAN_IOU_KEYS = ("valid_iou_per_image", "valid_iou_all_classes")
+
+
+def excel_columns(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's columns, and for a run with several classes its mean IoU and one IoU column
+    per class (``Val IoU <class>``), all pooled over the valid split."""
+    columns = list(EXCEL_COLUMNS)
+    if "valid_iou_per_image" in record:  # the engine writes it for multiclass and multilabel runs
+        columns.append(("Val mIoU", "valid_iou"))
+        columns += [
+            (f"Val IoU {key.removeprefix('valid_iou_')}", key)
+            for key in record
+            if key.startswith("valid_iou_") and key not in _MEAN_IOU_KEYS
+        ]
+    return columns
+
+
 class RecorderWarning(UserWarning):
     """A metrics file could not be written; training continues without it."""
 
@@ -283,7 +301,8 @@ class ExcelRecorder(Callback):
             self._first_epoch = epoch
         self._records[epoch] = dict(metrics)
         model = self.label or display_name(context.model_name)
-        names = [f"{model} {suffix}" for suffix, _ in EXCEL_COLUMNS]
+        spec = excel_columns(metrics)
+        names = [f"{model} {suffix}" for suffix, _ in spec]
 
         columns: list[str] = []
         table: dict[str, dict[int, Any]] = {}
@@ -293,7 +312,7 @@ class ExcelRecorder(Callback):
             except Exception as error:  # noqa: BLE001 - a bad workbook must never stop training
                 self._warn("read the workbook (corrupt, locked or not a segkit performance sheet)", error)
                 return  # leave the user's file untouched
-        for name, (_, key) in zip(names, EXCEL_COLUMNS, strict=True):
+        for name, (_, key) in zip(names, spec, strict=True):
             kept = {e: v for e, v in table.get(name, {}).items() if e < self._first_epoch}
             kept.update({e: _number(record.get(key)) for e, record in self._records.items()})
             table[name] = {e: v for e, v in kept.items() if v is not None}
