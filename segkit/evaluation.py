@@ -151,9 +151,8 @@ def evaluate_dataset(
             if original is not None:  # i.e. use_original
                 mask, ignore = dataset.original_mask(index + offset)
                 truth = _as_batch(mask, torch.int64 if task.kind == "multiclass" else torch.float32)
-                full = _cleaned(
-                    resize_logits(logits[offset : offset + 1], tuple(truth.shape[-2:])), task, steps
-                )
+                size = (int(truth.shape[-2]), int(truth.shape[-1]))
+                full = _cleaned(resize_logits(logits[offset : offset + 1], size), task, steps)
                 ignored = None if ignore is None else _as_batch(ignore, torch.bool)
                 original.update(full, truth, ignore=ignored, names=[name])
             else:

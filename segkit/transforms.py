@@ -29,6 +29,7 @@ with nearest-neighbour sampling, colour transforms never touch masks):
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,7 +87,7 @@ def decode_class_ids(encoded: torch.Tensor) -> torch.Tensor:
     return encoded - 1
 
 
-def to_float_and_normalize() -> list[v2.Transform]:
+def to_float_and_normalize() -> list[Any]:
     """Scale the uint8 image to [0, 1] floats and normalise with ImageNet statistics; masks untouched."""
     return [
         v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
@@ -94,7 +95,7 @@ def to_float_and_normalize() -> list[v2.Transform]:
     ]
 
 
-def resize_and_normalize(image_size: int) -> v2.Compose:
+def resize_and_normalize(image_size: int) -> Any:
     """The evaluation pipeline: resize to ``image_size`` x ``image_size`` (aspect ratio not kept, as
     the models are trained on squares; masks by nearest neighbour) and normalise."""
     return v2.Compose([v2.Resize((image_size, image_size), antialias=True), *to_float_and_normalize()])

@@ -62,8 +62,8 @@ def plugins(as_json: bool, kind: str | None, with_options: bool) -> None:
     ]
     widths = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(headers[:-1])]
     click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths + [0], strict=True)).rstrip())
-    for row, entry in zip(table, rows, strict=True):
-        click.echo("  ".join(value.ljust(w) for value, w in zip(row, widths + [0], strict=True)).rstrip())
+    for cells, entry in zip(table, rows, strict=True):
+        click.echo("  ".join(value.ljust(w) for value, w in zip(cells, widths + [0], strict=True)).rstrip())
         if with_options:
             _echo_options(entry["options"])
     failures = get_host().failures

@@ -85,10 +85,12 @@ class MulticlassTask:
         image.putpalette(flat + [0] * (768 - len(flat)))
         return {"mask": image}
 
-    def colour_mask(self, mask: np.ndarray) -> np.ndarray:
+    def colour_mask(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(H, W, 3)`` colours of a ``(H, W)`` id mask, and which pixels to tint (not background)."""
         colours = np.asarray(self.palette, dtype=np.float32)[mask]
-        tinted = mask != self.background if self.background is not None else np.ones(mask.shape, bool)
+        tinted = (
+            np.asarray(mask != self.background) if self.background is not None else np.ones(mask.shape, bool)
+        )
         return colours, tinted
 
     # -- what losses and metrics receive ---------------------------------------------------------

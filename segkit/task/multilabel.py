@@ -85,7 +85,7 @@ class MultilabelTask:
         colours = np.zeros((*mask.shape[1:], 3), dtype=np.float32)
         for index, colour in enumerate(self.palette):
             colours[mask[index]] = colour
-        return colours, mask.any(axis=0)
+        return colours, np.asarray(mask.any(axis=0))
 
     def loss_inputs(self, logits: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None):
         if ignore is not None and ignore.shape != logits.shape:
