@@ -99,3 +99,60 @@ def class_record_labels(task: Any, resolution: Any, how: str) -> dict[str, str]:
                 f"valid {word} of class {name} (pooled over the dataset, {how}, {where})"
             )
     return labels
+
+
+_REDUCTIONS = {"dataset": "pooled over the dataset", "per_image": "per-image mean"}
+
+
+class SeveralClasses:
+    """What the multiclass and multilabel tasks share: K output channels, per-class metrics
+    (``segkit.class_metrics``) and their labels. A subclass gives ``class_names``, ``averaged`` (the
+    classes the means cover), ``mask_rule`` (how a mask is made, in words) and ``_count(logits,
+    target, ignore) -> (counts, confusion or None)``."""
+
+    class_names: tuple[str, ...]
+    background: int | None
+
+    @property
+    def out_channels(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def averaged(self) -> list[int]:
+        raise NotImplementedError
+
+    @property
+    def mask_rule(self) -> str:
+        raise NotImplementedError
+
+    def _count(self, logits: Any, target: Any, ignore: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def new_accumulator(self) -> Any:
+        from segkit.class_metrics import ClassMetricAccumulator
+
+        return ClassMetricAccumulator(self.class_names, self.averaged, counter=self._count)
+
+    def batch_score(self, logits: Any, masks: Any) -> float:
+        """Macro Dice over the averaged classes, pooled over the batch (the progress bar's figure)."""
+        from segkit.class_metrics import class_scores
+
+        counts, _ = self._count(logits.detach(), masks, None)
+        dice = class_scores(counts.sum(dim=0))["dice"][self.averaged]
+        present = dice[~dice.isnan()]
+        return float(present.mean()) if len(present) else 1.0
+
+    def metric_label(self, name: str, reduction: str, resolution: Any, split: str) -> str:
+        metric = {"dice": "Dice", "iou": "IoU"}[name]
+        return (
+            f"{split} mean {metric} ({_REDUCTIONS[reduction]}, macro over "
+            f"{classes_words(self.class_names, self.averaged)}, {self.mask_rule}, "
+            f"{resolution_words(resolution)})"
+        )
+
+    def record_fields(self, scores: dict[str, float]) -> dict[str, float]:
+        """metrics.csv columns of a validation: the macro means, then each class's pooled Dice and IoU."""
+        return class_record_fields(scores, self.class_names, all_classes=self.background is not None)
+
+    def record_labels(self, resolution: Any) -> dict[str, str]:
+        return class_record_labels(self, resolution, self.mask_rule)

@@ -16,25 +16,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.class_metrics import IGNORE_INDEX, ClassMetricAccumulator, class_scores, multiclass_counts
-from segkit.task.base import (
-    checked_palette,
-    class_record_fields,
-    class_record_labels,
-    classes_words,
-    resolution_words,
-)
-
-_REDUCTIONS = {"dataset": "pooled over the dataset", "per_image": "per-image mean"}
+from segkit.class_metrics import IGNORE_INDEX, multiclass_counts
+from segkit.task.base import SeveralClasses, checked_palette
 
 
 @dataclass(frozen=True)
-class MulticlassTask:
+class MulticlassTask(SeveralClasses):
     class_names: tuple[str, ...]
     palette: tuple[tuple[int, ...], ...] = field(default=())
     background: int | None = None
     ignore_index: int = IGNORE_INDEX
     kind = "multiclass"
+    mask_rule = "argmax"
     selection_key = "valid_iou"
     supports_threshold = False
     supports_postprocess = False
@@ -48,10 +41,6 @@ class MulticlassTask:
             lowered = [name.lower() for name in self.class_names]
             if "background" in lowered:
                 object.__setattr__(self, "background", lowered.index("background"))
-
-    @property
-    def out_channels(self) -> int:
-        return len(self.class_names)
 
     @property
     def threshold(self) -> None:
@@ -102,35 +91,9 @@ class MulticlassTask:
             target = torch.where(ignore[:, 0] if ignore.dim() == 4 else ignore, self.ignore_index, target)
         return logits.float(), target, None
 
-    def new_accumulator(self) -> ClassMetricAccumulator:
-        return ClassMetricAccumulator(self.class_names, self.averaged, counter=self._count)
-
     def _count(self, logits, target, ignore):
         _, target, _ = self.loss_inputs(logits, target, ignore)
         return multiclass_counts(logits, target, self.ignore_index)
-
-    def batch_score(self, logits: torch.Tensor, masks: torch.Tensor) -> float:
-        """Macro Dice over the averaged classes, pooled over the batch (the progress bar's figure)."""
-        counts, _ = self._count(logits.detach(), masks, None)
-        dice = class_scores(counts.sum(dim=0))["dice"][self.averaged]
-        present = dice[~dice.isnan()]
-        return float(present.mean()) if len(present) else 1.0
-
-    # -- labels and records ----------------------------------------------------------------------
-
-    def metric_label(self, name: str, reduction: str, resolution: Any, split: str) -> str:
-        metric = {"dice": "Dice", "iou": "IoU"}[name]
-        return (
-            f"{split} mean {metric} ({_REDUCTIONS[reduction]}, macro over "
-            f"{classes_words(self.class_names, self.averaged)}, argmax, {resolution_words(resolution)})"
-        )
-
-    def record_fields(self, scores: dict[str, float]) -> dict[str, float]:
-        """metrics.csv columns of a validation: the macro means, then each class's pooled Dice and IoU."""
-        return class_record_fields(scores, self.class_names, all_classes=self.background is not None)
-
-    def record_labels(self, resolution: Any) -> dict[str, str]:
-        return class_record_labels(self, resolution, "argmax")
 
     # -- what files say -------------------------------------------------------------------------
 

@@ -14,21 +14,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.class_metrics import ClassMetricAccumulator, class_scores, multilabel_counts
+from segkit.class_metrics import multilabel_counts
 from segkit.metrics import check_threshold
-from segkit.task.base import (
-    checked_palette,
-    class_record_fields,
-    class_record_labels,
-    classes_words,
-    resolution_words,
-)
-
-_REDUCTIONS = {"dataset": "pooled over the dataset", "per_image": "per-image mean"}
+from segkit.task.base import SeveralClasses, checked_palette
 
 
 @dataclass(frozen=True)
-class MultilabelTask:
+class MultilabelTask(SeveralClasses):
     class_names: tuple[str, ...]
     threshold: float = 0.5
     palette: tuple[tuple[int, ...], ...] = field(default=())
@@ -49,12 +41,12 @@ class MultilabelTask:
         object.__setattr__(self, "palette", tuple(tuple(colour) for colour in colours))
 
     @property
-    def out_channels(self) -> int:
-        return len(self.class_names)
-
-    @property
     def averaged(self) -> list[int]:
         return list(range(len(self.class_names)))
+
+    @property
+    def mask_rule(self) -> str:
+        return f"threshold {self.threshold:g} per class"
 
     def with_threshold(self, threshold: float) -> MultilabelTask:
         return MultilabelTask(self.class_names, threshold, self.palette)
@@ -92,32 +84,8 @@ class MultilabelTask:
             ignore = ignore.expand_as(logits)
         return logits.float(), masks, ignore
 
-    def new_accumulator(self) -> ClassMetricAccumulator:
-        return ClassMetricAccumulator(self.class_names, self.averaged, counter=self._count)
-
     def _count(self, logits, target, ignore):
         return multilabel_counts(logits, target, self.threshold, ignore), None
-
-    def batch_score(self, logits: torch.Tensor, masks: torch.Tensor) -> float:
-        counts, _ = self._count(logits.detach(), masks, None)
-        dice = class_scores(counts.sum(dim=0))["dice"]
-        present = dice[~dice.isnan()]
-        return float(present.mean()) if len(present) else 1.0
-
-    def metric_label(self, name: str, reduction: str, resolution: Any, split: str) -> str:
-        metric = {"dice": "Dice", "iou": "IoU"}[name]
-        return (
-            f"{split} mean {metric} ({_REDUCTIONS[reduction]}, macro over "
-            f"{classes_words(self.class_names, self.averaged)}, threshold {self.threshold:g} per class, "
-            f"{resolution_words(resolution)})"
-        )
-
-    def record_fields(self, scores: dict[str, float]) -> dict[str, float]:
-        """metrics.csv columns of a validation: the macro means, then each class's pooled Dice and IoU."""
-        return class_record_fields(scores, self.class_names, all_classes=False)
-
-    def record_labels(self, resolution: Any) -> dict[str, str]:
-        return class_record_labels(self, resolution, f"threshold {self.threshold:g}")
 
     def checkpoint_fields(self) -> dict[str, Any]:
         return {
