@@ -109,7 +109,18 @@ def street_scene(seed: int, height: int = 240, width: int = 320) -> tuple[np.nda
         cx = rng.uniform(0, width)
         body = (rows < bottom) & (rows > bottom - car_h) & (np.abs(columns - cx) < car_w / 2)
         _paint(photo, labels, body, ids["car"], rng.uniform([20, 20, 20], [220, 220, 220]), rng, 2, 12)
-    # poles, with signs on some: thin vertical structures
+    _draw_poles_and_signs(photo, labels, rows, columns, horizon, ids, rng)
+    _draw_people(photo, labels, rows, columns, horizon, ids, rng)
+    # lighting: a smooth brightness field over the whole photo, then void on object edges
+    photo *= 1 + _texture(rng, (height, width), 40, 0.15)[..., None]
+    edges = ndimage.morphological_gradient(labels, size=3) > 0
+    mask = np.where(edges & (rng.random(labels.shape) < 0.5), VOID, labels).astype(np.uint8)
+    return photo.clip(0, 255).astype(np.uint8), mask
+
+
+def _draw_poles_and_signs(photo, labels, rows, columns, horizon, ids, rng) -> None:
+    """Thin vertical poles, some carrying a small sign: the thin and small classes."""
+    height, width = labels.shape
     for _ in range(rng.integers(1, 5)):
         x, base = rng.uniform(0, width), rng.uniform(horizon + 5, height)
         top = base - (base - horizon + 20) * rng.uniform(1.2, 2.0)
@@ -122,7 +133,11 @@ def street_scene(seed: int, height: int = 240, width: int = 320) -> tuple[np.nda
             sign = (np.abs(columns - x) < side) & (np.abs(rows - sy) < side * 0.8)
             colour = [(200, 30, 30), (30, 60, 200), (220, 200, 40)][rng.integers(0, 3)]
             _paint(photo, labels, sign, ids["sign"], np.array(colour, float), rng, 0.5, 10)
-    # pedestrians and cyclists: small upright shapes on the pavement and road
+
+
+def _draw_people(photo, labels, rows, columns, horizon, ids, rng) -> None:
+    """Pedestrians and cyclists: small upright shapes on the pavement and road."""
+    height, width = labels.shape
     for name, count in (("pedestrian", rng.integers(0, 5)), ("bicyclist", rng.integers(0, 3))):
         for _ in range(count):
             base = rng.uniform(horizon + 10, height)
@@ -139,11 +154,6 @@ def street_scene(seed: int, height: int = 240, width: int = 320) -> tuple[np.nda
                 )
             colour = rng.uniform([30, 20, 20], [200, 160, 160])
             _paint(photo, labels, body, ids[name], colour, rng, 0.7, 20)
-    # lighting: a smooth brightness field over the whole photo, then void on object edges
-    photo *= 1 + _texture(rng, (height, width), 40, 0.15)[..., None]
-    edges = ndimage.morphological_gradient(labels, size=3) > 0
-    mask = np.where(edges & (rng.random(labels.shape) < 0.5), VOID, labels).astype(np.uint8)
-    return photo.clip(0, 255).astype(np.uint8), mask
 
 
 def thin_scene(seed: int, size: int = 600) -> tuple[np.ndarray, np.ndarray]:

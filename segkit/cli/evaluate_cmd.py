@@ -132,8 +132,14 @@ def evaluate(
     rows = result.per_image_rows()
     written = _write_results(out, trained, name, {"evaluated": settings, **summary}, rows)
     click.echo(f"Scored {trained.path} ({_epoch_text(trained)})")
+    _print_report(f"{name} {split} split", summary, rows, worst)
+    click.echo("Wrote " + " and ".join(str(path) for path in written))
+
+
+def _print_report(what: str, summary: dict, rows: list[dict], worst: int) -> None:
+    """The figures of ``summary`` as a reader wants them, and the ``worst`` images by Dice."""
     click.echo(
-        f"{name} {split} split, {summary['images']} images, threshold {summary['threshold']}, "
+        f"{what}, {summary['images']} images, threshold {summary['threshold']}, "
         f"test-time augmentation {summary['test_time_augmentation']}, "
         f"post-processing {summary['postprocess']}"
     )
@@ -151,7 +157,6 @@ def evaluate(
         click.echo(f"  worst {min(worst, len(rows))} images by Dice:")
         for row in sorted(rows, key=lambda r: r["dice"])[:worst]:
             click.echo(f"    {row['name']:<32} Dice {row['dice']:.4f}  IoU {row['iou']:.4f}")
-    click.echo("Wrote " + " and ".join(str(path) for path in written))
 
 
 def _evaluation_dataset(trained, split, dataset, data_path, dataset_option, tiling=None):

@@ -109,9 +109,8 @@ def predict(
     from segkit.engine.device import resolve_device
     from segkit.errors import DataError, UsageError
     from segkit.imageio import pixel_limit, read_image
-    from segkit.inference import load_trained_model, predict_probability
+    from segkit.inference import load_trained_model
     from segkit.postprocess import postprocess_mask
-    from segkit.tiling import predict_tiled_mask
 
     files = collect_inputs(inputs)
     trained = load_trained_model(checkpoint, device=resolve_device(device))
@@ -138,14 +137,7 @@ def predict(
             tqdm.write(f"skipped: {error}", file=sys.stderr)
             failures += 1
             continue
-        if tiling is not None and not probabilities and tiling["scale"] == 1.0:
-            # Band by band: never a float copy of the whole photo (bounded memory for huge photos).
-            probability = None
-            tile_args = (tiling["tile"], tiling["overlap"], tiling["blend"])
-            mask = predict_tiled_mask(trained, image, *tile_args, tta=tta, task=task)
-        else:
-            probability = predict_probability(trained, image, tta=tta, tiling=tiling)
-            mask = task.mask_from_probability(probability)
+        probability, mask = predict_mask(trained, image, task, tta, tiling, keep_probability=probabilities)
         if task.supports_postprocess:
             mask = postprocess_mask(mask, min_size=min_size, **postprocess)
         stem = path.stem if path.stem not in stems else f"{path.stem}-{stems[path.stem] + 1}"
@@ -165,6 +157,19 @@ def predict(
     if failures:
         click.echo(f"{failures} file(s) could not be read", err=True)
         raise SystemExit(1)
+
+
+def predict_mask(trained, image, task, tta: bool, tiling, keep_probability: bool):
+    """``(probability or None, mask)`` of one photo. A tiled run whose probabilities are not wanted
+    goes band by band: never a float copy of the whole photo (bounded memory for huge photos)."""
+    from segkit.inference import predict_probability
+    from segkit.tiling import predict_tiled_mask
+
+    if tiling is not None and not keep_probability and tiling["scale"] == 1.0:
+        tile_args = (tiling["tile"], tiling["overlap"], tiling["blend"])
+        return None, predict_tiled_mask(trained, image, *tile_args, tta=tta, task=task)
+    probability = predict_probability(trained, image, tta=tta, tiling=tiling)
+    return probability, task.mask_from_probability(probability)
 
 
 def write_prediction(out: Path, stem: str, image, task, mask, probability, no_overlay: bool) -> None:
