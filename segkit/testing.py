@@ -144,16 +144,7 @@ def _check_sigmoid_loss(loss_fn: Callable, channels: int) -> None:
     target = (torch.rand(2, channels, 16, 20, generator=generator) > 0.5).float()
     logits = torch.randn(2, channels, 16, 20, generator=generator, requires_grad=True)
     _check_finite_with_gradient(loss_fn, logits, target)
-    for scale in (1.0, 100.0):
-        good = loss_fn((target * 2 - 1) * 10 * scale, target)
-        bad = loss_fn((1 - target * 2) * 10 * scale, target)
-        assert torch.isfinite(good) and torch.isfinite(bad), (
-            f"loss not finite for logits of size {10 * scale}"
-        )
-        assert good < bad, (
-            f"a perfect prediction must score lower than the opposite one (perfect {float(good):.4g}, "
-            f"opposite {float(bad):.4g}, logits of size {10 * scale:g}): a loss is minimised by training"
-        )
+    _check_perfect_beats_wrong(loss_fn, target, target, "the opposite one", "opposite")
 
 
 def _check_multiclass_loss(loss_fn: Callable, classes: int = 3) -> None:
@@ -169,15 +160,23 @@ def _check_multiclass_loss(loss_fn: Callable, classes: int = 3) -> None:
         "logits at ignored pixels (255) changed the loss"
     )
     one_hot = torch.nn.functional.one_hot(target.clamp(max=classes - 1), classes).permute(0, 3, 1, 2).float()
+    _check_perfect_beats_wrong(loss_fn, one_hot, target, "a wrong one", "wrong")
+
+
+def _check_perfect_beats_wrong(
+    loss_fn: Callable, truth: torch.Tensor, target: torch.Tensor, than: str, name: str
+):
+    """Logits of +-10 (and +-1000) saying ``truth`` (a {0, 1} channel map) must score lower than
+    logits saying its opposite, and both must be finite."""
     for scale in (1.0, 100.0):
-        good = loss_fn((one_hot * 2 - 1) * 10 * scale, target)
-        bad = loss_fn((1 - one_hot * 2) * 10 * scale, target)
+        good = loss_fn((truth * 2 - 1) * 10 * scale, target)
+        bad = loss_fn((1 - truth * 2) * 10 * scale, target)
         assert torch.isfinite(good) and torch.isfinite(bad), (
             f"loss not finite for logits of size {10 * scale}"
         )
         assert good < bad, (
-            f"a perfect prediction must score lower than a wrong one (perfect {float(good):.4g}, "
-            f"wrong {float(bad):.4g}, logits of size {10 * scale:g}): a loss is minimised by training"
+            f"a perfect prediction must score lower than {than} (perfect {float(good):.4g}, "
+            f"{name} {float(bad):.4g}, logits of size {10 * scale:g}): a loss is minimised by training"
         )
 
 

@@ -176,7 +176,8 @@ class Trainer:
         self._write_run_config()
         self.echo(
             f"Device {self.device}, {self.data.workers} loader workers, "
-            f"{len(self.data.train_set)} train / {len(self.data.valid_set)} valid images"
+            f"{len(self.data.train_set)} train {'crops' if self.data.crops else 'images'} "
+            f"/ {len(self.data.valid_set)} valid images"
         )
         self.echo(f"Run folder: {self.run_dir}")
         self.context = RunContext(self.run_dir, self.values, self.model_name, history=self.state.history)
