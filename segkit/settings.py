@@ -215,6 +215,10 @@ _CALLBACK_OPTIONS = Rule(
     lambda value: isinstance(value, dict) and all(isinstance(options, dict) for options in value.values()),
     "a table of KEY = VALUE per callback ([callback_options.NAME])",
 )
+#: A crop or tile side in pixels, or none (resize instead).
+_OPTIONAL_SIDE = Rule(
+    lambda value: value is None or (_is_int(value) and value >= 8), "an integer >= 8, or none"
+)
 _NUMBER_AT_LEAST_ZERO = Rule(lambda value: _is_number(value) and value >= 0, "a number >= 0")
 
 
@@ -330,7 +334,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "crop_size",
         None,
-        Rule(lambda value: value is None or (_is_int(value) and value >= 8), "an integer >= 8, or none"),
+        _OPTIONAL_SIDE,
         "Train on random N x N crops at native resolution (after --scale) instead of resizing each photo "
         "whole; validation then runs on whole photos at native resolution, through tiles (--tile). "
         "For thin or small structures and large photos. With --progressive-sizes, those are crop sizes.",
@@ -358,7 +362,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "tile",
         None,
-        Rule(lambda value: value is None or (_is_int(value) and value >= 8), "an integer >= 8, or none"),
+        _OPTIONAL_SIDE,
         "Tiled inference at native resolution: N x N tiles for validation, and as predict/evaluate's "
         "default.",
         click_type=int,
