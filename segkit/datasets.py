@@ -28,6 +28,8 @@ A dataset of your own photos and masks::
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,7 +51,8 @@ from segkit.component_options import (
 from segkit.component_options import path as path_parser
 from segkit.component_options import text as text_parser
 from segkit.errors import DataError, UsageError
-from segkit.imageio import check_image_file, read_image, read_mask
+from segkit.file_checks import RACY_SECONDS, check_files
+from segkit.imageio import read_image, read_mask
 from segkit.transforms import (
     FOREGROUND,
     IGNORE_INDEX,
@@ -178,6 +181,8 @@ class PairedImageDataset(Dataset):
 
     Construction checks every pair without decoding pixels (``segkit.imageio.check_image_file``):
     files exist, are complete images within the pixel limit, and photo and mask have the same size.
+    What a check finds is kept in the data folder's file index and reused while a file's size and
+    modification time stay the same; many new files are checked in parallel (``segkit.file_checks``).
     A photo and mask of different sizes is always a ``DataError`` naming both files (the annotation
     belongs to another picture). Any other bad file is an error with ``strict=True``; by default the
     pair is left out, listed in ``self.skipped`` as ``(name, reason)`` and reported in one
@@ -236,25 +241,33 @@ class PairedImageDataset(Dataset):
             self.palette = check_palette(palette, len(names), description)
         self.skipped: list[tuple[str, str]] = []
         self.pairs: list[Pair] = []
+        #: ``(height, width)`` of each pair's photo (after EXIF rotation), from the file checks.
+        self.image_sizes: list[tuple[int, int]] = []
+        pairs = list(pairs)
         for pair in pairs:
             if task == "multilabel" and len(pair.channel_masks) != len(names):
                 raise ValueError(
                     f"pair {pair.name!r} has {len(pair.channel_masks)} channel masks for {len(names)} labels"
                 )
-            try:
-                image_size = check_image_file(pair.image_path, "image")
-                mask_sizes = [(path, check_image_file(path, self.mask_role)) for path in pair.mask_paths]
-            except DataError as error:
+        files = [(pair.image_path, "image") for pair in pairs]
+        files += [(path, self.mask_role) for pair in pairs for path in pair.mask_paths]
+        facts = iter(check_files(files, data_folder(pairs), description=description))
+        image_facts = [next(facts) for _ in pairs]
+        for pair, image in zip(pairs, image_facts):
+            masks = [(path, next(facts)) for path in pair.mask_paths]
+            error = next((checked.error for checked in [image] + [m for _, m in masks] if checked.error), None)
+            if error is not None:
                 if strict:
-                    raise
-                self.skipped.append((pair.name, str(error)))
+                    raise DataError(error)
+                self.skipped.append((pair.name, error))
                 continue
-            for path, mask_size in mask_sizes:
-                if image_size != mask_size:
-                    raise DataError(size_mismatch(pair, image_size, mask_size, self.mask_role, path))
+            for path, mask in masks:
+                if image.size != mask.size:
+                    raise DataError(size_mismatch(pair, image.size, mask.size, self.mask_role, path))
                 if task == "multiclass":
-                    check_index_mask_mode(path, self.mask_role, len(names))
+                    check_index_mask_mode(path, self.mask_role, len(names), mask.mode)
             self.pairs.append(pair)
+            self.image_sizes.append(image.size)
         if self.skipped:
             warnings.warn(
                 f"{description}: left out {len(self.skipped)} unreadable file pair(s) "
@@ -380,17 +393,42 @@ def files_by_stem(folder: Path, role: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise DataError(f"{role} folder {folder} does not exist")
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
-            continue
-        if path.stem in found:
-            raise DataError(f"two {role} files share the stem {path.stem!r}: {found[path.stem]} and {path}")
-        found[path.stem] = path
+    for name in _image_file_names(folder):
+        stem = os.path.splitext(name)[0]
+        if stem in found:
+            raise DataError(f"two {role} files share the stem {stem!r}: {found[stem]} and {folder / name}")
+        found[stem] = folder / name
     if not found:
         raise DataError(
             f"{role} folder {folder} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
     return found
+
+
+#: Listings of folders already read by this process, by (folder, modification time of the folder).
+_LISTINGS: dict[tuple[str, int], list[str]] = {}
+
+
+def _image_file_names(folder: Path) -> list[str]:
+    """Sorted names of the image files in ``folder`` (one directory read, no stat per file on most
+    file systems); remembered while the folder's modification time, which any added, removed or
+    renamed file changes, stays the same, so the splits of one run list a folder once. A folder
+    changed in the last ``RACY_SECONDS`` is read again each time (its clock may not have ticked)."""
+    modified = folder.stat().st_mtime_ns
+    key = (str(folder.resolve()), modified)
+    names = _LISTINGS.get(key)
+    if names is None:
+        with os.scandir(folder) as entries:
+            names = sorted(
+                entry.name
+                for entry in entries
+                if not entry.name.startswith(".")
+                and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
+                and entry.is_file()
+            )
+        if modified < time.time_ns() - int(RACY_SECONDS * 1e9):
+            _LISTINGS[key] = names
+    return names
 
 
 def default_augment(augment: str | None, split: str) -> str:
@@ -610,16 +648,20 @@ def class_ids_from_mask(raw: np.ndarray, path: Path, num_classes: int) -> np.nda
     return raw.astype(np.uint8)
 
 
-def check_index_mask_mode(path: Path, role: str = "mask", num_classes: int | None = None) -> None:
+def check_index_mask_mode(
+    path: Path, role: str = "mask", num_classes: int | None = None, mode: str | None = None
+) -> None:
     """A ``DataError`` unless the (already checked) mask file is an index image: greyscale or palette.
 
-    Reads the header only. Colour masks (RGB, RGBA, ...) hold colours, not class ids.
+    ``mode``: the file's Pillow mode when already known; otherwise the header is read. Colour masks
+    (RGB, RGBA, ...) hold colours, not class ids.
     """
-    try:
-        with Image.open(path) as image:
-            mode = image.mode
-    except Exception:  # noqa: BLE001 - check_image_file vetted the file; reading it reports any problem
-        return
+    if mode is None:
+        try:
+            with Image.open(path) as image:
+                mode = image.mode
+        except Exception:  # noqa: BLE001 - check_image_file vetted the file; reading it reports any problem
+            return
     if mode not in INDEX_MASK_MODES:
         ids = f"0..{num_classes - 1}" if num_classes else "0..K-1"
         raise DataError(
@@ -627,3 +669,14 @@ def check_index_mask_mode(path: Path, role: str = "mask", num_classes: int | Non
             f"it to an index mask, an 8-bit greyscale or palette PNG whose pixel values are the class ids "
             f"({ids}, {IGNORE_INDEX} = ignore)"
         )
+
+
+def data_folder(pairs: Sequence[Pair]) -> Path | None:
+    """The innermost folder holding every file of ``pairs``: where their file index is kept."""
+    folders = {str(path.parent) for pair in pairs for path in (pair.image_path, *pair.mask_paths)}
+    if not folders:
+        return None
+    try:
+        return Path(os.path.commonpath([os.path.abspath(folder) for folder in folders]))
+    except ValueError:  # different drives
+        return None

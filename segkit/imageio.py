@@ -143,6 +143,12 @@ def check_image_file(path: str | os.PathLike, what: str = "image") -> tuple[int,
     Other formats (GIF, WebP, TIFF, ...) are rare in datasets and decoded fully. ``what`` names the
     file's role in error messages ("image", "mask", "trimap"). Raises ``DataError``.
     """
+    height, width, _ = image_file_facts(path, what)
+    return height, width
+
+
+def image_file_facts(path: str | os.PathLike, what: str = "image") -> tuple[int, int, str]:
+    """``check_image_file``, also returning the file's colour mode: ``(height, width, mode)``."""
     path = Path(path)
     with _opened(path, what) as image:
         image_format = image.format
@@ -151,11 +157,12 @@ def check_image_file(path: str | os.PathLike, what: str = "image") -> tuple[int,
             _verify_png(image, path, what)
     with _opened(path, what) as image:
         width, height = image.size
+        mode = image.mode
         if _orientation(image, path, what) in _SWAPPING_ORIENTATIONS:
             width, height = height, width
         if image_format not in ("PNG", "JPEG") or (image_format == "JPEG" and not _jpeg_has_end_marker(path)):
             _decoded(image, path, what)
-    return height, width
+    return height, width, mode
 
 
 @contextmanager

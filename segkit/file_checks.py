@@ -1,0 +1,196 @@
+"""Checking a dataset's photos and masks before training, once per file rather than once per run.
+
+``check_files([(path, role), ...], data_folder)`` returns ``FileFacts`` for every file: its displayed
+size and colour mode, or the reason it is unusable (the ``DataError`` message of
+``segkit.imageio.check_image_file``). Results are kept in the data folder's index
+(``file-index.json`` in ``segkit.data_cache.cache_folder``), keyed by the file's path and role, and
+reused while the file's size, modification time (nanoseconds) and inode are what they were when it
+was checked; only new or changed files are opened. A file modified in the last ``RACY_SECONDS`` when
+it is checked is not remembered (as git does with its index): a file system's clock ticks coarser
+than a nanosecond, and a same-sized rewrite within one tick would otherwise look unchanged. When many files need checking they are checked in a
+pool of processes (every core), with a progress bar on a terminal.
+
+So the time to a run's first step grows with one ``stat`` per file, not one decode: see
+``benchmarks/test_many_files.py`` for the curve over 1k, 10k and 100k files.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from segkit import data_cache, imageio
+from segkit.errors import DataError
+
+INDEX_NAME = "file-index.json"
+#: Bump when what an entry means changes; an index of another version is rebuilt.
+INDEX_VERSION = 1
+#: Fewer unchecked files than this are checked in this process (a pool costs about a second to start).
+PARALLEL_FROM = 400
+#: Files a pool worker takes at a time.
+CHUNK = 64
+#: Files modified this recently when checked are checked again next time (see the module docstring).
+RACY_SECONDS = 2.0
+# Stored error messages hold this in place of the file's path, so an index still reads right after
+# the data folder moves.
+_PATH_MARK = "\x00"
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What checking one file found: ``(height, width)`` and Pillow ``mode``, or ``error``."""
+
+    height: int = 0
+    width: int = 0
+    mode: str = ""
+    error: str | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+
+def check_file(path: Path, role: str) -> FileFacts:
+    """Check one file (``segkit.imageio.image_file_facts``), a ``DataError`` becoming ``error``."""
+    try:
+        height, width, mode = imageio.image_file_facts(path, role)
+    except DataError as error:
+        return FileFacts(error=str(error))
+    return FileFacts(height, width, mode)
+
+
+def check_files(
+    files: Sequence[tuple[Path, str]],
+    data_folder: str | os.PathLike | None = None,
+    workers: int | None = None,
+    description: str = "",
+) -> list[FileFacts]:
+    """``FileFacts`` for each ``(path, role)`` in order; see the module docstring.
+
+    ``data_folder``: the folder whose index holds the results (no index when ``None``). ``workers``:
+    processes for the checks (default: the usable cores); 1 checks in this process.
+    """
+    folder = data_cache.cache_folder(data_folder) if data_folder is not None else None
+    base = Path(data_folder).expanduser().resolve() if data_folder is not None else None
+    cached = data_cache.read_cached(folder, INDEX_NAME, INDEX_VERSION)
+    entries: dict[str, list[Any]] = {}
+    if cached is not None and cached.get("max_pixels") == imageio.MAX_IMAGE_PIXELS:
+        entries = cached.get("files") or {}
+    results: list[FileFacts | None] = [None] * len(files)
+    pending: list[tuple[int, str, tuple[int, int, int] | None]] = []
+    relative = _Relative(base)
+    for position, (path, role) in enumerate(files):
+        key = f"{role}:{relative(Path(path))}"
+        stamp = _stamp(path)
+        entry = entries.get(key)
+        if stamp is not None and isinstance(entry, list) and len(entry) == 7 and entry[:3] == list(stamp):
+            results[position] = _facts_from_entry(entry, Path(path))
+        else:
+            pending.append((position, key, stamp))
+    if pending:
+        settled = time.time_ns() - int(RACY_SECONDS * 1e9)
+        checked = _check_all([files[position] for position, _, _ in pending], workers, description)
+        remembered = 0
+        for (position, key, stamp), facts in zip(pending, checked):
+            results[position] = facts
+            if stamp is not None and stamp[1] < settled:
+                entries[key] = _entry(facts, stamp, Path(files[position][0]))
+                remembered += 1
+        if remembered:
+            data_cache.write_cached(
+                folder, INDEX_NAME, INDEX_VERSION, {"max_pixels": imageio.MAX_IMAGE_PIXELS, "files": entries}
+            )
+    return [facts for facts in results if facts is not None]
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _check_all(files: Sequence[tuple[Path, str]], workers: int | None, description: str) -> list[FileFacts]:
+    workers = min(usable_cores(), 16) if workers is None else workers
+    show = len(files) >= PARALLEL_FROM
+    bar = tqdm(
+        total=len(files),
+        desc=f"checking {len(files)} files" + (f" of {description}" if description else ""),
+        unit="file",
+        disable=None if show else True,  # None: only on a terminal
+        leave=False,
+    )
+    with bar:
+        if workers <= 1 or len(files) < PARALLEL_FROM:
+            results = []
+            for path, role in files:
+                results.append(check_file(Path(path), role))
+                bar.update()
+            return results
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
+            results = []
+            paths = [Path(path) for path, _ in files]
+            roles = [role for _, role in files]
+            for facts in pool.map(check_file, paths, roles, chunksize=CHUNK):
+                results.append(facts)
+                bar.update()
+            return results
+
+
+def _context() -> Any:
+    """Fork where there is one (Linux, like torch's DataLoader workers): the workers start at once and,
+    unlike spawn and forkserver, do not import the caller's ``__main__``, so a script without an
+    ``if __name__ == "__main__"`` guard still works."""
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
+
+
+def _stamp(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_size, status.st_mtime_ns, status.st_ino
+
+
+class _Relative:
+    """A file's path relative to ``base`` (absolute when outside it), resolving each folder once."""
+
+    def __init__(self, base: Path | None) -> None:
+        self.base = base
+        self.folders: dict[Path, str] = {}
+
+    def __call__(self, path: Path) -> str:
+        parent = self.folders.get(path.parent)
+        if parent is None:
+            resolved = path.parent.resolve()
+            parent = str(resolved)
+            if self.base is not None:
+                try:
+                    parent = resolved.relative_to(self.base).as_posix()
+                except ValueError:
+                    pass
+            self.folders[path.parent] = parent
+        return path.name if parent == "." else f"{parent}/{path.name}"
+
+
+def _entry(facts: FileFacts, stamp: tuple[int, int, int], path: Path) -> list[Any]:
+    error = None if facts.error is None else facts.error.replace(str(path), _PATH_MARK)
+    return [*stamp, facts.height, facts.width, facts.mode, error]
+
+
+def _facts_from_entry(entry: list[Any], path: Path) -> FileFacts:
+    _, _, _, height, width, mode, error = entry
+    if error is not None:
+        return FileFacts(error=str(error).replace(_PATH_MARK, str(path)))
+    return FileFacts(int(height), int(width), str(mode))

@@ -1,0 +1,262 @@
+"""The dataset file index (segkit.file_checks, segkit.data_cache): checks kept per file and reused while
+files are unchanged, many files checked in parallel, the cache beside the data or in the user's cache.
+
+The reference for every result is segkit.imageio.check_image_file called on each file directly, the
+check a dataset made per run before the index existed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+import segkit
+from data_fixtures import truncated_jpeg, write_folder_layout
+from segkit import data_cache, file_checks, imageio
+from segkit.errors import DataError
+
+NAMES = ["a", "b", "c", "d", "e", "f"]
+HOUR_AGO = time.time() - 3600
+
+# What a file of the generated folder may be turned into.
+DAMAGE = {
+    "good": None,
+    "truncated": lambda path: truncated_jpeg(path, (20, 28)),
+    "empty": lambda path: path.write_bytes(b""),
+    "not an image": lambda path: path.write_bytes(b"just some text, not pixels"),
+}
+
+
+def age(root: Path, seconds_ago: float = 3600) -> None:
+    """Every file under ``root`` last modified ``seconds_ago``: older than the index's racy window."""
+    stamp = time.time() - seconds_ago
+    for path in root.rglob("*"):
+        if path.is_file() and ".segkit-cache" not in path.parts:
+            os.utime(path, (stamp, stamp))
+
+
+def build(root: Path, **options):
+    return segkit.create_dataset("folder", root=root, split="train", valid_fraction=0, test_fraction=0, **options)
+
+
+def reference(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """(usable names, [(name, reason)] skipped) from checking each file directly, in name order."""
+    usable, skipped = [], []
+    for image in sorted((root / "images").iterdir()):
+        try:
+            imageio.check_image_file(image, "image")
+            imageio.check_image_file(root / "masks" / f"{image.stem}.png", "mask")
+        except DataError as error:
+            skipped.append((image.stem, str(error)))
+            continue
+        usable.append(image.stem)
+    return usable, skipped
+
+
+def damaged_folder(root: Path, damage: dict[str, tuple[str, str]]) -> None:
+    """The folder layout with file ``damage[name] = (which file, how)`` applied."""
+    write_folder_layout(root, NAMES)
+    for name, (which, how) in damage.items():
+        if DAMAGE[how] is not None:
+            path = root / ("images" if which == "image" else "masks") / f"{name}.png"
+            DAMAGE[how](path)
+
+
+def count_checks(monkeypatch) -> list[Path]:
+    checked: list[Path] = []
+    real = file_checks.check_file
+
+    def counting(path, role):
+        checked.append(Path(path))
+        return real(path, role)
+
+    monkeypatch.setattr(file_checks, "check_file", counting)
+    return checked
+
+
+@given(
+    damage=st.dictionaries(
+        st.sampled_from(NAMES),
+        st.tuples(st.sampled_from(["image", "mask"]), st.sampled_from(sorted(DAMAGE))),
+        max_size=len(NAMES) - 1,
+    ).filter(lambda damage: any(how == "good" for _, how in damage.values()) or len(damage) < len(NAMES))
+)
+def test_cold_and_warm_index_agree_with_checking_each_file(damage):
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder) / "data"
+        damaged_folder(root, damage)
+        age(root)
+        expected_names, expected_skipped = reference(root)
+        for attempt in ("cold", "warm"):
+            with pytest.warns(Warning) if expected_skipped else _nothing():
+                dataset = build(root)
+            assert dataset.names == expected_names, attempt
+            assert dataset.skipped == expected_skipped, attempt
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_unchanged_files_are_not_opened_again_and_changed_ones_are(tmp_path, monkeypatch):
+    write_folder_layout(tmp_path, NAMES)
+    age(tmp_path)
+    checked = count_checks(monkeypatch)
+    assert build(tmp_path).names == NAMES
+    assert len(checked) == 2 * len(NAMES)
+    checked.clear()
+    assert build(tmp_path).names == NAMES
+    assert checked == []
+    # A photo replaced by a truncated one, modified an hour ago but later than before: only it is checked.
+    broken = truncated_jpeg(tmp_path / "images" / "c.png", (20, 28))
+    os.utime(broken, (HOUR_AGO + 60, HOUR_AGO + 60))
+    with pytest.warns(Warning, match="c:.*truncated"):
+        dataset = build(tmp_path)
+    assert dataset.names == ["a", "b", "d", "e", "f"]
+    assert checked == [broken]
+    checked.clear()
+    with pytest.warns(Warning, match="truncated"):
+        assert build(tmp_path).skipped[0][0] == "c"  # the reason is kept too
+    assert checked == []
+
+
+def test_files_modified_just_now_are_checked_again(tmp_path, monkeypatch):
+    """A rewrite of the same size within one tick of the file system's clock keeps its mtime: recent
+    files are not remembered, so such a rewrite is never missed."""
+    write_folder_layout(tmp_path, NAMES)
+    checked = count_checks(monkeypatch)
+    build(tmp_path)
+    build(tmp_path)
+    assert len(checked) == 2 * 2 * len(NAMES)
+
+
+def test_index_lives_beside_the_data_or_in_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEGKIT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    data = tmp_path / "data"
+    write_folder_layout(data, NAMES)
+    age(data)
+    build(data)
+    beside = data / ".segkit-cache" / "file-index.json"
+    assert beside.is_file()
+    assert len(json.loads(beside.read_text())["files"]) == 2 * len(NAMES)
+    assert not (tmp_path / "user-cache").exists()
+
+    other = tmp_path / "read-only"
+    write_folder_layout(other, NAMES)
+    age(other)
+    real = data_cache._writable_folder
+    monkeypatch.setattr(
+        data_cache, "_writable_folder", lambda folder: other not in folder.parents and real(folder)
+    )
+    build(other)
+    assert not (other / ".segkit-cache").exists()
+    (in_user_cache,) = (tmp_path / "user-cache" / "segkit" / "data").glob("*/file-index.json")
+    assert len(json.loads(in_user_cache.read_text())["files"]) == 2 * len(NAMES)
+
+
+def test_caching_off_writes_nothing_and_checks_every_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", "off")
+    write_folder_layout(tmp_path, NAMES)
+    age(tmp_path)
+    checked = count_checks(monkeypatch)
+    build(tmp_path)
+    build(tmp_path)
+    assert len(checked) == 2 * 2 * len(NAMES)
+    assert not (tmp_path / ".segkit-cache").exists()
+
+
+def test_a_moved_folder_keeps_its_index_and_names_files_where_they_are_now(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEGKIT_CACHE_DIR")
+    old = tmp_path / "old"
+    write_folder_layout(old, NAMES)
+    truncated_jpeg(old / "images" / "b.png", (20, 28))
+    age(old)
+    with pytest.warns(Warning):
+        build(old)
+    new = tmp_path / "new"
+    old.rename(new)
+    checked = count_checks(monkeypatch)
+    with pytest.warns(Warning):
+        dataset = build(new)
+    assert checked == []
+    assert str(new / "images" / "b.png") in dataset.skipped[0][1]
+    assert str(old) not in dataset.skipped[0][1]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[]", json.dumps({"version": 1, "max_pixels": imageio.MAX_IMAGE_PIXELS, "files": {
+        "image:images/a.png": "nonsense", "mask:masks/a.png": [1, 2]}}).encode()],
+    ids=["garbage", "not an object", "odd entries"],
+)
+def test_a_damaged_index_is_rebuilt_not_trusted(tmp_path, monkeypatch, content):
+    monkeypatch.delenv("SEGKIT_CACHE_DIR")
+    write_folder_layout(tmp_path, NAMES)
+    age(tmp_path)
+    (tmp_path / ".segkit-cache").mkdir()
+    (tmp_path / ".segkit-cache" / "file-index.json").write_bytes(content)
+    assert build(tmp_path).names == NAMES
+    assert len(json.loads((tmp_path / ".segkit-cache" / "file-index.json").read_text())["files"]) == 12
+
+
+def test_a_lower_pixel_limit_is_not_answered_from_the_index(tmp_path, monkeypatch):
+    write_folder_layout(tmp_path, NAMES, size=(20, 28))
+    age(tmp_path)
+    assert build(tmp_path).names == NAMES
+    monkeypatch.setattr(imageio, "MAX_IMAGE_PIXELS", 20 * 28 - 1)
+    with pytest.raises(DataError, match="MAX_IMAGE_PIXELS"):
+        build(tmp_path, strict=True)
+
+
+def test_a_file_added_later_is_listed(tmp_path):
+    write_folder_layout(tmp_path, NAMES[:3])
+    age(tmp_path)
+    for folder in ("images", "masks"):
+        os.utime(tmp_path / folder, (HOUR_AGO, HOUR_AGO))
+    assert build(tmp_path).names == NAMES[:3]
+    write_folder_layout(tmp_path, NAMES[:4])  # d added (a..c rewritten alike)
+    assert build(tmp_path).names == NAMES[:4]
+
+
+def test_many_files_are_checked_in_parallel_with_the_same_results(tmp_path, monkeypatch):
+    """Above PARALLEL_FROM unchecked files a process pool checks them; results and order as in one process."""
+    root = tmp_path / "many"
+    names = [f"p{index:03d}" for index in range(40)]
+    write_folder_layout(root, names, size=(8, 10))
+    truncated_jpeg(root / "images" / "p007.png", (8, 10))
+    (root / "masks" / "p031.png").write_bytes(b"")
+    age(root)
+    expected = reference(root)
+    monkeypatch.setattr(file_checks, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(file_checks, "usable_cores", lambda: 2)
+    real_pool = file_checks.ProcessPoolExecutor
+    pools = []
+    monkeypatch.setattr(
+        file_checks, "ProcessPoolExecutor", lambda **options: pools.append(options) or real_pool(**options)
+    )
+    with pytest.warns(Warning):
+        dataset = build(root)
+    assert [pool["max_workers"] for pool in pools] == [2]
+    assert (dataset.names, dataset.skipped) == expected
+
+
+def test_check_file_reports_size_mode_or_the_reason(tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(photo)
+    assert file_checks.check_file(photo, "image") == file_checks.FileFacts(5, 7, "RGB")
+    missing = file_checks.check_file(tmp_path / "gone.png", "mask")
+    assert missing.error is not None and "mask file" in missing.error and "gone.png" in missing.error
