@@ -389,35 +389,19 @@ def match_pairs(images_dir: Path, masks_dir: Path) -> list[Pair]:
 
 
 def files_by_stem(folder: Path, role: str) -> dict[str, Path]:
-    """Image files in ``folder`` by stem; hidden files and non-image extensions are ignored."""
+    """Image files in ``folder`` by stem; hidden files and non-image extensions are ignored.
+
+    One directory read (no stat per file on most file systems), remembered while the folder's
+    modification time, which any added, removed or renamed file changes, stays the same: the splits
+    of one run list a folder once. A folder changed in the last ``RACY_SECONDS`` is read again each
+    time (its clock may not have ticked since)."""
     if not folder.is_dir():
         raise DataError(f"{role} folder {folder} does not exist")
-    found: dict[str, Path] = {}
-    for name in _image_file_names(folder):
-        stem = os.path.splitext(name)[0]
-        if stem in found:
-            raise DataError(f"two {role} files share the stem {stem!r}: {found[stem]} and {folder / name}")
-        found[stem] = folder / name
-    if not found:
-        raise DataError(
-            f"{role} folder {folder} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"
-        )
-    return found
-
-
-#: Listings of folders already read by this process, by (folder, modification time of the folder).
-_LISTINGS: dict[tuple[str, int], list[str]] = {}
-
-
-def _image_file_names(folder: Path) -> list[str]:
-    """Sorted names of the image files in ``folder`` (one directory read, no stat per file on most
-    file systems); remembered while the folder's modification time, which any added, removed or
-    renamed file changes, stays the same, so the splits of one run list a folder once. A folder
-    changed in the last ``RACY_SECONDS`` is read again each time (its clock may not have ticked)."""
     modified = folder.stat().st_mtime_ns
     key = (str(folder.resolve()), modified)
-    names = _LISTINGS.get(key)
-    if names is None:
+    found = _LISTINGS.get(key)
+    if found is None:
+        found = {}
         with os.scandir(folder) as entries:
             names = sorted(
                 entry.name
@@ -426,9 +410,22 @@ def _image_file_names(folder: Path) -> list[str]:
                 and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
                 and entry.is_file()
             )
+        for name in names:
+            stem = os.path.splitext(name)[0]
+            if stem in found:
+                raise DataError(f"two {role} files share the stem {stem!r}: {found[stem]} and {folder / name}")
+            found[stem] = folder / name
         if modified < time.time_ns() - int(RACY_SECONDS * 1e9):
-            _LISTINGS[key] = names
-    return names
+            _LISTINGS[key] = found
+    if not found:
+        raise DataError(
+            f"{role} folder {folder} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    return dict(found)
+
+
+#: Folders already listed by this process, by (folder, modification time of the folder).
+_LISTINGS: dict[tuple[str, int], dict[str, Path]] = {}
 
 
 def default_augment(augment: str | None, split: str) -> str:
@@ -673,7 +670,7 @@ def check_index_mask_mode(
 
 def data_folder(pairs: Sequence[Pair]) -> Path | None:
     """The innermost folder holding every file of ``pairs``: where their file index is kept."""
-    folders = {str(path.parent) for pair in pairs for path in (pair.image_path, *pair.mask_paths)}
+    folders = {os.path.dirname(str(path)) for pair in pairs for path in (pair.image_path, *pair.mask_paths)}
     if not folders:
         return None
     try:

@@ -89,11 +89,11 @@ def check_files(
     pending: list[tuple[int, str, tuple[int, int, int] | None]] = []
     relative = _Relative(base)
     for position, (path, role) in enumerate(files):
-        key = f"{role}:{relative(Path(path))}"
+        key = f"{role}:{relative(path)}"
         stamp = _stamp(path)
         entry = entries.get(key)
         if stamp is not None and isinstance(entry, list) and len(entry) == 7 and entry[:3] == list(stamp):
-            results[position] = _facts_from_entry(entry, Path(path))
+            results[position] = _facts_from_entry(entry, str(path))
         else:
             pending.append((position, key, stamp))
     if pending:
@@ -164,24 +164,26 @@ def _stamp(path: str | os.PathLike) -> tuple[int, int, int] | None:
 
 
 class _Relative:
-    """A file's path relative to ``base`` (absolute when outside it), resolving each folder once."""
+    """A file's path relative to ``base`` (absolute when outside it), resolving each folder once
+    (string operations per file: a ``Path`` per file costs more than the check it saves)."""
 
     def __init__(self, base: Path | None) -> None:
         self.base = base
-        self.folders: dict[Path, str] = {}
+        self.folders: dict[str, str] = {}
 
-    def __call__(self, path: Path) -> str:
-        parent = self.folders.get(path.parent)
-        if parent is None:
-            resolved = path.parent.resolve()
-            parent = str(resolved)
+    def __call__(self, path: str | os.PathLike) -> str:
+        folder, name = os.path.split(os.fspath(path))
+        relative = self.folders.get(folder)
+        if relative is None:
+            resolved = Path(folder).resolve()
+            relative = str(resolved)
             if self.base is not None:
                 try:
-                    parent = resolved.relative_to(self.base).as_posix()
+                    relative = resolved.relative_to(self.base).as_posix()
                 except ValueError:
                     pass
-            self.folders[path.parent] = parent
-        return path.name if parent == "." else f"{parent}/{path.name}"
+            self.folders[folder] = relative
+        return name if relative == "." else f"{relative}/{name}"
 
 
 def _entry(facts: FileFacts, stamp: tuple[int, int, int], path: Path) -> list[Any]:
@@ -189,8 +191,8 @@ def _entry(facts: FileFacts, stamp: tuple[int, int, int], path: Path) -> list[An
     return [*stamp, facts.height, facts.width, facts.mode, error]
 
 
-def _facts_from_entry(entry: list[Any], path: Path) -> FileFacts:
+def _facts_from_entry(entry: list[Any], path: str) -> FileFacts:
     _, _, _, height, width, mode, error = entry
     if error is not None:
-        return FileFacts(error=str(error).replace(_PATH_MARK, str(path)))
+        return FileFacts(error=str(error).replace(_PATH_MARK, path))
     return FileFacts(int(height), int(width), str(mode))
