@@ -64,6 +64,8 @@ DEFAULT_SOURCE = "seed report default"
 class ResolvedConfig:
     values: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    #: The ``segkit.planning.Plan`` behind the settings when ``--recipe`` named a planner.
+    plan: Any = None
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -151,8 +153,18 @@ def dataset_defaults(metadata_defaults: dict[str, Any] | None, model: str) -> di
 def recipe_layer(name: str) -> dict[str, Any]:
     """The settings of the registered recipe ``name``."""
     import segkit
+    from segkit.errors import UnknownComponentError
+    from segkit.planning import planner_names
 
-    settings = segkit.get_component("recipe", name).factory
+    try:
+        settings = segkit.get_component("recipe", name).factory
+    except UnknownComponentError as error:
+        planners = planner_names()
+        if not planners:
+            raise
+        raise UnknownComponentError(
+            f"{error} Planners (recipes computed from the data): {', '.join(planners)}"
+        ) from None
     if not isinstance(settings, Mapping):
         raise UsageError(f"recipe {name!r} must be a table of settings, got {type(settings).__name__}")
     return dict(settings)
@@ -192,10 +204,22 @@ def resolve_run_config(
             f"dataset {chosen['dataset']} default",
         ),
     ]
+    plan = None
     if recipe:
-        layers.append((recipe_layer(recipe), f"recipe {recipe}"))
+        from segkit.planning import is_planner, make_plan
+
+        if is_planner(recipe):
+            # A planner plans around what the user set; its plan takes the recipe's place.
+            unplanned = _resolve(layers + user_layers)
+            check_dataset_reads_data_path(unplanned)
+            chosen = frozenset(key for layer, _ in user_layers for key in layer)
+            plan = make_plan(recipe, unplanned.values, chosen)
+            layers.append((plan.settings, f"plan {recipe}"))
+        else:
+            layers.append((recipe_layer(recipe), f"recipe {recipe}"))
     config = _resolve(layers + user_layers)
     check_dataset_reads_data_path(config)
+    config.plan = plan
     return config
 
 

@@ -253,9 +253,10 @@ class PairedImageDataset(Dataset):
         files += [(path, self.mask_role) for pair in pairs for path in pair.mask_paths]
         facts = iter(check_files(files, data_folder(pairs), description=description))
         image_facts = [next(facts) for _ in pairs]
-        for pair, image in zip(pairs, image_facts):
+        for pair, image in zip(pairs, image_facts, strict=True):
             masks = [(path, next(facts)) for path in pair.mask_paths]
-            error = next((checked.error for checked in [image] + [m for _, m in masks] if checked.error), None)
+            checks = [image] + [mask for _, mask in masks]
+            error = next((checked.error for checked in checks if checked.error), None)
             if error is not None:
                 if strict:
                     raise DataError(error)
@@ -413,7 +414,9 @@ def files_by_stem(folder: Path, role: str) -> dict[str, Path]:
         for name in names:
             stem = os.path.splitext(name)[0]
             if stem in found:
-                raise DataError(f"two {role} files share the stem {stem!r}: {found[stem]} and {folder / name}")
+                raise DataError(
+                    f"two {role} files share the stem {stem!r}: {found[stem]} and {folder / name}"
+                )
             found[stem] = folder / name
         if modified < time.time_ns() - int(RACY_SECONDS * 1e9):
             _LISTINGS[key] = found

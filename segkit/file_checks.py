@@ -7,8 +7,9 @@ size and colour mode, or the reason it is unusable (the ``DataError`` message of
 reused while the file's size, modification time (nanoseconds) and inode are what they were when it
 was checked; only new or changed files are opened. A file modified in the last ``RACY_SECONDS`` when
 it is checked is not remembered (as git does with its index): a file system's clock ticks coarser
-than a nanosecond, and a same-sized rewrite within one tick would otherwise look unchanged. When many files need checking they are checked in a
-pool of processes (every core), with a progress bar on a terminal.
+than a nanosecond, and a same-sized rewrite within one tick would otherwise look unchanged. When
+many files need checking they are checked in a pool of processes (every core), with a progress bar
+on a terminal.
 
 So the time to a run's first step grows with one ``stat`` per file, not one decode: see
 ``benchmarks/test_many_files.py`` for the curve over 1k, 10k and 100k files.
@@ -100,7 +101,7 @@ def check_files(
         settled = time.time_ns() - int(RACY_SECONDS * 1e9)
         checked = _check_all([files[position] for position, _, _ in pending], workers, description)
         remembered = 0
-        for (position, key, stamp), facts in zip(pending, checked):
+        for (position, key, stamp), facts in zip(pending, checked, strict=True):
             results[position] = facts
             if stamp is not None and stamp[1] < settled:
                 entries[key] = _entry(facts, stamp, Path(files[position][0]))

@@ -40,6 +40,7 @@ HOOK_FOR_KIND = {
     "callback": "register_callbacks",
     "augmentation": "register_augmentations",
     "recipe": "register_recipes",
+    "planner": "register_planners",
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from segkit.errors import DuplicateComponentError, UnknownComponentError
 
-KINDS = ("model", "loss", "dataset", "callback", "augmentation", "recipe")
+KINDS = ("model", "loss", "dataset", "callback", "augmentation", "recipe", "planner")
 
 
 @dataclass(frozen=True)

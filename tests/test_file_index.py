@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fixtures import truncated_jpeg, write_folder_layout
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 import segkit
-from data_fixtures import truncated_jpeg, write_folder_layout
 from segkit import data_cache, file_checks, imageio
 from segkit.errors import DataError
 
@@ -45,7 +45,9 @@ def age(root: Path, seconds_ago: float = 3600) -> None:
 
 
 def build(root: Path, **options):
-    return segkit.create_dataset("folder", root=root, split="train", valid_fraction=0, test_fraction=0, **options)
+    return segkit.create_dataset(
+        "folder", root=root, split="train", valid_fraction=0, test_fraction=0, **options
+    )
 
 
 def reference(root: Path) -> tuple[list[str], list[tuple[str, str]]]:

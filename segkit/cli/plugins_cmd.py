@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-KINDS = ("model", "loss", "dataset", "callback", "augmentation", "recipe")
+KINDS = ("model", "loss", "dataset", "callback", "augmentation", "recipe", "planner")
 #: Options segkit fills itself (from the data, --data-path, --image-size, --augment, ...): not listed.
 _SET_BY_SEGKIT = {
     "model": ("in_channels", "out_channels"),
@@ -32,7 +32,7 @@ _SET_BY_SEGKIT = {
     "--model-option, --loss-option, --dataset-option and --callback-option take).",
 )
 def plugins(as_json: bool, kind: str | None, with_options: bool) -> None:
-    """List every registered model, loss, dataset, callback, augmentation and recipe: name, kind,
+    """List every registered model, loss, dataset, callback, augmentation, recipe and planner: name, kind,
     distribution and version, and a one-line description. Plugins that failed to load are listed
     on stderr. `segkit plugins --kind model --options` lists what each model accepts as
     --model-option KEY=VALUE. For parameter counts and FLOPs of the models, see `segkit models`."""

@@ -29,9 +29,11 @@ _NAME_WIDTH = max(len(setting.name) for setting in SETTINGS)
 @click.command("run")
 @click.option(
     "--recipe",
-    help="Named preset of settings; flags and --config override it. Built in: seed (the report's "
-    "recipe) and budget (most Dice from --time-budget, default 15m). `segkit plugins --kind recipe` "
-    "lists all. [default: none: the dataset's defaults, else the seed report's]",
+    help="Named preset of settings, or a planner that computes them; flags and --config override it. "
+    "Built in: seed (the report's recipe), budget (most Dice from --time-budget, default 15m) and auto "
+    "(planned from the data, this machine and --time-budget; `segkit plan` shows the plan). `segkit "
+    "plugins --kind recipe` and `--kind planner` list all. [default: none: the dataset's defaults, else "
+    "the seed report's]",
 )
 @click.option(
     "--config",
@@ -86,6 +88,11 @@ def run(config_file, recipe, resume, print_config, **flags):
         echo("Settings (value, and where it came from):")
         for key, value, source in config.describe():
             echo(f"  {key:<{_NAME_WIDTH}} {value:<24} {source}")
+        if config.plan is not None:
+            from segkit.planning import describe_plan
+
+            for line in describe_plan(config.plan, config.sources):
+                echo(line)
     from segkit.engine.trainer import fit
 
     result = fit(config, echo=echo, resume_dir=resume)

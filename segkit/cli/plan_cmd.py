@@ -1,0 +1,59 @@
+"""``segkit plan``: what ``segkit run --recipe auto`` (or another planner) would train, without training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from segkit.config import resolve_run_config, to_toml
+from segkit.errors import UsageError
+from segkit.settings import click_options, flag_layer
+
+
+@click.command("plan")
+@click.option(
+    "--recipe",
+    default="auto",
+    show_default=True,
+    help="The planner to ask (`segkit plugins --kind planner` lists them).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="TOML file of settings, as for `segkit run`; the planner plans around them. [default: none]",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print every resolved setting, the plan's included, as a TOML config file for "
+    "`segkit run --config`.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan (choices, reasons, facts) as JSON.")
+@click_options
+def plan(recipe, config_file, print_config, as_json, **flags):
+    """Plan a run from the data, this machine and the time budget, and print the plan; train nothing.
+
+    Takes `segkit run`'s flags: give the dataset (--dataset folder --data-path DIR) and optionally
+    --time-budget (default 15m) and any setting you want fixed; the planner chooses the rest, with a
+    reason for each. It reads the training split (its fingerprint is cached beside the data) and times
+    a few training steps on the device, as `segkit run --recipe auto` does before training.
+    """
+    from segkit.planning import describe_plan, is_planner
+
+    if not is_planner(recipe):
+        raise UsageError(f"--recipe {recipe!r} is not a planner; `segkit plugins --kind planner` lists them")
+    config = resolve_run_config(flag_layer(flags), config_file, recipe)
+    if print_config:
+        click.echo(to_toml(config), nl=False)
+    elif as_json:
+        click.echo(json.dumps(config.plan.to_dict(), indent=2, default=str))
+    else:
+        for line in describe_plan(config.plan, config.sources):
+            click.echo(line)
+        click.echo(
+            f"Train with it: segkit run --recipe {recipe} with the same flags "
+            "(or --config from --print-config)"
+        )

@@ -1,0 +1,245 @@
+"""A dataset's fingerprint: what a planner needs to know about the photos and their masks.
+
+``fingerprint(dataset)`` reads the sizes of every photo (from the file checks, no decoding) and the
+masks of an even sample of at most ``MASK_SAMPLE`` photos at their own resolution, and returns a
+``Fingerprint``: image count, size distribution, channels, task and classes with their pixel shares,
+the foreground fraction per image, the share of empty masks, connected objects per image and their
+sizes, and how thin the structures are (``structure_width_px``: twice the area over the
+number of pixel edges around it, a line's width in pixels; a disc of radius r gives about 0.8 r).
+
+For datasets built from files (``PairedImageDataset``) the result is cached beside the data
+(``fingerprint.json`` in ``segkit.data_cache.cache_folder``), keyed by every file's size and
+modification time, the dataset's description and this module's ``VERSION``: a changed, added or
+removed file computes it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from segkit import data_cache
+
+VERSION = 2
+CACHE_NAME = "fingerprint.json"
+#: Masks read (evenly spaced over the split) to measure classes, objects and thinness.
+MASK_SAMPLE = 120
+#: Fingerprints kept per cache file (one per split and option set).
+KEPT = 8
+#: Classes covering less of the pixels than this are not weighed when judging thinness.
+MIN_CLASS_SHARE = 0.001
+#: Objects are 8-connected: a diagonal line is one object.
+EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
+
+
+@dataclass
+class Fingerprint:
+    images: int
+    height: list[float]  # [min, median, max] over the photos, pixels
+    width: list[float]
+    channels: int
+    task: str
+    class_names: list[str]
+    class_share: list[float]  # share of labelled pixels per class (multilabel: per label)
+    foreground_fraction: list[float]  # [10th, 50th, 90th percentile] over sampled images
+    empty_share: float  # sampled images without foreground
+    objects_per_image: float  # median connected foreground objects per sampled image
+    object_area: float  # median object area over the photo's area
+    structure_width_px: float  # median over images of 2 * area / edges around it, native pixels
+    class_width_px: list[float | None] = field(default_factory=list)  # the same per class
+    sampled: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
+        return cls(**data)
+
+    @property
+    def short_side(self) -> float:
+        """The median photo's shorter side, pixels."""
+        return min(self.height[1], self.width[1])
+
+    def thinnest_width_px(self) -> float:
+        """The narrowest structure width of any class holding at least ``MIN_CLASS_SHARE`` of the
+        pixels (the foreground's for binary), native pixels; infinity when there is no foreground."""
+        widths = [
+            width
+            for width, share in zip(self.class_width_px, self.class_share, strict=True)
+            if width is not None and share >= MIN_CLASS_SHARE
+        ]
+        return min(widths) if widths else float("inf")
+
+    def summary(self) -> str:
+        height, width = self.height[1], self.width[1]
+        return (
+            f"{self.images} images, median {width:.0f}x{height:.0f} px, {self.task} "
+            f"({len(self.class_names)} class{'es' if len(self.class_names) != 1 else ''}), foreground "
+            f"{self.foreground_fraction[1]:.1%} of a median image, {self.objects_per_image:g} object(s) per "
+            f"image, thinnest structures ~{self.thinnest_width_px():.1f} px wide"
+        )
+
+
+def fingerprint(dataset: Any, sample: int = MASK_SAMPLE) -> Fingerprint:
+    """The dataset's fingerprint, from the cache when its files are unchanged (module docstring)."""
+    folder, key = _cache_place(dataset, sample)
+    cached = data_cache.read_cached(folder, CACHE_NAME, VERSION)
+    entries = dict(cached.get("entries", {})) if cached else {}
+    if key in entries:
+        try:
+            return Fingerprint.from_dict(entries[key])
+        except TypeError:
+            pass
+    result = compute_fingerprint(dataset, sample)
+    if folder is not None:
+        entries[key] = result.to_dict()
+        data_cache.write_cached(folder, CACHE_NAME, VERSION, {"entries": dict(list(entries.items())[-KEPT:])})
+    return result
+
+
+def compute_fingerprint(dataset: Any, sample: int = MASK_SAMPLE) -> Fingerprint:
+    from segkit.datasets import dataset_task_info
+
+    info = dataset_task_info(dataset)
+    task, names = info["task"], info["class_names"]
+    count = len(dataset)
+    sizes = _image_sizes(dataset)
+    taken = min(sample, count)
+    indices = sorted({round(i * (count - 1) / max(1, taken - 1)) for i in range(taken)})
+    background = _background_ids(task, names)
+    class_pixels = np.zeros(len(names), dtype=np.float64)
+    labelled = 0
+    fractions, objects, areas, widths = [], [], [], []
+    class_widths: list[list[float]] = [[] for _ in names]
+    for index in indices:
+        labels, ignore = _labels(dataset, index, task)
+        channels = _class_channels(labels, task, len(names))
+        valid = np.ones(labels.shape[-2:], dtype=bool) if ignore is None else ~_any_ignore(ignore)
+        labelled += int(valid.sum())
+        for class_id, channel in enumerate(channels):
+            class_pixels[class_id] += np.count_nonzero(channel & valid)
+            if class_id not in background and channel.any():
+                class_widths[class_id].append(_width(channel))
+        foreground = np.zeros(labels.shape[-2:], dtype=bool)
+        for class_id, channel in enumerate(channels):
+            if class_id not in background:
+                foreground |= channel
+        fractions.append(float(foreground.mean()))
+        components, found = ndimage.label(foreground, structure=EIGHT_NEIGHBOURS)
+        objects.append(found)
+        if found:
+            sizes_px = np.bincount(components.ravel())[1:]
+            areas.extend((sizes_px / foreground.size).tolist())
+            widths.append(_width(foreground))
+    share = (class_pixels / max(1, labelled)).tolist()
+    return Fingerprint(
+        images=count,
+        height=_spread([h for h, _ in sizes]),
+        width=_spread([w for _, w in sizes]),
+        channels=_channels(dataset),
+        task=task,
+        class_names=list(names),
+        class_share=[round(value, 6) for value in share],
+        foreground_fraction=[round(float(v), 5) for v in np.percentile(fractions, [10, 50, 90])],
+        empty_share=round(float(np.mean([f == 0 for f in fractions])), 4),
+        objects_per_image=float(np.median(objects)),
+        object_area=round(float(np.median(areas)) if areas else 0.0, 6),
+        structure_width_px=round(float(np.median(widths)) if widths else float("inf"), 3),
+        class_width_px=[round(float(np.median(w)), 3) if w else None for w in class_widths],
+        sampled=len(indices),
+    )
+
+
+def _width(region: np.ndarray) -> float:
+    """Twice the area over the number of pixel edges between ``region`` and the rest
+    (or the border) are counted, so a line of width w gives about w (w = 1 included) and a disc of
+    radius r about 0.8 r."""
+    padded = np.pad(region, 1)
+    edges = np.count_nonzero(padded[1:, :] != padded[:-1, :]) + np.count_nonzero(
+        padded[:, 1:] != padded[:, :-1]
+    )
+    return 2.0 * np.count_nonzero(region) / max(1, edges)
+
+
+def _background_ids(task: str, names: list[str]) -> set[int]:
+    if task == "multiclass":
+        return {index for index, name in enumerate(names) if name == "background"}
+    return set()
+
+
+def _labels(dataset: Any, index: int, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+    original = getattr(dataset, "original_mask", None)
+    if original is not None:
+        labels, ignore = original(index)
+        return np.asarray(labels), None if ignore is None else np.asarray(ignore)
+    item = dataset[index]
+    mask = item["mask"].numpy()
+    ignore = item.get("ignore")
+    ignore = None if ignore is None else ignore.numpy()
+    if task == "multiclass":
+        return mask[0].astype(np.int64), None if ignore is None else ignore[0]
+    if task == "binary":
+        return (mask[0] > 0.5).astype(np.uint8), None if ignore is None else ignore[0]
+    return (mask > 0.5).astype(np.uint8), ignore
+
+
+def _class_channels(labels: np.ndarray, task: str, classes: int) -> list[np.ndarray]:
+    if task == "multiclass":
+        return [labels == class_id for class_id in range(classes)]
+    if task == "binary":
+        return [labels.astype(bool)]
+    return [channel.astype(bool) for channel in labels]
+
+
+def _any_ignore(ignore: np.ndarray) -> np.ndarray:
+    return np.asarray(ignore.any(axis=0) if ignore.ndim == 3 else ignore, dtype=bool)
+
+
+def _image_sizes(dataset: Any) -> list[tuple[int, int]]:
+    sizes = getattr(dataset, "image_sizes", None)
+    if sizes:
+        return list(sizes)
+    first = dataset[0]
+    original = first.get("original_size")
+    if original is not None:
+        return [(int(original[0]), int(original[1]))]
+    height, width = first["image"].shape[-2:]
+    return [(int(height), int(width))]
+
+
+def _channels(dataset: Any) -> int:
+    return int(dataset[0]["image"].shape[0])
+
+
+def _spread(values: list[int]) -> list[float]:
+    return [float(min(values)), float(np.median(values)), float(max(values))]
+
+
+def _cache_place(dataset: Any, sample: int) -> tuple[Any, str]:
+    """The cache folder of a dataset of files and the key of this fingerprint; (None, "") otherwise."""
+    from segkit.datasets import data_folder
+
+    pairs = getattr(dataset, "pairs", None)
+    if not pairs:
+        return None, ""
+    root = data_folder(pairs)
+    if root is None:
+        return None, ""
+    digest = hashlib.sha256()
+    digest.update(
+        f"{VERSION}|{sample}|{type(dataset).__name__}|{getattr(dataset, 'description', '')}".encode()
+    )
+    for pair in pairs:
+        for path in (pair.image_path, *pair.mask_paths):
+            try:
+                status = os.stat(path)
+            except OSError:
+                continue
+            digest.update(f"|{path}|{status.st_size}|{status.st_mtime_ns}".encode())
+    return data_cache.cache_folder(root), digest.hexdigest()[:24]

@@ -1,0 +1,357 @@
+"""Planning a run (segkit.planning): the dataset fingerprint against independent references, its cache,
+the auto planner's rules on fingerprints and timings made up for the test, and `segkit plan` /
+`segkit run --recipe auto` end to end on tiny folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from data_fixtures import write_folder_layout
+from fixtures import error_line, invoke, only_run_dir, tiny_run
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from skimage import measure
+
+import segkit
+from segkit.planning import PlanRequest, auto
+from segkit.planning import fingerprint as fingerprint_module
+from segkit.planning.fingerprint import Fingerprint, compute_fingerprint
+from segkit.planning.machine import Candidate, Timing
+
+
+class MaskList(torch.utils.data.Dataset):
+    """A binary dataset of given masks (what the fingerprint reads: ``original_mask`` and one item)."""
+
+    def __init__(self, masks):
+        self.masks = masks
+
+    def __len__(self):
+        return len(self.masks)
+
+    def original_mask(self, index):
+        return self.masks[index], None
+
+    def __getitem__(self, index):
+        mask = self.masks[index]
+        return {
+            "image": torch.zeros(3, *mask.shape),
+            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+            "original_size": mask.shape,
+        }
+
+
+@st.composite
+def binary_masks(draw):
+    count = draw(st.integers(1, 5))
+    height, width = draw(st.integers(8, 40)), draw(st.integers(8, 40))
+    masks = []
+    for _ in range(count):
+        mask = np.zeros((height, width), np.uint8)
+        for _ in range(draw(st.integers(0, 4))):
+            top, left = draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))
+            mask[top : top + draw(st.integers(1, 12)), left : left + draw(st.integers(1, 12))] = 1
+        masks.append(mask)
+    return masks
+
+
+@given(binary_masks())
+@settings(deadline=None)
+def test_fingerprint_of_binary_masks_matches_independent_counts(masks):
+    found = compute_fingerprint(MaskList(masks))
+    fractions = [mask.mean() for mask in masks]
+    assert found.images == len(masks) and found.sampled == len(masks)
+    assert found.foreground_fraction[1] == pytest.approx(np.percentile(fractions, 50), abs=1e-5)
+    assert found.empty_share == pytest.approx(np.mean([f == 0 for f in fractions]), abs=1e-4)
+    objects = [measure.label(mask, connectivity=2).max() for mask in masks]
+    assert found.objects_per_image == np.median(objects)
+    assert found.class_share[0] == pytest.approx(
+        sum(m.sum() for m in masks) / sum(m.size for m in masks), abs=1e-5
+    )
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 8])
+def test_structure_width_of_a_long_line_is_its_width(width):
+    mask = np.zeros((60, 400), np.uint8)
+    mask[20 : 20 + width, 10:390] = 1
+    found = compute_fingerprint(MaskList([mask]))
+    assert found.structure_width_px == pytest.approx(width, rel=0.15)
+    assert found.thinnest_width_px() == pytest.approx(width, rel=0.15)
+
+
+def test_a_disc_is_wide_and_one_object():
+    yy, xx = np.mgrid[:200, :200]
+    mask = ((yy - 100) ** 2 + (xx - 100) ** 2 < 60**2).astype(np.uint8)
+    found = compute_fingerprint(MaskList([mask]))
+    assert found.objects_per_image == 1 and found.structure_width_px > 40
+
+
+def test_multiclass_fingerprint_counts_classes_and_leaves_out_the_background(tmp_path):
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("background\npole\nroad\n")
+    labels = np.zeros((40, 60), np.uint8)
+    labels[:, 10:12] = 1  # a 2-px pole
+    labels[30:, :] = 2  # road
+    labels[0, 0] = 255  # ignored
+    for name in ("a", "b"):
+        Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(root / "images" / f"{name}.png")
+        Image.fromarray(labels).save(root / "masks" / f"{name}.png")
+    dataset = segkit.create_dataset("folder", root=root, split="train", valid_fraction=0, test_fraction=0)
+    found = compute_fingerprint(dataset)
+    counted = labels[labels != 255]
+    expected = [np.mean(counted == k) for k in range(3)]
+    assert found.class_share == pytest.approx(expected, abs=1e-5)
+    assert found.class_width_px[0] is None  # the background is no structure
+    assert found.thinnest_width_px() == pytest.approx(2, rel=0.2)
+    assert (found.height, found.width) == ([40, 40, 40], [60, 60, 60])
+
+
+def test_the_fingerprint_is_cached_until_a_file_changes(tmp_path, monkeypatch):
+    write_folder_layout(tmp_path, ["a", "b", "c"])
+    dataset = segkit.create_dataset("folder", root=tmp_path, split="train", valid_fraction=0, test_fraction=0)
+    computed = []
+    real = fingerprint_module.compute_fingerprint
+    monkeypatch.setattr(fingerprint_module, "compute_fingerprint", lambda *a: computed.append(1) or real(*a))
+    first = fingerprint_module.fingerprint(dataset)
+    assert fingerprint_module.fingerprint(dataset) == first and len(computed) == 1
+    mask = tmp_path / "masks" / "b.png"
+    Image.fromarray(np.zeros((20, 28), np.uint8)).save(mask)
+    os.utime(mask, (time.time() + 5, time.time() + 5))
+    changed = fingerprint_module.fingerprint(dataset)
+    assert len(computed) == 2 and changed.empty_share > first.empty_share
+
+
+# -- the auto planner's rules -------------------------------------------------------------------------
+
+
+def blobs(**changes) -> Fingerprint:
+    """A pet-like fingerprint: 300 photos of about 500x375, one large object each."""
+    found = Fingerprint(
+        images=300, height=[300, 375, 500], width=[300, 500, 500], channels=3, task="binary",
+        class_names=["foreground"], class_share=[0.3], foreground_fraction=[0.1, 0.3, 0.6],
+        empty_share=0.0, objects_per_image=1, object_area=0.3, structure_width_px=80,
+        class_width_px=[80.0], sampled=120,
+    )  # fmt: skip
+    return replace(found, **changes)
+
+
+class Request(PlanRequest):
+    """A request whose fingerprint and step timings are given (no dataset, no model is built)."""
+
+    def __init__(self, found: Fingerprint, step_s_at_128: float, chosen=(), **values):
+        base = dict(segkit.settings.DEFAULTS)
+        base.update(values)
+        super().__init__(base, frozenset(chosen) | frozenset(values))
+        self._cache.update(fingerprint=found, device=torch.device("cpu"))
+        self.step_s_at_128 = step_s_at_128
+        self.timed: list[Candidate] = []
+
+    def time(self, candidate):
+        self.timed.append(candidate)
+        return Timing(candidate, self.step_s_at_128 * (candidate.size / 128) ** 2)
+
+
+def test_blobs_are_resized_and_cleaned_up_thin_lines_are_cropped_and_tiled():
+    pets = auto.plan_auto(Request(blobs(), 0.5))
+    assert "crop_size" not in pets.settings and pets.settings["image_size"] >= 128
+    assert (
+        pets.settings["keep_largest"] and pets.settings["fill_holes"] and pets.settings["calibrate_threshold"]
+    )
+    thin = auto.plan_auto(
+        Request(blobs(structure_width_px=2.0, class_width_px=[2.0], objects_per_image=30), 0.5)
+    )
+    assert (
+        thin.settings["crop_size"] == thin.settings["image_size"]
+        and thin.settings["tile"] >= thin.settings["crop_size"]
+    )
+    assert thin.settings["progressive_sizes"] == []
+    assert not thin.settings["keep_largest"] and not thin.settings["fill_holes"]
+    assert "crops at native resolution" in thin.reasons["crop_size"]
+
+
+def test_very_large_photos_are_cropped_even_with_wide_structures():
+    plan = auto.plan_auto(Request(blobs(height=[4000] * 3, width=[6000] * 3), 0.5))
+    assert "crop_size" in plan.settings
+
+
+def test_multiclass_gets_cross_entropy_and_dice_and_no_threshold():
+    found = blobs(
+        task="multiclass",
+        class_names=["background", "car", "pole"],
+        class_share=[0.7, 0.25, 0.05],
+        class_width_px=[None, 40.0, 30.0],
+    )
+    plan = auto.plan_auto(Request(found, 0.5))
+    assert plan.settings["loss"] == "ce_dice" and not plan.settings["calibrate_threshold"]
+    assert not plan.settings["keep_largest"]
+
+
+@given(st.floats(0.01, 30), st.floats(0.01, 30))
+@settings(deadline=None, max_examples=40)
+def test_a_faster_machine_never_gets_a_smaller_input(step_a, step_b):
+    fast, slow = sorted([step_a, step_b])
+    on_fast = auto.plan_auto(Request(blobs(), fast)).settings["image_size"]
+    on_slow = auto.plan_auto(Request(blobs(), slow)).settings["image_size"]
+    assert on_fast >= on_slow
+    assert on_fast <= 375  # never beyond the median photo's short side
+
+
+def test_the_chosen_size_leaves_enough_steps_unless_none_does():
+    plan = auto.plan_auto(Request(blobs(), 0.2))
+    size = plan.settings["image_size"]
+    assert plan.facts["expected_steps"] >= auto.RULES["min_steps"]
+    bigger = [s for s in auto.RULES["resize_sizes"] if size < s <= 375]
+    slow = auto.plan_auto(Request(blobs(), 100.0))
+    assert slow.settings["image_size"] == auto.RULES["resize_sizes"][0]
+    assert bigger == [] or plan.settings["image_size"] < bigger[0]
+
+
+def test_many_passes_over_few_photos_get_stronger_augmentation_but_not_street_scenes():
+    few = blobs(images=40)
+    assert auto.plan_auto(Request(few, 0.01)).settings["augment"] == "strong"
+    assert auto.plan_auto(Request(blobs(images=5000), 0.5)).settings["augment"] == "default"
+    street = replace(
+        few,
+        task="multiclass",
+        class_names=["background", "car"],
+        class_share=[0.8, 0.2],
+        class_width_px=[None, 40.0],
+    )
+    assert auto.plan_auto(Request(street, 0.01)).settings["augment"] == "default"
+
+
+def test_what_the_user_set_is_planned_around_not_chosen():
+    request = Request(
+        blobs(structure_width_px=2.0, class_width_px=[2.0]),
+        0.5,
+        model="unet",
+        batch_size=4,
+        loss="dice",
+        model_options={"base_channels": 8},
+    )
+    plan = auto.plan_auto(request)
+    assert not {"model", "batch_size", "loss", "model_options"} & set(plan.settings)
+    assert {candidate.model for candidate in request.timed} == {"unet"}
+    assert {candidate.batch_size for candidate in request.timed} == {4}
+    assert all(dict(candidate.model_options) == {"base_channels": 8} for candidate in request.timed)
+
+
+def test_auto_never_asks_for_weights_that_are_not_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert "model_options" not in auto.plan_auto(Request(blobs(), 0.5)).settings
+    weights = tmp_path / "checkpoints" / auto.RESNET34_WEIGHTS
+    weights.parent.mkdir()
+    weights.write_bytes(b"stand-in")
+    assert auto.plan_auto(Request(blobs(), 0.5)).settings["model_options"] == {"pretrained": True}
+
+
+# -- end to end ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plan") / "data"
+    write_folder_layout(root, [f"p{i}" for i in range(8)], size=(40, 56))
+    return root
+
+
+def test_segkit_plan_prints_choices_with_reasons_and_trains_nothing(tiny_folder, tmp_path):
+    result = invoke(
+        "plan",
+        "--dataset",
+        "folder",
+        "--data-path",
+        tiny_folder,
+        "--device",
+        "cpu",
+        "--model",
+        "unet",
+        "--model-option",
+        "base_channels=4",
+        "--time-budget",
+        "30s",
+        "--out",
+        tmp_path / "runs",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Plan (auto" in result.output and "timed: unet (base_channels=4)" in result.output
+    assert "image_size" in result.output and "bce_dice" in result.output
+    assert not (tmp_path / "runs").exists()
+    as_json = invoke(
+        "plan",
+        "--dataset",
+        "folder",
+        "--data-path",
+        tiny_folder,
+        "--device",
+        "cpu",
+        "--model",
+        "unet",
+        "--model-option",
+        "base_channels=4",
+        "--json",
+    )
+    assert json.loads(as_json.output)["settings"]["loss"] == "bce_dice"
+
+
+def test_run_with_auto_writes_its_plan_and_flags_override_it(tiny_folder, tmp_path):
+    args = tiny_run(epochs=1, batch_size=4, quiet=False)
+    args = [arg for arg in args if arg not in ("--image-size", "32")]
+    result = invoke(
+        "run",
+        *args,
+        "--recipe",
+        "auto",
+        "--time-budget",
+        "20s",
+        "--dataset",
+        "folder",
+        "--data-path",
+        tiny_folder,
+        "--out",
+        tmp_path / "runs",
+    )
+    assert result.exit_code == 0, result.output
+    run_dir = only_run_dir(tmp_path / "runs")
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["planner"] == "auto" and plan["seconds"] > 0 and "fingerprint" in plan["facts"]
+    sources = json.loads((run_dir / "config.json").read_text())["sources"]
+    assert sources["loss"] == "plan auto" and sources["batch_size"] == "flag" and sources["epochs"] == "flag"
+    assert "batch_size" not in plan["settings"]
+
+
+def test_unknown_recipe_names_the_planners_and_torchrun_is_refused(tiny_folder, monkeypatch):
+    result = invoke("run", "--recipe", "autoo", "--dataset", "folder", "--data-path", tiny_folder)
+    assert result.exit_code == 2 and "auto" in error_line(result)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = invoke("run", "--recipe", "auto", "--dataset", "folder", "--data-path", tiny_folder)
+    assert result.exit_code == 2 and "segkit plan" in error_line(result)
+
+
+def test_plan_refuses_a_fixed_recipe():
+    result = invoke("plan", "--recipe", "budget")
+    assert result.exit_code == 2 and "not a planner" in error_line(result)
+
+
+def test_planner_plugins_are_listed():
+    result = invoke("plugins", "--kind", "planner")
+    assert result.exit_code == 0 and "auto" in result.output
+    assert Path(segkit.planning.__file__).name == "__init__.py"
+
+
+def test_time_steps_times_a_real_training_step_of_the_candidate():
+    from segkit.planning.machine import time_steps
+
+    candidate = Candidate("unet", 32, 2, (("base_channels", 4),), in_channels=3, out_channels=3)
+    timing = time_steps(candidate, "cpu")
+    assert timing.step_s > 0 and timing.images_per_second == pytest.approx(2 / timing.step_s)
+    assert candidate.describe() == "unet (base_channels=4) at 32px, batch 2"
