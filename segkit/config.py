@@ -206,21 +206,30 @@ def resolve_run_config(
     ]
     plan = None
     if recipe:
-        from segkit.planning import is_planner, make_plan
-
-        if is_planner(recipe):
-            # A planner plans around what the user set; its plan takes the recipe's place.
-            unplanned = _resolve(layers + user_layers)
-            check_dataset_reads_data_path(unplanned)
-            chosen = frozenset(key for layer, _ in user_layers for key in layer)
-            plan = make_plan(recipe, unplanned.values, chosen)
-            layers.append((plan.settings, f"plan {recipe}"))
-        else:
-            layers.append((recipe_layer(recipe), f"recipe {recipe}"))
+        layer, source, plan = _recipe_or_plan(recipe, layers, user_layers)
+        layers.append((layer, source))
     config = _resolve(layers + user_layers)
     check_dataset_reads_data_path(config)
     config.plan = plan
     return config
+
+
+def _recipe_or_plan(
+    recipe: str,
+    below: Sequence[tuple[Mapping[str, Any], str]],
+    user_layers: Sequence[tuple[Mapping[str, Any], str]],
+) -> tuple[dict[str, Any], str, Any]:
+    """The recipe's layer, its source and the plan behind it: a fixed recipe's settings, or what the
+    planner of that name plans around the user's layers (``segkit.planning``)."""
+    from segkit.planning import is_planner, make_plan
+
+    if not is_planner(recipe):
+        return recipe_layer(recipe), f"recipe {recipe}", None
+    unplanned = _resolve([*below, *user_layers])
+    check_dataset_reads_data_path(unplanned)
+    user_set = frozenset(key for layer, _ in user_layers for key in layer)
+    plan = make_plan(recipe, unplanned.values, user_set)
+    return plan.settings, f"plan {recipe}", plan
 
 
 def check_dataset_reads_data_path(config: ResolvedConfig) -> None:
