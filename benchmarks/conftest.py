@@ -37,7 +37,11 @@ def pytest_addoption(parser):
     group.addoption("--bench-image-size", type=int, default=256, help="input height and width (default 256)")
     group.addoption("--bench-batch-size", type=int, default=8, help="images per batch (default 8)")
     group.addoption(
-        "--bench-models", default="", help="comma-separated model names (default: every registered model)"
+        "--bench-models",
+        default="",
+        help="comma-separated model names, each optionally with options as NAME:KEY=VALUE:... "
+        "(smp_fpn:encoder=mobilenet_v2) (default: every registered model, plus representative encoders "
+        "of segkit-smp's models when it is installed)",
     )
     group.addoption(
         "--bench-rounds", type=int, default=3, help="timed rounds per variant after one warm-up (default 3)"

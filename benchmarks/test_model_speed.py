@@ -35,10 +35,31 @@ SEED = 0
 LEARNING_RATE = 1e-3  # the seed report's Adam learning rate
 
 
+#: Representative encoders of segkit-smp's models, benchmarked beside the defaults when it is installed.
+SMP_VARIANTS = (
+    "smp_unet:encoder=resnet18",
+    "smp_unet:encoder=mobilenet_v2",
+    "smp_fpn:encoder=efficientnet-b0",
+    "smp_deeplabv3plus:encoder=tu-resnet10t",
+    "smp_segformer:encoder=mit_b0",
+)
+
+
+def split_spec(spec: str) -> tuple[str, dict]:
+    """``"smp_fpn:encoder=mobilenet_v2:encoder_depth=4"`` -> the model name and its options."""
+    from segkit.options import parse_options
+
+    name, *pairs = spec.split(":")
+    return name, parse_options(pairs, "--bench-models")
+
+
 def selected_models(config) -> list[str]:
     registered = [component.name for component in segkit.list_components("model")]
+    if "smp_unet" in registered:
+        registered += list(SMP_VARIANTS)
     requested = [name.strip() for name in config.getoption("--bench-models").split(",") if name.strip()]
-    for name in requested:
+    for spec in requested:
+        name, _ = split_spec(spec)
         try:
             segkit.get_component("model", name)
         except UnknownComponentError as error:
@@ -54,9 +75,11 @@ def pytest_generate_tests(metafunc):
 # -- building the work ----------------------------------------------------------------------------------
 
 
-def build_model(name: str) -> nn.Module:
+def build_model(spec: str) -> nn.Module:
+    """The model a ``--bench-models`` entry names: ``NAME`` or ``NAME:KEY=VALUE:...`` (its options)."""
+    name, options = split_spec(spec)
     torch.manual_seed(SEED)
-    return segkit.create_model(name, in_channels=3, out_channels=1)
+    return segkit.create_model(name, in_channels=3, out_channels=1, **options)
 
 
 def build_loss() -> nn.Module:

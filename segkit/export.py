@@ -361,6 +361,9 @@ def export_model(
     if export_format not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {export_format!r}")
     trained = load_trained_model(Path(source), device="cpu")  # a bad checkpoint is named first
+    blocker = getattr(trained.model, "export_blocker", None)  # the model contract's optional attribute
+    if blocker:
+        raise UsageError(f"{trained.model_name} cannot be exported with dynamic height and width: {blocker}")
     if export_format == "onnx":
         require_onnx()
     out = _output_path(trained.path, out, export_format)

@@ -223,7 +223,8 @@ def test_a_checkpoint_that_does_not_fit_is_one_clear_line(
     line = error_line(result)
     assert str(copy_of_run / "best.pt") in line, line
     assert re.search(message, line), line
-    assert len(line) < 400, "one line naming the mismatch, not a wall of state_dict keys"
+    # (an unknown model's line lists the installed models: 13 with segkit-smp)
+    assert len(line) < 600, "one line naming the mismatch, not a wall of state_dict keys"
 
 
 @pytest.mark.parametrize(

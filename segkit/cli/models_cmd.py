@@ -30,6 +30,15 @@ def format_count(count: int) -> str:
 
 
 @click.command("models")
+@click.argument("names", nargs=-1, metavar="[MODEL]...")
+@click.option(
+    "--model-option",
+    "model_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Build the models with this option, repeatable (e.g. encoder=mobilenet_v2 for segkit-smp's "
+    "models); give the MODEL names it applies to. [default: none, each model's own defaults]",
+)
 @click.option(
     "--image-size",
     default="256",
@@ -38,24 +47,36 @@ def format_count(count: int) -> str:
     help="Image size at which GFLOPs are counted: N for NxN, or HxW.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-def models(image_size: tuple[int, int], as_json: bool) -> None:
-    """List every registered model: name, distribution, parameters and GFLOPs per image.
+def models(
+    names: tuple[str, ...], model_options: tuple[str, ...], image_size: tuple[int, int], as_json: bool
+) -> None:
+    """List every registered model (or the MODELs named): name, distribution, parameters and GFLOPs
+    per image.
 
-    Models are built with their default options, 3 input channels and 1 output channel. GFLOPs
-    count convolutions and matrix products of one forward pass on one image, 2 FLOPs per
-    multiply-add (torch.utils.flop_counter).
+    Models are built with their default options (or those --model-option gives), 3 input channels
+    and 1 output channel. GFLOPs count convolutions and matrix products of one forward pass on one
+    image, 2 FLOPs per multiply-add (torch.utils.flop_counter). To compare encoders:
+    segkit models smp_unet smp_fpn --model-option encoder=mobilenet_v2
     """
-    from segkit.api import list_components
+    from segkit.api import get_component, list_components
     from segkit.models import describe_model
+    from segkit.options import parse_options
 
+    options = parse_options(model_options, "--model-option")
+    if options and not names:
+        raise click.UsageError("--model-option needs the MODEL names it applies to")
+    components = [get_component("model", name) for name in names] if names else list_components("model")
     rows = []
-    for component in list_components("model"):
+    for component in components:
         try:
-            row = describe_model(component.name, image_size)
+            row = describe_model(component.name, image_size, **options)
+            if options:
+                row["options"] = options
         except Exception as error:  # noqa: BLE001 - one broken model must not hide the others
             reason = str(error) if isinstance(error, SegkitError) else f"{type(error).__name__}: {error}"
             row = {
                 "name": component.name,
+                **({"options": options} if options else {}),
                 "distribution": component.distribution,
                 "version": component.version,
                 "error": reason,
@@ -71,11 +92,12 @@ def models(image_size: tuple[int, int], as_json: bool) -> None:
     table = [header]
     for row in rows:
         source = f"{row['distribution']} {row['version']}".strip()
+        name = " ".join([row["name"], *(f"{k}={v}" for k, v in row.get("options", {}).items())])
         if "error" in row:
-            table.append((row["name"], source, "-", "-", f"cannot be built: {row['error']}"))
+            table.append((name, source, "-", "-", f"cannot be built: {row['error']}"))
         else:
             parameters, gflops = format_count(row["parameters"]), f"{row['gflops']:.2f}"
-            table.append((row["name"], source, parameters, gflops, row["description"]))
+            table.append((name, source, parameters, gflops, row["description"]))
     widths = [max(len(line[column]) for line in table) for column in range(len(header) - 1)]
     for line in table:
         cells = [cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True)]
