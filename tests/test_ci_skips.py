@@ -1,7 +1,7 @@
 """The suite's own guard (conftest.py): with ``CI`` set, a test that skips for a reason this machine
 may not have fails the run; the reasons it may have are the real sample absent along with
-``../shared``, and gpu-marked tests without CUDA. The probes below skip only when the meta-test runs
-them (``SEGKIT_SKIP_PROBE`` set), in a pytest of their own."""
+``../shared``, gpu-marked tests without CUDA, and Chromium missing outside CI. The probes below
+skip only when the meta-test runs them (``SEGKIT_SKIP_PROBE`` set), in a pytest of their own."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ def test_probe_needs_a_gpu():
     pass
 
 
+def test_probe_finds_no_chromium(monkeypatch, request):
+    if os.environ.get(PROBE):
+        monkeypatch.setenv("PATH", "")
+        request.getfixturevalue("chromium")  # skips: no Chromium on an empty PATH
+
+
 def test_an_unexpected_skip_fails_the_ci_run():
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"{__file__}", "-k", "probe"],
@@ -43,6 +49,7 @@ def test_an_unexpected_skip_fails_the_ci_run():
     section = output[output.index("unexpected skips") :]
     assert "test_probe_skips_for_no_good_reason: probe: a dependency went missing" in section
     assert "test_probe_needs_a_gpu" not in section  # allowed wherever torch sees no GPU (it passes on one)
+    assert f"test_probe_finds_no_chromium: {conftest.NO_CHROMIUM_REASON}" in section  # CI installs it
 
 
 def test_allowed_skips(monkeypatch, tmp_path):
@@ -57,3 +64,9 @@ def test_allowed_skips(monkeypatch, tmp_path):
     assert not conftest.allowed_skip("could not import 'onnx': No module named 'onnx'", {"gpu": 1})
     monkeypatch.setattr(conftest, "CUDA_AVAILABLE", True)
     assert not conftest.allowed_skip(conftest.NO_GPU_REASON, {"gpu": 1})
+    # Chromium missing: allowed on a developer's machine, a failure in CI (.ci/run installs it).
+    monkeypatch.delenv("CI", raising=False)
+    assert conftest.allowed_skip(conftest.NO_CHROMIUM_REASON, {})
+    monkeypatch.setenv("CI", "true")
+    assert not conftest.allowed_skip(conftest.NO_CHROMIUM_REASON, {})
+    assert not conftest.allowed_skip("chromium crashed", {})

@@ -52,6 +52,14 @@ from segkit.cli.inference_choices import (
     "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per batch."
 )
 @click.option(
+    "--report",
+    "report_page",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write this HTML page: the scores, the distribution of per-image scores and the --worst N "
+    "worst images as photo / truth / prediction, all inlined in one file that opens offline "
+    "(`segkit report RUN` makes the whole run's page). [default: none]",
+)
+@click.option(
     "-o",
     "--out",
     type=click.Path(path_type=Path),
@@ -77,6 +85,7 @@ def evaluate(
     no_boundary,
     worst,
     batch_size,
+    report_page,
     out,
     device,
     quiet,
@@ -109,6 +118,8 @@ def evaluate(
     choices.update(resolution=resolution, boundary=not no_boundary)
     settings = _settings_of_this_evaluation(trained, name, split, data_path, dataset_option, choices)
     out = _output_folder(checkpoint, split, out, settings)
+    if report_page is not None and not report_page.parent.is_dir():
+        raise UsageError(f"--report {report_page}: the folder {report_page.parent} does not exist")
     result = evaluate_dataset(
         trained,
         data,
@@ -131,6 +142,8 @@ def evaluate(
         summary.pop("network_resolution")
     rows = result.per_image_rows()
     written = _write_results(out, trained, name, {"evaluated": settings, **summary}, rows)
+    if report_page is not None:
+        written.append(_write_report_page(report_page, trained, name, data, result, worst))
     click.echo(f"Scored {trained.path} ({_epoch_text(trained)})")
     _print_report(f"{name} {split} split", summary, rows, worst)
     click.echo("Wrote " + " and ".join(str(path) for path in written))
@@ -157,6 +170,28 @@ def _print_report(what: str, summary: dict, rows: list[dict], worst: int) -> Non
         click.echo(f"  worst {min(worst, len(rows))} images by Dice:")
         for row in sorted(rows, key=lambda r: r["dice"])[:worst]:
             click.echo(f"    {row['name']:<32} Dice {row['dice']:.4f}  IoU {row['iou']:.4f}")
+
+
+def _write_report_page(page: Path, trained, name: str, data, result, worst: int) -> Path:
+    """The worst-cases gallery of this evaluation as one self-contained HTML page (segkit.report)."""
+    from segkit.errors import UsageError
+    from segkit.report import evaluation_content, write_page
+
+    content = evaluation_content(
+        trained,
+        data,
+        result,
+        dataset_name=name,
+        worst=worst,
+        best=0,
+        title=f"Evaluation of {trained.path}",
+        subtitle=f"{trained.model_name} ({_epoch_text(trained)}) on the {name} {result.split} split",
+    )
+    try:
+        write_page(page, content)
+    except OSError as error:
+        raise UsageError(f"cannot write --report {page}: {error.strerror or error}") from None
+    return page
 
 
 def _evaluation_dataset(trained, split, dataset, data_path, dataset_option, tiling=None):
