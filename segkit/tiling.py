@@ -449,9 +449,13 @@ def sliding_window_rows(
 # -- with a trained model ---------------------------------------------------------------------------------
 
 
-def _pixels(image: Image.Image | np.ndarray) -> tuple[int, int, ReadRows]:
-    """Height, width and a ``read_rows`` of a PIL image (cropped band by band, never copied whole) or a
-    ``(H, W[, C])`` array."""
+def _pixels(image: Image.Image | np.ndarray | Any) -> tuple[int, int, ReadRows]:
+    """Height, width and a ``read_rows`` of a PIL image (cropped band by band, never copied whole), a
+    ``(H, W[, C])`` array or a row source with ``height``, ``width`` and ``read_rows`` (such as
+    ``segkit.tiff.TiffRows``, which decodes only the rows asked for)."""
+    source: Any = image
+    if callable(getattr(source, "read_rows", None)):
+        return source.height, source.width, source.read_rows
     if isinstance(image, Image.Image):
         width, height = image.size
         return height, width, lambda top, bottom: np.asarray(image.crop((0, top, width, bottom)))
@@ -522,7 +526,8 @@ def predict_tiled_mask(
     binary task gives a bool ``(H, W)``, a multiclass one uint8 class ids ``(H, W)`` (uint16 beyond
     256 classes), a multilabel one a bool ``(K, H, W)``. ``task`` (default ``trained.task``) decides,
     with its threshold. Memory: the uint8 photo, the mask and one band of floats, whatever the height
-    (``image`` may be a PIL image, cropped band by band, or an ``(H, W[, C])`` uint8 array). Bands
+    (``image`` may be a PIL image, cropped band by band, an ``(H, W[, C])`` uint8 array, or a row
+    source such as ``segkit.tiff.TiffRows``, read band by band: then not even the photo is held). Bands
     are normalised and blended on ``trained.device``."""
     task = trained.task if task is None else task
     height, width, read_rows = _pixels(image)

@@ -64,7 +64,22 @@ def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
     is_flag=True,
     help="Also write the foreground probability (one map per class for multi-class models) as 8-bit PNGs.",
 )
-@click.option("--no-overlay", is_flag=True, help="Do not write overlay pictures.")
+@click.option(
+    "--no-overlay",
+    is_flag=True,
+    help="Do not write overlay pictures. (A TIFF predicted through tiles gets none anyway, with a note: "
+    "it is read band by band, and an overlay would decode it whole.)",
+)
+@click.option(
+    "--mask-format",
+    type=click.Choice(["png", "tiff"]),
+    default="png",
+    show_default=True,
+    help="File format of the masks: png, or tiff (<name>_mask.tif, written tile by tile with deflate "
+    "compression, without another copy of the mask in memory; recommended for huge photos). Without "
+    "--probabilities, a TIFF photo predicted through tiles is read strip by strip (or tile by tile), "
+    "never decoded whole: give huge photos as tiled TIFF.",
+)
 @inference_choice_options
 @tiling_options
 @click.option(
@@ -88,6 +103,7 @@ def predict(
     threshold,
     probabilities,
     no_overlay,
+    mask_format,
     tta,
     fill_holes,
     keep_largest,
@@ -108,9 +124,10 @@ def predict(
 
     from segkit.engine.device import resolve_device
     from segkit.errors import DataError, UsageError
-    from segkit.imageio import pixel_limit, read_image
+    from segkit.imageio import pixel_limit
     from segkit.inference import load_trained_model
     from segkit.postprocess import postprocess_mask
+    from segkit.tiff import read_photo
 
     files = collect_inputs(inputs)
     trained = load_trained_model(checkpoint, device=resolve_device(device))
@@ -131,7 +148,7 @@ def predict(
     for path in tqdm(files, desc="predict", unit="image", disable=len(files) < 2):
         try:
             with pixel_limit(max_pixels):
-                image = read_image(path)
+                image = read_photo(path, stream=band_by_band(tiling, probabilities))
         except DataError as error:
             # Through the bar, so the message gets a line of its own instead of continuing the bar's.
             tqdm.write(f"skipped: {error}", file=sys.stderr)
@@ -143,7 +160,9 @@ def predict(
         stem = path.stem if path.stem not in stems else f"{path.stem}-{stems[path.stem] + 1}"
         stems[path.stem] = stems.get(path.stem, 0) + 1
         try:
-            write_prediction(out, stem, image, task, mask, probability if probabilities else None, no_overlay)
+            write_prediction(
+                out, stem, image, task, mask, probability if probabilities else None, no_overlay, mask_format
+            )
         except OSError as error:
             raise UsageError(f"cannot write into --out {out}: {error.strerror}") from None
     written = len(files) - failures
@@ -165,22 +184,34 @@ def predict_mask(trained, image, task, tta: bool, tiling, keep_probability: bool
     from segkit.inference import predict_probability
     from segkit.tiling import predict_tiled_mask
 
-    if tiling is not None and not keep_probability and tiling["scale"] == 1.0:
+    if band_by_band(tiling, keep_probability):
         tile_args = (tiling["tile"], tiling["overlap"], tiling["blend"])
         return None, predict_tiled_mask(trained, image, *tile_args, tta=tta, task=task)
     probability = predict_probability(trained, image, tta=tta, tiling=tiling)
     return probability, task.mask_from_probability(probability)
 
 
-def write_prediction(out: Path, stem: str, image, task, mask, probability, no_overlay: bool) -> None:
-    """The mask files the task writes, the probability maps (when asked for) and the overlay."""
+def band_by_band(tiling, keep_probability: bool) -> bool:
+    """Whether the photo is predicted band by band (tiles at scale 1, no probability maps wanted)."""
+    return tiling is not None and not keep_probability and tiling["scale"] == 1.0
+
+
+def write_prediction(
+    out: Path, stem: str, image, task, mask, probability, no_overlay: bool, mask_format: str = "png"
+) -> None:
+    """The mask files the task writes, the probability maps (when asked for) and the overlay (not for a
+    photo streamed from a TIFF: a note says so)."""
     import numpy as np
     from PIL import Image
 
     from segkit.overlays import binary_overlay, class_overlay
+    from segkit.tiff import TiffRows, write_mask_tiffs
 
-    for suffix, picture in task.mask_images(mask).items():
-        picture.save(out / f"{stem}_{suffix}.png")
+    if mask_format == "tiff":
+        write_mask_tiffs(out, stem, task, mask)
+    else:
+        for suffix, picture in task.mask_images(mask).items():
+            picture.save(out / f"{stem}_{suffix}.png")
     if probability is not None:
         if task.kind == "binary":
             Image.fromarray((probability * 255).round().astype(np.uint8)).save(out / f"{stem}_prob.png")
@@ -190,6 +221,9 @@ def write_prediction(out: Path, stem: str, image, task, mask, probability, no_ov
                 Image.fromarray(pixels).save(out / f"{stem}_prob_{name}.png")
     if no_overlay:
         return
+    if isinstance(image, TiffRows):
+        note_no_overlay(image.path)
+        return
     if task.kind == "binary":
         binary_overlay(image, mask).save(out / f"{stem}_overlay.png")
         return
@@ -197,3 +231,14 @@ def write_prediction(out: Path, stem: str, image, task, mask, probability, no_ov
     labels = mask if task.kind == "multiclass" else np.argmax(mask, axis=0) + mask.any(axis=0)
     legend = list(zip(task.class_names, task.palette, strict=True))
     class_overlay(image, colours, tinted, labels, legend).save(out / f"{stem}_overlay.png")
+
+
+def note_no_overlay(path: Path) -> None:
+    """A streamed TIFF gets no overlay: drawing one would decode the whole photo."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(  # through the progress bar, as the skipped files are
+        f"note: no overlay for {path}: a TIFF read band by band would have to be decoded whole for it "
+        "(--no-overlay silences this note)",
+        file=sys.stderr,
+    )
