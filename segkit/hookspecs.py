@@ -33,6 +33,16 @@ def register_models(register):
     Bases: ``segkit.models.AnySizeModel`` (pads any H and W to what the network needs and crops the
     logits back), the conv blocks of ``segkit.blocks``, and the shared options ``segkit.models.IN_CHANNELS``,
     ``OUT_CHANNELS`` and ``PAD_MODE``.
+
+    Optional model attributes segkit reads:
+
+    - ``encoder``: an ``nn.Module``, the part of the model that extracts features (typically the
+      pretrained backbone). ``segkit run --freeze-encoder F`` freezes its parameters and BatchNorm
+      statistics for the first fraction F of the run; a model without one gets a usage error there.
+    - ``export_blocker``: a one-line ``str`` saying why the model cannot be exported with dynamic
+      height and width (e.g. adaptive pooling to fixed bins, which tracing freezes); ``segkit export``
+      then refuses with that reason instead of writing a file that fails on other sizes. Absent or
+      None: the model exports like any other.
     """
 
 
@@ -135,6 +145,19 @@ def register_augmentations(register):
 @hookspec
 def register_recipes(register):
     """Call ``register(name, recipe, description=...)`` for each training recipe (a dict of settings)."""
+
+
+@hookspec
+def register_planners(register):
+    """Call ``register(name, planner, description=...)`` for each planner: a recipe computed from the data.
+
+    Contract: ``planner(request: segkit.planning.PlanRequest) -> segkit.planning.Plan``. The request
+    holds the settings resolved without a recipe and the names the user set; it builds the training
+    split, its fingerprint (cached beside the data) and step timings on the run's device on demand.
+    ``--recipe NAME`` runs the planner when no fixed recipe has that name; the plan's settings take the
+    recipe's place among the layers (the config file and flags override them) and its seconds count in
+    the time budget. See ``segkit.planning``.
+    """
 
 
 @hookspec

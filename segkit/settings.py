@@ -473,6 +473,31 @@ SETTINGS: tuple[Setting, ...] = (
         default_text="dataset's for the model, else none",
     ),
     Setting(
+        "init_from",
+        None,
+        Rule(lambda value: value is None or _path(value), "a file path"),
+        "Start from saved weights: a segkit checkpoint (a run's best.pt or last.pt) or a plain state dict "
+        "(torch.save(model.state_dict())), read with weights_only=True. Every tensor whose name and shape "
+        "fit the model is loaded and the rest re-initialised (e.g. a head for another number of classes); "
+        "the run prints what it loaded and skipped. Recorded as an absolute path; --resume continues from "
+        "last.pt instead.",
+        click_type=_PATH,
+        normalize=absolute_folder,
+        metavar="CHECKPOINT_OR_STATE_DICT",
+        default_text="none, the model's own initial weights",
+    ),
+    Setting(
+        "freeze_encoder",
+        0.0,
+        Rule(lambda value: _is_number(value) and 0 <= value <= 1, "a number in [0, 1]"),
+        "Freeze the model's encoder (its weights and BatchNorm statistics) for this first fraction of the "
+        "run (of the epochs, or of --time-budget), e.g. 0.2 with a pretrained encoder; 1 freezes it "
+        "throughout. Needs a model with an encoder (resnet34_unet, segkit-smp's).",
+        click_type=float,
+        metavar="F",
+        default_text="0, never frozen",
+    ),
+    Setting(
         "loss_options",
         {},
         TABLE,
@@ -501,7 +526,8 @@ SETTINGS: tuple[Setting, ...] = (
         "callbacks",
         [],
         _CALLBACKS,
-        "Add a callback to those that run by default (csv and excel), repeatable (e.g. early_stopping); "
+        "Add a callback to those that run by default (csv and excel), repeatable (e.g. early_stopping, or "
+        "the trackers tensorboard and mlflow: pip install 'segkit[tensorboard]' / 'segkit[mlflow]'); "
         "`segkit plugins --kind callback` lists them.",
         flags=("--callback",),
         from_flag=list,

@@ -6,7 +6,8 @@ tiny, where more threads only add overhead, and an oversubscribed machine slows 
   ``--device cpu``). ``gpu``-marked tests see the real devices and skip, saying so, without CUDA.
 - **Skips that must not happen**: with ``CI`` set (or ``--fail-on-unexpected-skip``) the run fails
   when a test skips for any reason but the allowed ones (``allowed_skip``): the real Oxford-IIIT Pet
-  sample absent because ``../shared`` is, or a ``gpu`` test on a machine without CUDA.
+  sample absent because ``../shared`` is, a ``gpu`` test on a machine without CUDA, or Chromium
+  missing for the report page's browser test, outside CI only (.ci/run installs it).
 - The fixtures that train a model are session-scoped: each trains once, for every file that uses it.
 
 Plain helpers are in fixtures.py, generated files and datasets in data_fixtures.py.
@@ -51,6 +52,16 @@ def cpu_only():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_caches_in_tmp(tmp_path_factory):
+    """Dataset caches (file index, fingerprint: ``segkit.data_cache``) go to a session folder, not
+    beside the data: tests must not write into ../shared's sample. Tests of the beside-the-data
+    default unset ``SEGKIT_CACHE_DIR`` themselves. Subprocesses inherit it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGKIT_CACHE_DIR", str(tmp_path_factory.mktemp("segkit-cache")))
+        yield
+
+
 @functools.cache  # as torch's own is_available functions are (torch._dynamo looks for __wrapped__)
 def _no_device() -> bool:
     return False
@@ -91,9 +102,12 @@ def _ci() -> bool:
 
 def allowed_skip(reason: str, keywords) -> bool:
     """Whether a skip is one this machine may have: the real sample's tests where ``../shared`` is
-    absent (not where it is present but incomplete), and gpu-marked tests where there is no CUDA."""
+    absent (not where it is present but incomplete), gpu-marked tests where there is no CUDA, and
+    the browser test without Chromium, but not in CI (where .ci/run installs it)."""
     if reason.startswith(REAL_SAMPLE_REASON):
         return not SHARED.exists()
+    if reason == NO_CHROMIUM_REASON:
+        return not _ci()
     return "gpu" in keywords and reason == NO_GPU_REASON and not CUDA_AVAILABLE
 
 
@@ -125,7 +139,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.line(f"{nodeid}: {reason}")
         terminalreporter.line(
             f"{len(_UNEXPECTED)} test(s) skipped for a reason that is not allowed here; the run fails "
-            "(allowed: the real sample absent with ../shared, gpu-marked tests without CUDA)"
+            "(allowed: the real sample absent with ../shared, gpu-marked tests without CUDA, Chromium "
+            "missing outside CI)"
         )
 
 
@@ -140,6 +155,27 @@ def real_sample() -> Path:
     if not (REAL_SAMPLE / "annotations" / "trainval.txt").is_file():
         pytest.skip(f"{REAL_SAMPLE_REASON} {REAL_SAMPLE}")
     return REAL_SAMPLE
+
+
+#: Why the report page's browser test skips: allowed outside CI only (.ci/run installs Chromium).
+NO_CHROMIUM_REASON = (
+    "chromium not found on PATH: install it (Debian/Ubuntu: apt-get install -y chromium) to open the "
+    "report page in a real headless browser"
+)
+
+
+def find_chromium() -> str | None:
+    """The Chromium executable on PATH (Debian's ``chromium``, Ubuntu's ``chromium-browser``), or None."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The Chromium executable; the test skips, saying how to install it, where there is none."""
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip(NO_CHROMIUM_REASON)
+    return executable
 
 
 @pytest.fixture

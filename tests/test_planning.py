@@ -264,42 +264,18 @@ def tiny_folder(tmp_path_factory):
     return root
 
 
+#: A tiny UNet on the CPU: what the plan tests fix, so the planner times a model that costs little.
+TINY_MODEL = ("--device", "cpu", "--model", "unet", "--model-option", "base_channels=4")
+
+
 def test_segkit_plan_prints_choices_with_reasons_and_trains_nothing(tiny_folder, tmp_path):
-    result = invoke(
-        "plan",
-        "--dataset",
-        "folder",
-        "--data-path",
-        tiny_folder,
-        "--device",
-        "cpu",
-        "--model",
-        "unet",
-        "--model-option",
-        "base_channels=4",
-        "--time-budget",
-        "30s",
-        "--out",
-        tmp_path / "runs",
-    )
+    data = ("--dataset", "folder", "--data-path", tiny_folder)
+    result = invoke("plan", *data, *TINY_MODEL, "--time-budget", "30s", "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output
     assert "Plan (auto" in result.output and "timed: unet (base_channels=4)" in result.output
     assert "image_size" in result.output and "bce_dice" in result.output
     assert not (tmp_path / "runs").exists()
-    as_json = invoke(
-        "plan",
-        "--dataset",
-        "folder",
-        "--data-path",
-        tiny_folder,
-        "--device",
-        "cpu",
-        "--model",
-        "unet",
-        "--model-option",
-        "base_channels=4",
-        "--json",
-    )
+    as_json = invoke("plan", *data, *TINY_MODEL, "--json")
     assert json.loads(as_json.output)["settings"]["loss"] == "bce_dice"
 
 

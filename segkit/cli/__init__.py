@@ -20,9 +20,11 @@ from segkit.errors import SegkitError
 # Core subcommands, imported lazily so `segkit --help` stays fast.
 CORE_COMMANDS = {
     "run": ("segkit.cli.run_cmd", "run"),
+    "plan": ("segkit.cli.plan_cmd", "plan"),
     "evaluate": ("segkit.cli.evaluate_cmd", "evaluate"),
     "predict": ("segkit.cli.predict_cmd", "predict"),
     "plot": ("segkit.cli.plot_cmd", "plot"),
+    "report": ("segkit.cli.report_cmd", "report"),
     "export": ("segkit.cli.export_cmd", "export"),
     "plugins": ("segkit.cli.plugins_cmd", "plugins"),
     "models": ("segkit.cli.models_cmd", "models"),

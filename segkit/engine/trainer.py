@@ -34,6 +34,7 @@ from segkit.engine import checkpoints, distributed
 from segkit.engine.budget import RunClock
 from segkit.engine.data import RunData
 from segkit.engine.device import resolve_amp, resolve_device
+from segkit.engine.freezing import EncoderFreeze
 from segkit.engine.loop import EpochStats, train_one_epoch
 from segkit.engine.rundir import CONFIG_FILE, create_run_dir, write_json
 from segkit.engine.schedule import build_optimizer, learning_rate_factor, set_learning_rate
@@ -42,6 +43,7 @@ from segkit.engine.step import TrainingStep
 from segkit.engine.validation import Validation, validate
 from segkit.engine.weight_average import WeightAverage
 from segkit.errors import SegkitError, UsageError
+from segkit.init_weights import init_from_file
 from segkit.speed import prepare_for_training, resolve_channels_last
 from segkit.task import selection_label, settings_left_out, task_for_dataset
 
@@ -75,6 +77,8 @@ class Trainer:
         # Paths become strings, so checkpoints hold only what torch.load(weights_only=True) accepts.
         self.values = values = json.loads(json.dumps(config.values, default=str))
         self.sources = config.sources
+        #: The planner's plan (--recipe auto): written to plan.json; its seconds count in the budget.
+        self.plan = getattr(config, "plan", None)
         self._setup_runtime()
         self.echo = echo if self.group.is_main else _silent
         if not self.group.is_main:
@@ -85,9 +89,9 @@ class Trainer:
         self.in_channels = int(self.data.train_set[0]["image"].shape[0])
         self.task = task_for_dataset(self.data.train_set, values["threshold"])
         self._leave_out_what_the_task_cannot_use()
+        self.resumed = resume_dir is not None
         self._build_model_and_step()
         self.state = TrainingState()
-        self.resumed = resume_dir is not None
         if resume_dir is not None:
             self.run_dir = Path(resume_dir)
             self.state = checkpoints.load_for_resume(self.run_dir, self)
@@ -98,6 +102,8 @@ class Trainer:
                 create_run_dir(Path(values["out"]), self.model_name, values["loss"]) if self.is_main else None
             )
             self.run_dir = distributed.broadcast(self.group, created)
+            if self.plan is not None:
+                self.state.elapsed_before = self.plan.seconds
         steps_per_epoch = math.ceil(self.data.micro_batches_per_epoch() / values["accumulate_steps"])
         self.total_steps = steps_per_epoch * values["epochs"]
         try:
@@ -146,6 +152,16 @@ class Trainer:
         values = self.values
         self.model_name = values["model"]
         self.model = _create_model(self.model_name, self.in_channels, self.task.out_channels, values)
+        if values["init_from"] and not self.resumed:  # a resumed run continues from its last.pt
+            report = init_from_file(self.model, Path(values["init_from"]))
+            if not values["quiet"]:
+                self.echo(report.summary())
+        self.freeze = None
+        if values["freeze_encoder"]:
+            fraction = values["freeze_encoder"]
+            self.freeze = EncoderFreeze(self.model, fraction, self.model_name, self.group.enabled)
+            if not values["quiet"]:
+                self.echo(self.freeze.describe())
         # In place: moves the model, sets the memory format and backend flags. The thread count is
         # left as the process has it (threads=0): the CLI and the tests choose it, not the engine.
         prepare_for_training(self.model, self.device, channels_last=self.channels_last, threads=0)
@@ -174,6 +190,8 @@ class Trainer:
 
     def run(self) -> RunResult:
         self._write_run_config()
+        if self.plan is not None and self.is_main:
+            self.plan.write(self.run_dir)
         self.echo(
             f"Device {self.device}, {self.data.workers} loader workers, "
             f"{len(self.data.train_set)} train {'crops' if self.data.crops else 'images'} "
@@ -276,9 +294,10 @@ class Trainer:
         if distributed.any_across(self.group, not self.clock.next_step_fits()):
             return False
         values = self.values
-        factor = learning_rate_factor(
-            values["scheduler"], self.clock.progress(self.state.step), values["warmup_fraction"]
-        )
+        progress = self.clock.progress(self.state.step)
+        factor = learning_rate_factor(values["scheduler"], progress, values["warmup_fraction"])
+        if self.freeze is not None:
+            self.freeze.update(progress)
         set_learning_rate(self.optimizer, values["learning_rate"], factor)
         self.state.step += 1
         return True
