@@ -45,9 +45,11 @@ RULES: dict[str, Any] = {
     # a 2-core CPU made about 500 (budget recipe on pets: 29 epochs x 17 steps; thin-line crops: 11
     # epochs x 45 steps), and larger inputs that left fewer steps scored worse.
     "min_steps": 450,
-    # A training loop's step takes this many times a timed step on random data (loading, decoding and
-    # augmenting photos; the budget recipe on pets: 1.8 s a step against 0.9 s timed, 2-core CPU).
-    "loop_factor": 2.0,
+    # A training loop's step takes this many times a timed step on random data: resizing decodes and
+    # augments a whole photo per item (budget recipe on pets, 2-core CPU: about twice the timed step);
+    # crops come from decoded photos kept in memory (thin lines: 1.9 s a step, validation included,
+    # against 1.45 s timed, which the validation factor below accounts for).
+    "loop_factor": {"resize": 2.0, "crops": 1.0},
     # Batch size by device type.
     "batch_size": {"cpu": 16, "cuda": 32, "mps": 16},
     # Share of a budget left for validation, checkpoints and the last epoch's end.
@@ -161,7 +163,8 @@ def _sizes(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bo
     def steps(size: int, step_s: float) -> float:
         """Optimizer steps expected in the budget at ``size``, from a step's measured seconds."""
         stage_cost = 1.0 if crops else sum((s / size) ** 2 for s in _stages(size)) / len(_stages(size))
-        return budget / (step_s * stage_cost * RULES["loop_factor"] * _validation_factor(crops))
+        loop = RULES["loop_factor"]["crops" if crops else "resize"]
+        return budget / (step_s * stage_cost * loop * _validation_factor(crops))
 
     if key in request.chosen:
         chosen = values[key]
