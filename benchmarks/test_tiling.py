@@ -34,18 +34,21 @@ import pytest
 
 TILE, OVERLAP, BATCH_SIZE, BASE_CHANNELS = 256, 0.25, 4, 4
 
-CHILD = r"""
+#: What both children start with: the arguments, ``rss_mb()``, and a narrow binary UNet (random weights,
+#: BatchNorm folded as ``segkit predict`` loads it) ready for tiled inference.
+SETUP = r"""
 import json, os, resource, sys, time
+from pathlib import Path
 import numpy as np
 import torch
 import segkit
-from pathlib import Path
 from segkit.inference import IMAGENET_NORMALIZATION, TrainedModel
 from segkit.speed import prepare_for_inference
 from segkit.task import BinaryTask
 from segkit.tiling import TilingStats, predict_tiled_mask, tile_positions
 
-size, tile, overlap, batch_size, base_channels = (json.loads(sys.argv[1])[key] for key in
+arguments = json.loads(sys.argv[1])
+size, tile, overlap, batch_size, base_channels = (arguments[key] for key in
     ("size", "tile", "overlap", "batch_size", "base_channels"))
 
 def rss_mb():
@@ -59,6 +62,9 @@ trained = TrainedModel(
     normalization=IMAGENET_NORMALIZATION, threshold=0.5, checkpoint={"in_channels": 3},
     path=Path("synthetic.pt"), device=torch.device("cpu"), task=BinaryTask(),
 )
+"""
+
+CHILD = SETUP + r"""
 rng = np.random.default_rng(0)
 photo = np.empty((size, size, 3), dtype=np.uint8)  # filled band by band: no big temporary
 for top in range(0, size, 512):
@@ -142,36 +148,12 @@ def test_predict_tiled_mask_time_and_peak_memory(benchmark, pytestconfig, size):
 #: through ``segkit.tiff.open_tiff_rows`` (the photo is never held whole), the mask written with
 #: ``segkit.tiff.write_mask_tiffs`` (tile by tile): what ``segkit predict photo.tif --mask-format tiff``
 #: does. The TIFF is generated tile by tile in the parent, so the child holds no photo at all.
-TIFF_CHILD = r"""
-import json, os, resource, sys, time
-from pathlib import Path
-import numpy as np
+TIFF_CHILD = SETUP + r"""
 import tifffile
-import torch
-import segkit
 from segkit.imageio import pixel_limit
-from segkit.inference import IMAGENET_NORMALIZATION, TrainedModel
-from segkit.speed import prepare_for_inference
-from segkit.task import BinaryTask
 from segkit.tiff import TiffRows, open_tiff_rows, write_mask_tiffs
-from segkit.tiling import TilingStats, predict_tiled_mask, tile_positions
 
-arguments = json.loads(sys.argv[1])
-size, tile, overlap, batch_size, base_channels = (arguments[key] for key in
-    ("size", "tile", "overlap", "batch_size", "base_channels"))
 photo, out = Path(arguments["photo"]), Path(arguments["out"])
-
-def rss_mb():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-torch.manual_seed(0)
-model = segkit.create_model("unet", in_channels=3, out_channels=1, base_channels=base_channels)
-trained = TrainedModel(
-    model=prepare_for_inference(model, "cpu"), model_name="unet", image_size=tile,
-    normalization=IMAGENET_NORMALIZATION, threshold=0.5, checkpoint={"in_channels": 3},
-    path=Path("synthetic.pt"), device=torch.device("cpu"), task=BinaryTask(),
-)
 warm_up = np.zeros((tile, tile, 3), np.uint8)
 predict_tiled_mask(trained, warm_up, tile, overlap, batch_size=batch_size)
 before_call_mb = rss_mb()
