@@ -7,8 +7,9 @@ What is cached (each a JSON file, rebuilt when its files change):
   (``segkit.file_checks``).
 - ``fingerprint.json``: the dataset fingerprint the planner reads (``segkit.planning.fingerprint``).
 
-The cache folder is ``.segkit-cache/`` inside the data folder when that folder is writable, so it
-moves and is deleted with the data; otherwise (a read-only mount, a shared dataset) it is
+The cache folder is ``.segkit-cache/`` inside the data folder when that folder is writable (and not
+marked read-only: no write permission bit counts as read-only even for root), so it moves and is
+deleted with the data; otherwise (a read-only mount, a shared dataset) it is
 ``<user cache>/segkit/data/<hash of the data folder's absolute path>/``, where the user cache is
 ``$XDG_CACHE_HOME`` or ``~/.cache``. Setting ``SEGKIT_CACHE_DIR`` sends every dataset's cache under
 that folder instead (keyed by the same hash), and ``SEGKIT_CACHE_DIR=off`` turns caching off.
@@ -51,7 +52,7 @@ def cache_folder(data_folder: str | os.PathLike) -> Path | None:
         return None
     data_folder = Path(data_folder).expanduser().resolve()
     candidates = []
-    if not os.environ.get(CACHE_ENV):
+    if not os.environ.get(CACHE_ENV) and _meant_to_be_written(data_folder):
         candidates.append(data_folder / CACHE_FOLDER)
     key = hashlib.sha256(str(data_folder).encode()).hexdigest()[:16]
     candidates.append(user_cache_root() / "data" / key)
@@ -59,6 +60,15 @@ def cache_folder(data_folder: str | os.PathLike) -> Path | None:
         if _writable_folder(candidate):
             return candidate
     return None
+
+
+def _meant_to_be_written(folder: Path) -> bool:
+    """Whether ``folder`` may be written: it has a write permission bit and this process may write it.
+    A folder marked read-only (``chmod a-w``) counts as read-only even for root, who could write it."""
+    try:
+        return bool(folder.stat().st_mode & 0o222) and os.access(folder, os.W_OK)
+    except OSError:
+        return False
 
 
 def _writable_folder(folder: Path) -> bool:

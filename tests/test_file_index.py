@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import segkit
-from segkit import data_cache, file_checks, imageio
+from segkit import file_checks, imageio
 from segkit.errors import DataError
 
 NAMES = ["a", "b", "c", "d", "e", "f"]
@@ -160,12 +160,12 @@ def test_index_lives_beside_the_data_or_in_the_user_cache(tmp_path, monkeypatch)
     other = tmp_path / "read-only"
     write_folder_layout(other, NAMES)
     age(other)
-    real = data_cache._writable_folder
-    monkeypatch.setattr(
-        data_cache, "_writable_folder", lambda folder: other not in folder.parents and real(folder)
-    )
-    build(other)
-    assert not (other / ".segkit-cache").exists()
+    other.chmod(0o555)  # marked read-only: not written, even by root (who could)
+    try:
+        build(other)
+        assert not (other / ".segkit-cache").exists()
+    finally:
+        other.chmod(0o755)
     (in_user_cache,) = (tmp_path / "user-cache" / "segkit" / "data").glob("*/file-index.json")
     assert len(json.loads(in_user_cache.read_text())["files"]) == 2 * len(NAMES)
 
