@@ -245,6 +245,12 @@ def test_what_the_user_set_is_planned_around_not_chosen():
     assert all(dict(candidate.model_options) == {"base_channels": 8} for candidate in request.timed)
 
 
+def test_a_crop_size_the_user_gives_is_planned_around():
+    plan = auto.plan_auto(Request(blobs(), 0.5, crop_size=96))
+    assert "crop_size" not in plan.settings and plan.settings["tile"] == 192
+    assert plan.settings["progressive_sizes"] == [] and not plan.settings["keep_largest"]
+
+
 def test_auto_never_asks_for_weights_that_are_not_on_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     assert "model_options" not in auto.plan_auto(Request(blobs(), 0.5)).settings

@@ -112,7 +112,9 @@ def _loss(plan: Plan, request: PlanRequest, fingerprint: Fingerprint) -> None:
 def _crops_or_resize(plan: Plan, request: PlanRequest, fingerprint: Fingerprint) -> bool:
     values = request.values
     if "crop_size" in request.chosen:
-        return values.get("crop_size") is not None
+        given = values.get("crop_size") is not None
+        plan.reasons["_sampling"] = "crops at native resolution: --crop-size given" if given else "resize"
+        return given
     size = values["image_size"] if "image_size" in request.chosen else RULES["reference_size"]
     factor = size / max(1.0, fingerprint.short_side)
     thinnest = fingerprint.thinnest_width_px()
@@ -204,8 +206,9 @@ def _sizes(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bo
 
 def _crop_settings(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crop: int) -> None:
     chosen = request.chosen
-    plan.settings.setdefault("crop_size", crop)
-    plan.reasons.setdefault("crop_size", plan.reasons["_sampling"])
+    if "crop_size" not in chosen:
+        plan.settings.setdefault("crop_size", crop)
+        plan.reasons.setdefault("crop_size", plan.reasons["_sampling"])
     if "image_size" not in chosen:
         plan.choose("image_size", crop, "the crop size (the network input)")
     if "tile" not in chosen:
