@@ -245,6 +245,11 @@ def test_what_the_user_set_is_planned_around_not_chosen():
     assert all(dict(candidate.model_options) == {"base_channels": 8} for candidate in request.timed)
 
 
+def test_small_photos_are_not_blown_up():
+    plan = auto.plan_auto(Request(blobs(height=[64] * 3, width=[80] * 3), 0.01))
+    assert plan.settings["image_size"] == 64 and plan.settings["progressive_sizes"][-1] == 64
+
+
 def test_a_crop_size_the_user_gives_is_planned_around():
     plan = auto.plan_auto(Request(blobs(), 0.5, crop_size=96))
     assert "crop_size" not in plan.settings and plan.settings["tile"] == 192

@@ -145,10 +145,10 @@ def _sizes(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bo
     if "batch_size" not in request.chosen:
         plan.choose("batch_size", batch, f"on {device}: small batches, many steps")
     key = "crop_size" if crops else "image_size"
-    sizes = [
-        s for s in RULES["crop_sizes" if crops else "resize_sizes"] if s <= max(fingerprint.short_side, 128)
-    ]
-    sizes = sizes or [RULES["reference_size"]]
+    # Never beyond the median photo's short side (photos smaller than every candidate: their own
+    # side, in multiples of 32).
+    sizes = [s for s in RULES["crop_sizes" if crops else "resize_sizes"] if s <= fingerprint.short_side]
+    sizes = sizes or [max(32, int(fingerprint.short_side) // 32 * 32)]
     budget = float(values["time_budget"]) * (1 - RULES["overhead"])
     out = 1 if fingerprint.task == "binary" else len(fingerprint.class_names)
     if "model" in request.chosen:
