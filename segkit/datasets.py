@@ -243,7 +243,20 @@ class PairedImageDataset(Dataset):
         self.pairs: list[Pair] = []
         #: ``(height, width)`` of each pair's photo (after EXIF rotation), from the file checks.
         self.image_sizes: list[tuple[int, int]] = []
-        pairs = list(pairs)
+        self._keep_usable(list(pairs), task, names, strict)
+        if self.skipped:
+            warnings.warn(
+                f"{description}: left out {len(self.skipped)} unreadable file pair(s) "
+                f"(strict=True makes this an error): {skipped_listing(self.skipped)}",
+                SkippedFilesWarning,
+                stacklevel=3,
+            )
+        if not self.pairs:
+            raise DataError(f"{description} has no usable image/{self.mask_role} pairs")
+
+    def _keep_usable(self, pairs: list[Pair], task: str, names: list[str], strict: bool) -> None:
+        """Check every file of ``pairs`` (``segkit.file_checks``, through the data folder's index) and
+        keep the usable pairs in ``self.pairs``; the others go to ``self.skipped`` (or raise, strict)."""
         for pair in pairs:
             if task == "multilabel" and len(pair.channel_masks) != len(names):
                 raise ValueError(
@@ -251,7 +264,7 @@ class PairedImageDataset(Dataset):
                 )
         files = [(pair.image_path, "image") for pair in pairs]
         files += [(path, self.mask_role) for pair in pairs for path in pair.mask_paths]
-        facts = iter(check_files(files, data_folder(pairs), description=description))
+        facts = iter(check_files(files, data_folder(pairs), description=self.description))
         image_facts = [next(facts) for _ in pairs]
         for pair, image in zip(pairs, image_facts, strict=True):
             masks = [(path, next(facts)) for path in pair.mask_paths]
@@ -269,15 +282,6 @@ class PairedImageDataset(Dataset):
                     check_index_mask_mode(path, self.mask_role, len(names), mask.mode)
             self.pairs.append(pair)
             self.image_sizes.append(image.size)
-        if self.skipped:
-            warnings.warn(
-                f"{description}: left out {len(self.skipped)} unreadable file pair(s) "
-                f"(strict=True makes this an error): {skipped_listing(self.skipped)}",
-                SkippedFilesWarning,
-                stacklevel=3,
-            )
-        if not self.pairs:
-            raise DataError(f"{description} has no usable image/{self.mask_role} pairs")
 
     def labels_from_mask(self, raw: np.ndarray, path: Path) -> np.ndarray:
         """Map raw mask values to uint8 BACKGROUND / FOREGROUND / IGNORE_INDEX labels (binary and
