@@ -87,13 +87,25 @@ def read_cached(folder: Path | None, name: str, version: int) -> dict[str, Any] 
     (a damaged or old cache is never an error: it is rebuilt)."""
     if folder is None:
         return None
+    path = folder / name
     try:
-        content = json.loads((folder / name).read_text(encoding="utf-8"))
+        status = path.stat()
+        key = (str(path), status.st_mtime_ns, status.st_size)
+        content = _READ.get(key)
+        if content is None:
+            content = json.loads(path.read_text(encoding="utf-8"))
+            _READ.clear()  # one cache file kept: the one a run's splits read in turn
+            _READ[key] = content
     except (OSError, ValueError):
         return None
     if not isinstance(content, dict) or content.get("version") != version:
         return None
-    return content
+    return dict(content)
+
+
+#: The last cache file read by this process, by (path, mtime_ns, size): the splits of one run read
+#: the same index in turn; a write changes the key.
+_READ: dict[tuple[str, int, int], Any] = {}
 
 
 def write_cached(folder: Path | None, name: str, version: int, content: dict[str, Any]) -> None:

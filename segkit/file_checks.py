@@ -85,7 +85,7 @@ def check_files(
     cached = data_cache.read_cached(folder, INDEX_NAME, INDEX_VERSION)
     entries: dict[str, list[Any]] = {}
     if cached is not None and cached.get("max_pixels") == imageio.MAX_IMAGE_PIXELS:
-        entries = cached.get("files") or {}
+        entries = dict(cached.get("files") or {})  # a copy: the read is remembered per process
     results: list[FileFacts | None] = [None] * len(files)
     pending: list[tuple[int, str, tuple[int, int, int] | None]] = []
     relative = _Relative(base)

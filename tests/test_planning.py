@@ -311,6 +311,9 @@ def test_run_with_auto_writes_its_plan_and_flags_override_it(tiny_folder, tmp_pa
     run_dir = only_run_dir(tmp_path / "runs")
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["planner"] == "auto" and plan["seconds"] > 0 and "fingerprint" in plan["facts"]
+    # the planning seconds count in the budget: the run's clock starts at them
+    schedule = torch.load(run_dir / "last.pt", weights_only=True)["schedule_state"]
+    assert schedule["elapsed_s"] >= plan["seconds"]
     sources = json.loads((run_dir / "config.json").read_text())["sources"]
     assert sources["loss"] == "plan auto" and sources["batch_size"] == "flag" and sources["epochs"] == "flag"
     assert "batch_size" not in plan["settings"]

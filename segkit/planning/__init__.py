@@ -183,7 +183,4 @@ def describe_plan(plan: Plan, sources: dict[str, str]) -> list[str]:
         lines.append(f"  timed: {candidate}: {seconds:.2f} s a training step")
     if "pretrained" in plan.facts:
         lines.append(f"  {plan.facts['pretrained']}")
-    visible = Plan(
-        plan.planner, {k: v for k, v in plan.settings.items() if not k.startswith("_")}, plan.reasons
-    )
-    return lines + visible.table(overridden)
+    return lines + plan.table(overridden)

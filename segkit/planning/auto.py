@@ -206,9 +206,6 @@ def _sizes(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bo
 
 def _crop_settings(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crop: int) -> None:
     chosen = request.chosen
-    if "crop_size" not in chosen:
-        plan.settings.setdefault("crop_size", crop)
-        plan.reasons.setdefault("crop_size", plan.reasons["_sampling"])
     if "image_size" not in chosen:
         plan.choose("image_size", crop, "the crop size (the network input)")
     if "tile" not in chosen:
