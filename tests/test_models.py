@@ -14,7 +14,7 @@ from fixtures import QUICK, value_texts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
-from torchvision.models import resnet34
+from torchvision.models import resnet18, resnet34
 
 import segkit
 from segkit.errors import SegkitError, UsageError
@@ -29,7 +29,12 @@ from segkit.options import parse_value
 from segkit.plugins import PluginHost
 from segkit.testing import check_model
 from segkit_builtin import resnet_unet, unet
-from segkit_builtin.resnet_unet import ResNet34Encoder, adapt_rgb_filters, build_resnet34_unet
+from segkit_builtin.resnet_unet import (
+    ResNet34Encoder,
+    adapt_rgb_filters,
+    build_resnet18_unet,
+    build_resnet34_unet,
+)
 from segkit_builtin.unet import build_unet
 
 sides = st.integers(min_value=1, max_value=80)
@@ -147,6 +152,7 @@ def test_bad_input_gets_a_usage_error_not_a_torch_traceback(images, expected):
         (build_resnet34_unet, {"pad_mode": "edge"}, "pad_mode"),
         (build_resnet34_unet, {"in_channels": -1}, "in_channels"),
         (build_resnet34_unet, {"base_channels": 16}, "has no option 'base_channels'"),
+        (build_resnet18_unet, {"pretrained": "yes"}, "resnet18_unet.*pretrained"),
     ],
 )
 def test_bad_options_raise_a_usage_error_naming_the_option(factory, options, option_named):
@@ -185,6 +191,20 @@ def test_unet_options_build_a_model_or_are_refused(options):
 def test_full_size_parameter_counts_match_the_seed_report():
     assert abs(count_parameters(build_unet()) - 31.0e6) <= 0.1e6
     assert abs(count_parameters(build_resnet34_unet()) - 29.2e6) <= 0.1e6
+
+
+def test_resnet18_unet_is_resnet34_unets_lighter_sibling():
+    light, full = build_resnet18_unet(), build_resnet34_unet()
+    assert abs(count_parameters(light) - 19.0e6) <= 0.1e6
+    # torchvision's resnet18 blocks per stage (2, 2, 2, 2) against resnet34's (3, 4, 6, 3), same widths.
+    for stage, blocks in zip(("layer1", "layer2", "layer3", "layer4"), (2, 2, 2, 2), strict=True):
+        assert len(getattr(light.encoder, stage)) == blocks
+        assert (
+            getattr(light.encoder, stage)[0].conv1.out_channels
+            == getattr(full.encoder, stage)[0].conv1.out_channels
+        )
+    assert light.head[-1].in_channels == 32 and full.head[-1].in_channels == 64
+    assert count_flops(light, 3, (128, 128)) < 0.7 * count_flops(full, 3, (128, 128))
 
 
 @settings(max_examples=30, deadline=None)
@@ -285,6 +305,13 @@ def test_resnet34_unet_conforms(in_channels, out_channels):
     # Small sizes: a 29M-parameter network costs about a second per backward pass on a CPU.
     check_model(
         "resnet34_unet", in_channels=in_channels, out_channels=out_channels, sizes=((33, 50), (40, 17))
+    )
+
+
+@pytest.mark.parametrize("in_channels, out_channels", [(3, 1), (1, 3)])
+def test_resnet18_unet_conforms(in_channels, out_channels):
+    check_model(
+        "resnet18_unet", in_channels=in_channels, out_channels=out_channels, sizes=((33, 50), (40, 17))
     )
 
 
@@ -391,6 +418,23 @@ def test_pretrained_weights_come_through_torchvisions_weight_api(empty_hub_cache
     assert timeouts == [7.0], "the download must run under a socket timeout"
     assert socket.getdefaulttimeout() is None, "the socket timeout must be restored"
     assert empty_hub_cache.exists()
+    for key, value in model.encoder.state_dict().items():
+        assert torch.equal(value, served[key]), key
+
+
+def test_resnet18_unet_pretrained_loads_torchvisions_resnet18_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    served = resnet18().state_dict()
+    fetched = []
+
+    def fake_download(url, destination, hash_prefix=None, progress=True):
+        fetched.append(url)
+        torch.save(served, destination)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    model = build_resnet18_unet(pretrained=True)
+    assert fetched == [resnet_unet.imagenet_weights("resnet18").url] and "resnet18" in fetched[0]
+    assert (tmp_path / "checkpoints" / resnet_unet.weights_file_name("resnet18")).is_file()
     for key, value in model.encoder.state_dict().items():
         assert torch.equal(value, served[key]), key
 
@@ -503,7 +547,7 @@ def test_models_command_lists_every_model_as_json(model_host):
     result = CliRunner().invoke(models, ["--json", "--image-size", "64x96"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.output)}
-    assert sorted(rows) == ["broken", "resnet34_unet", "tiny", "unet"]
+    assert sorted(rows) == ["broken", "resnet18_unet", "resnet34_unet", "tiny", "unet"]
     assert rows["unet"]["parameters"] == count_parameters(build_unet())
     with torch.device("meta"):
         full_unet = build_unet()
