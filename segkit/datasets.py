@@ -153,6 +153,33 @@ SAMPLING = Option(
 DECODED_CACHE_BYTES = 1_500_000_000
 
 
+class DecodedCache:
+    """Decoded photos and their labels by photo file, up to ``limit`` bytes (then no more are kept).
+
+    A split cut into crops keeps one of its own (each photo gives many crops an epoch). The engine
+    gives the splits it reads every epoch in its own process (no loader workers) one shared cache,
+    which outlives the train split's rebuilds at each progressive size: from the second epoch on, no
+    photo is decoded again."""
+
+    def __init__(self, limit: int = DECODED_CACHE_BYTES) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self._items: dict[str, tuple[Any, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str) -> tuple[Any, np.ndarray] | None:
+        return self._items.get(key)
+
+    def put(self, key: str, image: Any, labels: np.ndarray) -> None:
+        size = image.width * image.height * len(image.getbands()) + labels.nbytes
+        if key not in self._items and self.bytes + size <= self.limit:
+            image.load()
+            self._items[key] = (image, labels)
+            self.bytes += size
+
+
 class SkippedFilesWarning(UserWarning):
     """Some listed files were unreadable and left out of a dataset (see ``dataset.skipped``)."""
 
@@ -330,22 +357,26 @@ class PairedImageDataset(Dataset):
             return labels.astype(np.int64), ignore
         return (labels == FOREGROUND).astype(np.uint8), (ignore if self.with_ignore else None)
 
+    #: Where decoded photos are kept (``DecodedCache``), if anywhere: set by the engine for splits it
+    #: reads every epoch in its own process; a split cut into crops makes its own.
+    decoded_cache: DecodedCache | None = None
+
     def _decoded(self, index: int) -> tuple[Any, np.ndarray]:
-        """The photo and its labels, decoded; kept in memory (up to ``DECODED_CACHE_BYTES`` per
-        process) when the split is cut into crops, since each photo then gives many items an epoch."""
-        cache = self.__dict__.setdefault("_decoded_cache", {})
-        if index in cache:
-            return cache[index]
+        """The photo and its labels, decoded, from ``decoded_cache`` when it holds them."""
+        cache = self.decoded_cache
+        if cache is None:
+            sampling = getattr(getattr(self, "transform", None), "sampling", None)
+            if sampling is not None and sampling.mode == "crop":
+                cache = self.decoded_cache = DecodedCache()
         pair = self.pairs[index]
+        key = f"{pair.image_path}\0{pair.mask_path}"
+        found = cache.get(key) if cache is not None else None
+        if found is not None:
+            return found
         image = read_image(pair.image_path)
         labels = self.read_labels(pair, (image.height, image.width))
-        sampling = getattr(getattr(self, "transform", None), "sampling", None)
-        if sampling is not None and sampling.mode == "crop":
-            size = image.width * image.height * 3 + labels.nbytes
-            if self.__dict__.get("_decoded_bytes", 0) + size <= DECODED_CACHE_BYTES:
-                image.load()
-                cache[index] = (image, labels)
-                self.__dict__["_decoded_bytes"] = self.__dict__.get("_decoded_bytes", 0) + size
+        if cache is not None:
+            cache.put(key, image, labels)
         return image, labels
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -445,7 +445,8 @@ SETTINGS: tuple[Setting, ...] = (
         "workers",
         "auto",
         _WORKERS,
-        "DataLoader worker processes, or auto.",
+        "DataLoader worker processes, or auto: none on a CPU of 1 or 2 cores (photos are then decoded "
+        "once and kept in memory), else up to 4 (8 with a GPU).",
         from_flag=parse_value,
         on_resume=True,
     ),
