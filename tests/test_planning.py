@@ -147,17 +147,36 @@ def blobs(**changes) -> Fingerprint:
 class Request(PlanRequest):
     """A request whose fingerprint and step timings are given (no dataset, no model is built)."""
 
-    def __init__(self, found: Fingerprint, step_s_at_128: float, chosen=(), **values):
+    def __init__(
+        self,
+        found: Fingerprint,
+        step_s_at_128: float,
+        chosen=(),
+        channels_last_speed=1.0,
+        device="cpu",
+        **values,
+    ):
         base = dict(segkit.settings.DEFAULTS)
         base.update(values)
         super().__init__(base, frozenset(chosen) | frozenset(values))
-        self._cache.update(fingerprint=found, device=torch.device("cpu"))
+        self._cache.update(fingerprint=found, device=torch.device(device))
         self.step_s_at_128 = step_s_at_128
+        self.channels_last_speed = channels_last_speed
         self.timed: list[Candidate] = []
+
+    def item_seconds(self):
+        return 0.005
+
+    def loader_workers(self):
+        return 0
+
+    def time_side_by_side(self, candidates):
+        return [self.time(candidate) for candidate in candidates]
 
     def time(self, candidate):
         self.timed.append(candidate)
-        return Timing(candidate, self.step_s_at_128 * (candidate.size / 128) ** 2)
+        speed = self.channels_last_speed if candidate.channels_last is True else 1.0
+        return Timing(candidate, self.step_s_at_128 * (candidate.size / 128) ** 2 / speed)
 
 
 def test_blobs_are_resized_and_cleaned_up_thin_lines_are_cropped_and_tiled():
@@ -258,11 +277,43 @@ def test_a_crop_size_the_user_gives_is_planned_around():
 
 def test_auto_never_asks_for_weights_that_are_not_on_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    assert "model_options" not in auto.plan_auto(Request(blobs(), 0.5)).settings
-    weights = tmp_path / "checkpoints" / auto.RESNET34_WEIGHTS
-    weights.parent.mkdir()
-    weights.write_bytes(b"stand-in")
-    assert auto.plan_auto(Request(blobs(), 0.5)).settings["model_options"] == {"pretrained": True}
+    scratch = auto.plan_auto(Request(blobs(), 0.5))
+    assert scratch.settings["model"] == "resnet18_unet" and "model_options" not in scratch.settings
+    (tmp_path / "checkpoints").mkdir()
+    light = tmp_path / "checkpoints" / auto.WEIGHTS_FILES["resnet18_unet"]
+    light.write_bytes(b"stand-in")
+    plan = auto.plan_auto(Request(blobs(), 0.5))
+    assert (plan.settings["model"], plan.settings["model_options"]) == ("resnet18_unet", {"pretrained": True})
+    # ResNet34's ImageNet weights on disk are worth more than the lighter model's speed.
+    (tmp_path / "checkpoints" / auto.WEIGHTS_FILES["resnet34_unet"]).write_bytes(b"stand-in")
+    request = Request(blobs(), 0.5)
+    plan = auto.plan_auto(request)
+    assert (plan.settings["model"], plan.settings["model_options"]) == ("resnet34_unet", {"pretrained": True})
+    assert {candidate.model for candidate in request.timed} == {"resnet34_unet"}
+    assert all("pretrained" not in dict(c.model_options) for c in request.timed), "timing loads no weights"
+
+
+@pytest.mark.parametrize(
+    "speed, chosen", [(1.0, False), (1.05, False), (0.8, False), (1.2, True), (1.6, True)]
+)
+def test_channels_last_is_chosen_only_where_a_timed_step_is_clearly_faster(speed, chosen):
+    request = Request(blobs(), 0.5, channels_last_speed=speed)
+    plan = auto.plan_auto(request)
+    assert plan.settings["channels_last"] is chosen
+    assert f"{0.5 / speed:.2f} s in channels_last and 0.50 s in NCHW" in plan.reasons["channels_last"]
+    # The sizes are planned from steps timed in the chosen layout.
+    sized = [c for c in request.timed if c.size != auto.RULES["reference_size"]]
+    assert all(c.channels_last is chosen for c in sized)
+    expected = auto.plan_auto(Request(blobs(), 0.5 / (speed if chosen else 1.0))).settings["image_size"]
+    assert plan.settings["image_size"] == expected
+
+
+def test_channels_last_is_left_alone_on_cuda_and_when_the_user_set_it():
+    on_cuda = auto.plan_auto(Request(blobs(), 0.5, channels_last_speed=2.0, device="cuda"))
+    assert "channels_last" not in on_cuda.settings
+    request = Request(blobs(), 0.5, channels_last_speed=2.0, channels_last=False)
+    assert "channels_last" not in auto.plan_auto(request).settings
+    assert all(candidate.channels_last is False for candidate in request.timed)
 
 
 # -- end to end ------------------------------------------------------------------------------------------
@@ -339,9 +390,14 @@ def test_planner_plugins_are_listed():
 
 
 def test_time_steps_times_a_real_training_step_of_the_candidate():
-    from segkit.planning.machine import time_steps
+    from segkit.planning.machine import time_side_by_side, time_steps
 
     candidate = Candidate("unet", 32, 2, (("base_channels", 4),), in_channels=3, out_channels=3)
     timing = time_steps(candidate, "cpu")
     assert timing.step_s > 0 and timing.images_per_second == pytest.approx(2 / timing.step_s)
     assert candidate.describe() == "unet (base_channels=4) at 32px, batch 2"
+    channels_last = replace(candidate, channels_last=True)
+    assert channels_last.describe() == "unet (base_channels=4) at 32px, batch 2, channels_last"
+    both = time_side_by_side([replace(candidate, channels_last=False), channels_last], "cpu", steps=3)
+    assert [timing.candidate.channels_last for timing in both] == [False, True]
+    assert all(timing.step_s > 0 for timing in both)

@@ -124,14 +124,35 @@ class PlanRequest:
             self._cache["fingerprint"] = fingerprint(self.train_dataset())
         return self._cache["fingerprint"]
 
+    def item_seconds(self) -> float:
+        """Seconds to make one training item of the train split in this process, photos decoded
+        (``segkit.planning.machine.time_items``), measured once."""
+        if "item_s" not in self._cache:
+            from segkit.planning.machine import time_items
+
+            self._cache["item_s"] = time_items(self.train_dataset())
+        return self._cache["item_s"]
+
+    def loader_workers(self) -> int:
+        """The loader workers the run will use (``--workers``, or what auto means here)."""
+        from segkit.engine.data import resolve_workers
+
+        return resolve_workers(self.values["workers"], self.train_dataset(), self.device)
+
     def time(self, candidate):
         """``segkit.planning.machine.Timing`` of a ``Candidate`` on this run's device, measured once."""
-        key = f"time:{candidate}"
-        if key not in self._cache:
-            from segkit.planning.machine import time_steps
+        return self.time_side_by_side([candidate])[0]
 
-            self._cache[key] = time_steps(candidate, self.device)
-        return self._cache[key]
+    def time_side_by_side(self, candidates):
+        """Timings of candidates to compare, their steps taken in turn (``time_side_by_side``);
+        each is measured once (a candidate timed before keeps its timing)."""
+        missing = [candidate for candidate in candidates if f"time:{candidate}" not in self._cache]
+        if missing:
+            from segkit.planning.machine import time_side_by_side
+
+            for timing in time_side_by_side(missing, self.device, steps=3 if len(missing) > 1 else 2):
+                self._cache[f"time:{timing.candidate}"] = timing
+        return [self._cache[f"time:{candidate}"] for candidate in candidates]
 
 
 def planner_names() -> list[str]:

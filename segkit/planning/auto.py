@@ -9,18 +9,21 @@ What it decides, in order:
 2. resize whole photos, or train on crops at native resolution and infer by tiles: crops when the
    thinnest structure that matters would be narrower than ``thin_px`` pixels at the network's input
    size, or when photos are more than ``large_photo_factor`` times that size;
-3. the input (or crop) size and batch: the largest size whose expected number of optimizer steps in
+3. the model: ``resnet34_unet`` with ImageNet weights when they are already on disk, else the lighter
+   ``resnet18_unet`` from scratch; and the memory layout (channels_last where a timed step says it
+   is faster on this CPU);
+4. the input (or crop) size and batch: the largest size whose expected number of optimizer steps in
    the budget, from timed training steps on this device, is at least ``min_steps``; progressive
    sizes (resize path only), tile size and overlap;
-4. the model (``resnet34_unet``, with ImageNet weights only when they are already on disk), the
-   optimizer and schedule, EMA, augmentation;
-5. inference: threshold calibration, flip TTA, and hole filling / keeping the largest component
+5. the optimizer and schedule, EMA, augmentation;
+6. inference: threshold calibration, flip TTA, and hole filling / keeping the largest component
    only for one compact object per image.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,31 +44,41 @@ RULES: dict[str, Any] = {
     # The size every timing is scaled from (one timed candidate; others scale with their pixels,
     # and the chosen one is timed too).
     "reference_size": 128,
-    # Optimizer steps a from-scratch run needs within its budget; the best 15-minute runs measured on
-    # a 2-core CPU made about 500 (budget recipe on pets: 29 epochs x 17 steps; thin-line crops: 11
-    # epochs x 45 steps), and larger inputs that left fewer steps scored worse.
-    "min_steps": 450,
-    # A training loop's step takes this many times a timed step on random data: resizing decodes and
-    # augments a whole photo per item (budget recipe on pets, 2-core CPU: about twice the timed step);
-    # crops come from decoded photos kept in memory (thin lines: 1.9 s a step, validation included,
-    # against 1.45 s timed, which the validation factor below accounts for).
-    "loop_factor": {"resize": 2.0, "crops": 1.0},
+    # Optimizer steps a from-scratch run needs within its budget: more steps at a smaller input beat
+    # fewer at a larger one (pets, 15 minutes, resnet18_unet on a 2-core CPU: final size 128 px and
+    # about 1,500 steps, Dice 0.860; final size 192 px and about 780 steps, 0.811).
+    "min_steps": 1000,
+    # A training loop's step takes this many times a timed step on random data, beyond the measured
+    # time to make its items (``_data_seconds_per_step``): loss, metrics, the batch's collation (pets,
+    # resnet18_unet in channels_last at 96 px on an idle 2-core CPU: 0.49 s a step in the loop against
+    # 0.37 s timed plus 16 items of 5 ms); crops come from decoded photos kept in memory (thin
+    # lines: 1.9 s a step, validation included, against 1.45 s timed, which the validation factor
+    # below accounts for). Under heavy load (other jobs on the same cores) steps take twice as long.
+    "loop_factor": {"resize": 1.1, "crops": 1.0},
     # Batch size by device type.
     "batch_size": {"cpu": 16, "cuda": 32, "mps": 16},
     # Share of a budget left for validation, checkpoints and the last epoch's end.
     "overhead": 0.12,
     # Crops centred on foreground when the median image's foreground is below this fraction.
     "sparse_foreground": 0.01,
-    # More expected passes over the training photos than this: the "strong" augmentation pipeline.
-    "strong_augment_epochs": 60,
+    # More expected passes over the training photos than this: the "strong" augmentation pipeline
+    # (pets, 15 minutes, resnet18_unet, about 95 passes: "strong" Dice 0.816, "default" 0.860).
+    "strong_augment_epochs": 150,
     # At most this many objects per image (median) for keep-largest and hole filling to help.
     "single_object": 1.5,
+    # channels_last is chosen when a timed training step in it is at least this much faster (2-core
+    # Xeon with AVX-512, resnet34_unet at 128 px, batch 16: 1.29 s against 1.72 s; on a 2-core EPYC
+    # it was no faster, so it is measured, not assumed).
+    "channels_last_gain": 0.10,
     "default_budget": "15m",
-    "model": "resnet34_unet",
+    # From scratch, the model that trains the most images a second for its quality on a CPU; with
+    # ImageNet weights on disk, the pretrained one (they are worth more than speed).
+    "model": "resnet18_unet",
+    "pretrained_model": "resnet34_unet",
 }
 
-#: torchvision's ImageNet weights for resnet34_unet's encoder, as their cache names them.
-RESNET34_WEIGHTS = "resnet34-b627a593.pth"
+#: torchvision's ImageNet weights of the built-in models' encoders, as torch hub's cache names them.
+WEIGHTS_FILES = {"resnet34_unet": "resnet34-b627a593.pth", "resnet18_unet": "resnet18-f37072fd.pth"}
 
 
 def plan_auto(request: PlanRequest) -> Plan:
@@ -82,8 +95,9 @@ def plan_auto(request: PlanRequest) -> Plan:
     plan.facts["fingerprint_summary"] = fingerprint.summary()
     _loss(plan, request, fingerprint)
     crops = _crops_or_resize(plan, request, fingerprint)
-    _sizes(plan, request, fingerprint, crops)
     _model(plan, request)
+    _memory_layout(plan, request, fingerprint)
+    _sizes(plan, request, fingerprint, crops)
     _optimisation(plan, request)
     _augmentation(plan, request, fingerprint, crops)
     _inference(plan, request, fingerprint, crops)
@@ -142,7 +156,7 @@ def _sizes(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bo
     values = request.values
     device = request.device.type
     batch = values["batch_size"] if "batch_size" in request.chosen else RULES["batch_size"].get(device, 16)
-    if "batch_size" not in request.chosen:
+    if "batch_size" not in request.chosen and "batch_size" not in plan.settings:
         plan.choose("batch_size", batch, f"on {device}: small batches, many steps")
     key = "crop_size" if crops else "image_size"
     # Never beyond the median photo's short side (photos smaller than every candidate: their own
@@ -150,23 +164,21 @@ def _sizes(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bo
     sizes = [s for s in RULES["crop_sizes" if crops else "resize_sizes"] if s <= fingerprint.short_side]
     sizes = sizes or [max(32, int(fingerprint.short_side) // 32 * 32)]
     budget = float(values["time_budget"]) * (1 - RULES["overhead"])
-    out = 1 if fingerprint.task == "binary" else len(fingerprint.class_names)
-    if "model" in request.chosen:
-        model, options = values["model"], tuple(sorted((values.get("model_options") or {}).items()))
-    else:
-        model, options = RULES["model"], ()
 
     def candidate(size: int) -> Candidate:
-        return Candidate(model, size, batch, options, fingerprint.channels, out)
+        return _candidate(plan, request, fingerprint, size)
 
     reference = request.time(candidate(RULES["reference_size"]))
-    plan.facts["timings"] = {reference.candidate.describe(): round(reference.step_s, 3)}
+    timings = plan.facts.setdefault("timings", {})
+    timings[reference.candidate.describe()] = round(reference.step_s, 3)
+
+    data_s = _data_seconds_per_step(plan, request, batch, crops)
 
     def steps(size: int, step_s: float) -> float:
         """Optimizer steps expected in the budget at ``size``, from a step's measured seconds."""
         stage_cost = 1.0 if crops else sum((s / size) ** 2 for s in _stages(size)) / len(_stages(size))
         loop = RULES["loop_factor"]["crops" if crops else "resize"]
-        return budget / (step_s * stage_cost * loop * _validation_factor(crops))
+        return budget / ((step_s * stage_cost * loop + data_s) * _validation_factor(crops))
 
     if key in request.chosen:
         chosen = values[key]
@@ -177,11 +189,11 @@ def _sizes(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bo
                 chosen = size
         if chosen != RULES["reference_size"]:
             timed = request.time(candidate(chosen))
-            plan.facts["timings"][timed.candidate.describe()] = round(timed.step_s, 3)
+            timings[timed.candidate.describe()] = round(timed.step_s, 3)
             while chosen != sizes[0] and steps(chosen, timed.step_s) < RULES["min_steps"]:
                 chosen = sizes[sizes.index(chosen) - 1]
                 timed = request.time(candidate(chosen))
-                plan.facts["timings"][timed.candidate.describe()] = round(timed.step_s, 3)
+                timings[timed.candidate.describe()] = round(timed.step_s, 3)
         step_s = request.time(candidate(chosen)).step_s
         expected = steps(chosen, step_s)
         plan.facts["expected_steps"] = round(expected)
@@ -202,6 +214,18 @@ def _sizes(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bo
             )
         if "image_size" not in request.chosen:
             plan.settings["image_size"] = chosen
+
+
+def _data_seconds_per_step(plan: Plan, request: PlanRequest, batch: int, crops: bool) -> float:
+    """Seconds a training step waits for its batch: on the resize path, when the run loads its data
+    in its own process (no loader workers), the measured time to make each item (augmenting and
+    resizing a whole photo) times the batch; loader workers make items beside training, and crops
+    cost little (they are in ``loop_factor``)."""
+    if crops or request.loader_workers() > 0:
+        return 0.0
+    item_s = request.item_seconds()
+    plan.facts["item_ms"] = round(1000 * item_s, 2)
+    return batch * item_s
 
 
 def _crop_settings(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crop: int) -> None:
@@ -229,26 +253,82 @@ def _crop_settings(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, c
 def _model(plan: Plan, request: PlanRequest) -> None:
     if "model" in request.chosen:
         return
+    pretrained = _weights_on_disk(RULES["pretrained_model"])
+    if pretrained is not None and "model_options" not in request.chosen:
+        plan.choose(
+            "model",
+            RULES["pretrained_model"],
+            f"UNet over a ResNet34 encoder with ImageNet weights, found on disk ({pretrained})",
+        )
+        plan.choose("model_options", {"pretrained": True}, "start from the ImageNet weights on disk")
+        return
     plan.choose(
-        "model", RULES["model"], "UNet over a ResNet34 encoder: the best built-in measured per second"
+        "model",
+        RULES["model"],
+        "UNet over a ResNet18 encoder, light decoder: from scratch on a budget, images a second "
+        "count most (about 1.7x resnet34_unet's on a CPU)",
     )
     if "model_options" in request.chosen:
         return
-    weights = _weights_on_disk()
+    weights = _weights_on_disk(RULES["model"])
     if weights is not None:
         plan.choose("model_options", {"pretrained": True}, f"ImageNet weights found on disk ({weights})")
     else:
         plan.facts["pretrained"] = "no ImageNet weights on disk: training from scratch (auto never downloads)"
 
 
-def _weights_on_disk() -> Path | None:
+def _weights_on_disk(model: str) -> Path | None:
     try:
         import torch.hub
 
-        path = Path(torch.hub.get_dir()) / "checkpoints" / RESNET34_WEIGHTS
+        path = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILES[model]
     except Exception:  # noqa: BLE001 - no hub directory means no weights
         return None
     return path if path.is_file() else None
+
+
+def _candidate(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, size: int) -> Candidate:
+    """The run's model, batch and layout as planned so far (or as the user fixed them), at ``size``."""
+    values = request.values
+
+    def setting(key: str) -> Any:
+        return values[key] if key in request.chosen else plan.settings.get(key, values[key])
+
+    out = 1 if fingerprint.task == "binary" else len(fingerprint.class_names)
+    # Weights do not change a step's time: the candidate is built without loading any.
+    options = tuple(sorted((k, v) for k, v in (setting("model_options") or {}).items() if k != "pretrained"))
+    return Candidate(
+        setting("model"),
+        size,
+        setting("batch_size"),
+        options,
+        fingerprint.channels,
+        out,
+        setting("channels_last"),
+    )
+
+
+def _memory_layout(plan: Plan, request: PlanRequest, fingerprint: Fingerprint) -> None:
+    """channels_last or NCHW for training on a CPU, whichever a timed step says is faster here (on
+    CUDA the run's own default, channels_last, stands)."""
+    if "channels_last" in request.chosen or request.device.type != "cpu":
+        return
+    if "batch_size" not in request.chosen:
+        plan.choose("batch_size", RULES["batch_size"]["cpu"], "on cpu: small batches, many steps")
+    reference = _candidate(plan, request, fingerprint, RULES["reference_size"])
+    nchw, nhwc = request.time_side_by_side(
+        [replace(reference, channels_last=False), replace(reference, channels_last=True)]
+    )
+    faster = nhwc.step_s < (1 - RULES["channels_last_gain"]) * nchw.step_s
+    plan.facts.setdefault("timings", {}).update(
+        {timing.candidate.describe(): round(timing.step_s, 3) for timing in (nchw, nhwc)}
+    )
+    plan.choose(
+        "channels_last",
+        faster,
+        f"a training step at {RULES['reference_size']}px took {nhwc.step_s:.2f} s in channels_last and "
+        f"{nchw.step_s:.2f} s in NCHW here",
+    )
 
 
 def _optimisation(plan: Plan, request: PlanRequest) -> None:

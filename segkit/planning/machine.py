@@ -1,6 +1,7 @@
 """The machine, measured: how long a training step of a candidate takes on the device a run will use.
 
-``time_steps(candidate, device)`` builds the candidate's model, runs one untimed training step
+``time_steps(candidate, device)`` builds the candidate's model (in the candidate's memory layout:
+NCHW, or channels_last), runs one untimed training step
 (forward, loss, backward, AdamW step; kernel selection, allocation) and then ``steps`` timed ones
 (one when the untimed step was slow) on random inputs of the candidate's size and batch, and
 returns seconds per step. A planner asks for
@@ -11,12 +12,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 import segkit
-from segkit.speed import prepare_for_training
+from segkit.speed import ChannelsLast, prepare_for_training, to_input_format
 
 #: A warm-up step longer than this many seconds: the candidate is timed with one step, not several.
 SLOW_STEP_S = 2.0
@@ -32,10 +33,14 @@ class Candidate:
     model_options: tuple[tuple[str, Any], ...] = ()
     in_channels: int = 3
     out_channels: int = 1
+    #: The memory layout, as the ``channels_last`` setting takes it (auto: the run's default).
+    channels_last: ChannelsLast = "auto"
 
     def describe(self) -> str:
         options = ", ".join(f"{key}={value}" for key, value in self.model_options)
-        return f"{self.model}{f' ({options})' if options else ''} at {self.size}px, batch {self.batch_size}"
+        layout = {"True": ", channels_last", "False": ", NCHW"}.get(str(self.channels_last), "")
+        model = f"{self.model} ({options})" if options else self.model
+        return f"{model} at {self.size}px, batch {self.batch_size}{layout}"
 
 
 @dataclass(frozen=True)
@@ -51,18 +56,46 @@ class Timing:
 def time_steps(candidate: Candidate, device: torch.device | str = "cpu", steps: int = 2) -> Timing:
     """Seconds per training step of ``candidate`` on ``device`` (the median of ``steps`` timed steps
     after one untimed)."""
+    return time_side_by_side([candidate], device, steps)[0]
+
+
+def time_side_by_side(
+    candidates: list[Candidate], device: torch.device | str = "cpu", steps: int = 2
+) -> list[Timing]:
+    """``time_steps`` of several candidates, their timed steps taken in turn (one of each, then the
+    next round), so that a slow spell of a shared machine slows each alike and a comparison of
+    them holds (the median of each one's ``steps``)."""
     device = torch.device(device)
+    trainers = [_one_step(candidate, device) for candidate in candidates]
+    warm_ups = [step() for step in trainers]
+    # A slow step is timed once: planning must cost seconds, not minutes.
+    rounds = 1 if max(warm_ups) > SLOW_STEP_S else steps
+    seconds: list[list[float]] = [[] for _ in candidates]
+    for _ in range(rounds):
+        for times, step in zip(seconds, trainers, strict=True):
+            times.append(step())
+    return [
+        Timing(candidate, sorted(times)[(len(times) - 1) // 2])
+        for candidate, times in zip(candidates, seconds, strict=True)
+    ]
+
+
+def _one_step(candidate: Candidate, device: torch.device) -> Callable[[], float]:
+    """A function that takes one training step of ``candidate`` (forward, loss, backward, AdamW) on
+    random inputs and returns its seconds."""
     model = segkit.create_model(
         candidate.model,
         in_channels=candidate.in_channels,
         out_channels=candidate.out_channels,
         **dict(candidate.model_options),
     )
-    prepare_for_training(model, device, threads=0)
+    prepare_for_training(model, device, channels_last=candidate.channels_last, threads=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     shape = (candidate.batch_size, candidate.in_channels, candidate.size, candidate.size)
-    images = torch.randn(shape, generator=generator).to(device)
+    images = to_input_format(
+        torch.randn(shape, generator=generator), device, candidate.channels_last, training=True
+    )
     target = (torch.rand((shape[0], candidate.out_channels, *shape[2:]), generator=generator) > 0.5).float()
     target = target.to(device)
     model.train()
@@ -77,10 +110,32 @@ def time_steps(candidate: Candidate, device: torch.device | str = "cpu", steps: 
         _synchronize(device)
         return time.perf_counter() - started
 
-    warm_up = step()
-    # A slow step is timed once: planning must cost seconds, not minutes.
-    seconds = sorted(step() for _ in range(1 if warm_up > SLOW_STEP_S else steps))
-    return Timing(candidate, seconds[(len(seconds) - 1) // 2])
+    return step
+
+
+def time_items(dataset: Any, count: int = 8) -> float:
+    """Seconds to make one training item of ``dataset`` (augment, resize, convert), over ``count``
+    items spread through it, with their photos already decoded, as a run that loads its data in its
+    own process keeps them (``segkit.datasets.DecodedCache``); the decoding is not timed."""
+    from segkit.datasets import DecodedCache
+
+    indices = sorted({round(i * (len(dataset) - 1) / max(1, count - 1)) for i in range(count)})
+    had_cache = "decoded_cache" in vars(dataset)
+    previous = getattr(dataset, "decoded_cache", None)
+    if hasattr(dataset, "decoded_cache"):
+        dataset.decoded_cache = DecodedCache()
+    try:
+        for index in indices:
+            dataset[index]
+        started = time.perf_counter()
+        for index in indices:
+            dataset[index]
+        return (time.perf_counter() - started) / len(indices)
+    finally:
+        if had_cache:
+            dataset.decoded_cache = previous
+        elif hasattr(dataset, "decoded_cache"):
+            del dataset.decoded_cache
 
 
 def _synchronize(device: torch.device) -> None:
