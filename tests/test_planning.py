@@ -389,6 +389,21 @@ def test_planner_plugins_are_listed():
     assert Path(segkit.planning.__file__).name == "__init__.py"
 
 
+def test_time_items_times_making_items_of_photos_decoded_once(tmp_path, monkeypatch):
+    import segkit.datasets
+    from segkit.planning.machine import time_items
+
+    write_folder_layout(tmp_path, [f"p{i}" for i in range(12)], size=(40, 48))
+    dataset = segkit.create_dataset(
+        "folder", root=tmp_path, split="train", image_size=32, valid_fraction=0, test_fraction=0
+    )
+    decoded = []
+    real = segkit.datasets.read_image
+    monkeypatch.setattr(segkit.datasets, "read_image", lambda path: decoded.append(path.name) or real(path))
+    assert time_items(dataset, count=4) > 0
+    assert len(decoded) == len(set(decoded)) == 4, "four photos spread through the split, each decoded once"
+
+
 def test_time_steps_times_a_real_training_step_of_the_candidate():
     from segkit.planning.machine import time_side_by_side, time_steps
 

@@ -128,9 +128,10 @@ class RunData:
         self.workers = resolve_workers(values["workers"], self.train_set, device)
         # Read every epoch in this process: decode each photo once (the train split's rebuilds at each
         # progressive size share the cache). Loader workers would each fill a copy and lose it.
-        self.decoded = DecodedCache() if self.workers == 0 else None
-        for dataset in (self.train_set, self.valid_set):
-            self._keep_decoded(dataset)
+        if self.workers == 0:
+            self.decoded = DecodedCache()
+            for dataset in (self.train_set, self.valid_set):
+                self._keep_decoded(dataset)
 
     def _size_at(self, progress: float) -> int:
         final = self.values["crop_size"] if self.crops else self.values["image_size"]

@@ -51,9 +51,10 @@ RULES: dict[str, Any] = {
     # A training loop's step takes this many times a timed step on random data, beyond the measured
     # time to make its items (``_data_seconds_per_step``): loss, metrics, the batch's collation (pets,
     # resnet18_unet in channels_last at 96 px on an idle 2-core CPU: 0.49 s a step in the loop against
-    # 0.37 s timed plus 16 items of 5 ms); crops come from decoded photos kept in memory (thin
-    # lines: 1.9 s a step, validation included, against 1.45 s timed, which the validation factor
-    # below accounts for). Under heavy load (other jobs on the same cores) steps take twice as long.
+    # 0.37 s timed (scaled from 128 px) plus 16 items of 4.5 ms); crops come from decoded photos kept
+    # in memory (thin lines: 1.9 s a step, validation included, against 1.45 s timed, which the
+    # validation factor below accounts for). Under heavy load (other jobs on the same cores) steps
+    # take twice as long.
     "loop_factor": {"resize": 1.1, "crops": 1.0},
     # Batch size by device type.
     "batch_size": {"cpu": 16, "cuda": 32, "mps": 16},
@@ -96,6 +97,7 @@ def plan_auto(request: PlanRequest) -> Plan:
     _loss(plan, request, fingerprint)
     crops = _crops_or_resize(plan, request, fingerprint)
     _model(plan, request)
+    _batch(plan, request)
     _memory_layout(plan, request, fingerprint)
     _sizes(plan, request, fingerprint, crops)
     _optimisation(plan, request)
@@ -154,10 +156,7 @@ def _crops_or_resize(plan: Plan, request: PlanRequest, fingerprint: Fingerprint)
 
 def _sizes(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bool) -> None:
     values = request.values
-    device = request.device.type
-    batch = values["batch_size"] if "batch_size" in request.chosen else RULES["batch_size"].get(device, 16)
-    if "batch_size" not in request.chosen and "batch_size" not in plan.settings:
-        plan.choose("batch_size", batch, f"on {device}: small batches, many steps")
+    batch = values["batch_size"] if "batch_size" in request.chosen else plan.settings["batch_size"]
     key = "crop_size" if crops else "image_size"
     # Never beyond the median photo's short side (photos smaller than every candidate: their own
     # side, in multiples of 32).
@@ -308,13 +307,18 @@ def _candidate(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, size:
     )
 
 
+def _batch(plan: Plan, request: PlanRequest) -> None:
+    if "batch_size" not in request.chosen:
+        device = request.device.type
+        batch = RULES["batch_size"].get(device, 16)
+        plan.choose("batch_size", batch, f"on {device}: small batches, many steps")
+
+
 def _memory_layout(plan: Plan, request: PlanRequest, fingerprint: Fingerprint) -> None:
     """channels_last or NCHW for training on a CPU, whichever a timed step says is faster here (on
     CUDA the run's own default, channels_last, stands)."""
     if "channels_last" in request.chosen or request.device.type != "cpu":
         return
-    if "batch_size" not in request.chosen:
-        plan.choose("batch_size", RULES["batch_size"]["cpu"], "on cpu: small batches, many steps")
     reference = _candidate(plan, request, fingerprint, RULES["reference_size"])
     nchw, nhwc = request.time_side_by_side(
         [replace(reference, channels_last=False), replace(reference, channels_last=True)]
