@@ -40,6 +40,7 @@ def test_auto_is_the_cpu_where_there_is_no_accelerator():
 
 def test_auto_prefers_cuda_then_mps(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("auto") == CUDA
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -61,6 +62,32 @@ def test_a_device_that_is_missing_or_misspelt_is_a_usage_error(requested, messag
     with pytest.raises(UsageError) as caught:
         resolve_device(requested)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_a_gpu_index_beyond_the_gpus_torch_sees_is_a_usage_error(monkeypatch, count):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    assert resolve_device(f"cuda:{count - 1}") == torch.device("cuda", count - 1)
+    assert resolve_device("cuda") == CUDA  # no index: the current GPU, whichever it is
+    with pytest.raises(UsageError) as caught:
+        resolve_device(f"cuda:{count}")
+    last = count - 1
+    expected = f"--device cuda:{count} asks for GPU {count}, but torch sees {count} (cuda:0 to cuda:{last})"
+    assert expected in str(caught.value)
+
+
+def test_a_gpu_index_beyond_the_gpus_is_one_line_from_segkit_run(monkeypatch, tmp_path):
+    from fixtures import run_cli, tiny_run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    args = [arg for arg in tiny_run(epochs=1) if arg not in ("--device", "cpu")]
+    result = run_cli("run", *args, "--device", "cuda:3", "--out", tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert "--device cuda:3 asks for GPU 3, but torch sees 1" in result.output
+    assert "Traceback" not in result.output
 
 
 # -- resolve_amp ------------------------------------------------------------------------------------------

@@ -25,6 +25,12 @@ def resolve_device(requested: str) -> torch.device:
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UsageError(
+            f"--device {requested} asks for GPU {device.index}, but torch sees {count} "
+            f"(cuda:0 to cuda:{count - 1}); CUDA_VISIBLE_DEVICES renumbers the GPUs a process sees"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps was asked for, but MPS is not available; use --device cpu")
     return device

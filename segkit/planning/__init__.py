@@ -108,6 +108,16 @@ class PlanRequest:
             self._cache["device"] = resolve_device(self.values["device"])
         return self._cache["device"]
 
+    @property
+    def amp_dtype(self):
+        """The autocast dtype the run will train under (``--amp`` on this device; None: fp32), which
+        timed steps use too: a bf16 step on a GPU can take half an fp32 one's time."""
+        if "amp" not in self._cache:
+            from segkit.engine.device import resolve_amp
+
+            self._cache["amp"] = resolve_amp(self.values["amp"], self.device)
+        return self._cache["amp"]
+
     def train_dataset(self) -> Any:
         """The training split as the run will build it (resized, no crops), built once."""
         if "train" not in self._cache:
@@ -150,7 +160,8 @@ class PlanRequest:
         if missing:
             from segkit.planning.machine import time_side_by_side
 
-            for timing in time_side_by_side(missing, self.device, steps=3 if len(missing) > 1 else 2):
+            steps = 3 if len(missing) > 1 else 2
+            for timing in time_side_by_side(missing, self.device, steps, self.amp_dtype):
                 self._cache[f"time:{timing.candidate}"] = timing
         return [self._cache[f"time:{candidate}"] for candidate in candidates]
 

@@ -1,7 +1,8 @@
 """The machine, measured: how long a training step of a candidate takes on the device a run will use.
 
-``time_steps(candidate, device)`` builds the candidate's model (in the candidate's memory layout:
-NCHW, or channels_last), runs one untimed training step
+``time_steps(candidate, device, amp)`` builds the candidate's model (in the candidate's memory layout:
+NCHW, or channels_last; under the run's autocast dtype, bf16 or fp16 on CUDA, as the run will train), runs
+one untimed training step
 (forward, loss, backward, AdamW step; kernel selection, allocation) and then ``steps`` timed ones
 (one when the untimed step was slow) on random inputs of the candidate's size and batch, and
 returns seconds per step. A planner asks for
@@ -17,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 import segkit
+from segkit.engine.device import autocast
 from segkit.speed import ChannelsLast, prepare_for_training, to_input_format
 
 #: A warm-up step longer than this many seconds: the candidate is timed with one step, not several.
@@ -53,20 +55,25 @@ class Timing:
         return self.candidate.batch_size / self.step_s
 
 
-def time_steps(candidate: Candidate, device: torch.device | str = "cpu", steps: int = 2) -> Timing:
-    """Seconds per training step of ``candidate`` on ``device`` (the median of ``steps`` timed steps
-    after one untimed)."""
-    return time_side_by_side([candidate], device, steps)[0]
+def time_steps(
+    candidate: Candidate, device: torch.device | str = "cpu", steps: int = 2, amp: torch.dtype | None = None
+) -> Timing:
+    """Seconds per training step of ``candidate`` on ``device`` under autocast to ``amp`` (None: fp32),
+    the median of ``steps`` timed steps after one untimed."""
+    return time_side_by_side([candidate], device, steps, amp)[0]
 
 
 def time_side_by_side(
-    candidates: list[Candidate], device: torch.device | str = "cpu", steps: int = 2
+    candidates: list[Candidate],
+    device: torch.device | str = "cpu",
+    steps: int = 2,
+    amp: torch.dtype | None = None,
 ) -> list[Timing]:
     """``time_steps`` of several candidates, their timed steps taken in turn (one of each, then the
     next round), so that a slow spell of a shared machine slows each alike and a comparison of
     them holds (the median of each one's ``steps``)."""
     device = torch.device(device)
-    trainers = [_one_step(candidate, device) for candidate in candidates]
+    trainers = [_one_step(candidate, device, amp) for candidate in candidates]
     warm_ups = [step() for step in trainers]
     # A slow step is timed once: planning must cost seconds, not minutes.
     rounds = 1 if max(warm_ups) > SLOW_STEP_S else steps
@@ -80,9 +87,10 @@ def time_side_by_side(
     ]
 
 
-def _one_step(candidate: Candidate, device: torch.device) -> Callable[[], float]:
-    """A function that takes one training step of ``candidate`` (forward, loss, backward, AdamW) on
-    random inputs and returns its seconds."""
+def _one_step(candidate: Candidate, device: torch.device, amp: torch.dtype | None) -> Callable[[], float]:
+    """A function that takes one training step of ``candidate`` (forward and loss under autocast to
+    ``amp``, backward, AdamW; fp16 through a gradient scaler, as the run's step) on random inputs and
+    returns its seconds."""
     model = segkit.create_model(
         candidate.model,
         in_channels=candidate.in_channels,
@@ -98,15 +106,18 @@ def _one_step(candidate: Candidate, device: torch.device) -> Callable[[], float]
     )
     target = (torch.rand((shape[0], candidate.out_channels, *shape[2:]), generator=generator) > 0.5).float()
     target = target.to(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     model.train()
 
     def step() -> float:
         _synchronize(device)
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(images), target)
-        loss.backward()
-        optimizer.step()
+        with autocast(device, amp):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(images), target)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         _synchronize(device)
         return time.perf_counter() - started
 
