@@ -629,3 +629,27 @@ def write_multilabel_folder(
         for label, channel in zip(labels, channels, strict=True):
             save(root / f"masks_{label}" / f"{name}.png", channel * 255, "PNG")
     return truth
+
+
+# -- changes only the modification time tells (tests/test_file_index.py, tests/test_planning.py) ----------
+
+
+def rewrite_in_place(path: Path, data: bytes, modified: float) -> None:
+    """Overwrite ``path`` with ``data`` of the same length (same inode, same size) and set its
+    modification time to ``modified``: only the mtime tells that the file changed (checked here)."""
+    import os
+
+    before = path.stat()
+    assert len(data) == before.st_size, "a same-size rewrite needs data of the file's length"
+    with path.open("r+b") as handle:
+        handle.write(data)
+    os.utime(path, (modified, modified))
+    after = path.stat()
+    assert (after.st_size, after.st_ino) == (before.st_size, before.st_ino)
+    assert after.st_mtime_ns != before.st_mtime_ns
+
+
+def stored_png(array: np.ndarray) -> bytes:
+    """A PNG of ``array`` with its pixels stored uncompressed: its length depends on the shape and mode
+    alone, so two arrays of one shape give files of one size."""
+    return encoded(Image.fromarray(array), "PNG", compress_level=0)

@@ -71,6 +71,27 @@ def reference_scores(counts: np.ndarray, averaged: list[int]):
     return iou, dice, np.nanmean(iou[averaged]), np.mean(per_image)
 
 
+def per_image_reference(logits: np.ndarray, target: np.ndarray, classes: int):
+    """Per image and class, IoU and Dice straight from the masks (NaN where neither the truth nor the
+    prediction holds the class), pixel sets compared with numpy; ignored pixels (255) left out."""
+    predicted = logits.argmax(axis=1)
+    iou = np.full((len(target), classes), np.nan)
+    dice = np.full((len(target), classes), np.nan)
+    for image in range(len(target)):
+        valid = target[image] != 255
+        for c in range(classes):
+            truth, guess = (target[image] == c) & valid, (predicted[image] == c) & valid
+            union, both = (truth | guess).sum(), (truth & guess).sum()
+            if union:
+                iou[image, c] = both / union
+                dice[image, c] = 2 * both / (truth.sum() + guess.sum())
+    return iou, dice
+
+
+def same(got: float, expected: float) -> bool:
+    return (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
+
+
 @settings(max_examples=40, deadline=None)
 @given(batch=multiclass_batches(), split=st.integers(1, 3), background=st.booleans())
 def test_pooled_and_per_image_scores_whatever_the_batching(batch, split, background):
@@ -97,8 +118,57 @@ def test_pooled_and_per_image_scores_whatever_the_batching(batch, split, backgro
     else:
         assert scores["iou_macro_dataset"] == pytest.approx(macro_iou)
     assert scores["iou_macro_per_image"] == pytest.approx(per_image_iou)
+    # the mean over every class, background included, whatever ``averaged`` says
+    assert same(scores["iou_macro_all_dataset"], np.nanmean(iou) if not np.isnan(iou).all() else math.nan)
+    assert same(scores["dice_macro_all_dataset"], np.nanmean(dice) if not np.isnan(dice).all() else math.nan)
     np.testing.assert_array_equal(accumulator.confusion.numpy(), expected_confusion)
     assert scores["images"] == len(target)
+
+
+def test_the_mean_over_all_classes_counts_the_background():
+    """Class 0 is the worst class here: a mean that left it out would read higher."""
+    target = np.array([[[0, 0, 1, 1, 2, 2]]])
+    # predictions: 0, 1, 1, 1, 2, 2 -> IoU of class 0 is 1/2, of classes 1 and 2: 2/3 and 1
+    logits = np.eye(3, dtype=np.float32)[[[[0, 1, 1, 1, 2, 2]]]].transpose(0, 3, 1, 2)
+    accumulator = ClassMetricAccumulator(
+        ["background", "a", "b"], [1, 2], counter=lambda lg, tg, ig: multiclass_counts(lg, tg)
+    )
+    accumulator.update(torch.from_numpy(logits), torch.from_numpy(target))
+    scores = accumulator.compute()
+    assert scores["iou_background"] == pytest.approx(1 / 2)
+    assert scores["iou_macro_all_dataset"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    assert scores["iou_macro_dataset"] == pytest.approx((2 / 3 + 1) / 2)
+    assert scores["dice_macro_all_dataset"] == pytest.approx((2 / 3 + 4 / 5 + 1) / 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=multiclass_batches(), split=st.integers(1, 3), background=st.booleans())
+def test_per_image_rows_hold_every_class_against_the_masks(batch, split, background):
+    """The rows behind per_image.csv and the report's worst/best picks: one per image, in order, with
+    each class's IoU and Dice (NaN where absent) and the mean over the averaged classes."""
+    logits, target, classes = batch
+    names = [f"c{index}" for index in range(classes)]
+    averaged = list(range(1, classes)) if background else list(range(classes))
+    accumulator = ClassMetricAccumulator(
+        names, averaged, counter=lambda lg, tg, ig: multiclass_counts(lg, tg)
+    )
+    for start in range(0, len(target), split):
+        chunk = slice(start, start + split)
+        image_names = [f"img{index}" for index in range(start, min(start + split, len(target)))]
+        batch_logits, batch_target = torch.from_numpy(logits[chunk]), torch.from_numpy(target[chunk])
+        accumulator.update(batch_logits, batch_target, names=image_names)
+    iou, dice = per_image_reference(logits, target, classes)
+    rows = accumulator.per_image()
+    assert [row["name"] for row in rows] == [f"img{index}" for index in range(len(target))]
+    for image, row in enumerate(rows):
+        keys = {"name", "iou", "dice"} | {f"{metric}_{name}" for metric in ("iou", "dice") for name in names}
+        assert set(row) == keys
+        for metric, reference in (("iou", iou), ("dice", dice)):
+            for index, name in enumerate(names):
+                assert same(row[f"{metric}_{name}"], reference[image, index]), (metric, name)
+            chosen = reference[image, averaged]
+            expected = 1.0 if np.isnan(chosen).all() else float(np.nanmean(chosen))
+            assert row[metric] == pytest.approx(expected)
 
 
 @settings(max_examples=30, deadline=None)

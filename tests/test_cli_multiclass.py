@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from data_fixtures import write_multiclass_folder
 from fixtures import invoke, only_run_dir, tiny_run
 from PIL import Image
 
@@ -92,6 +93,63 @@ def test_plot_draws_per_class_curves_and_export_says_to_take_the_argmax(multicla
     assert result.exit_code == 0, result.output
     notes = json.loads((tmp_path / "model.torchscript.json").read_text())
     assert notes["output"]["classes"] == SYNTHETIC_CLASSES and "argmax" in notes["output"]["kind"]
+
+
+FOLDER_CLASSES = ["background", "cat", "dog"]
+
+
+def test_evaluate_per_class_figures_equal_a_count_over_predicts_index_masks(tmp_path):
+    """What evaluate reports per class at original resolution is what a user computes from the index
+    PNGs predict writes for the same photos and the masks on disk: same split, same (original)
+    resolution, no post-processing, ignored pixels (255) left out."""
+    data = tmp_path / "data"
+    truth = write_multiclass_folder(data, [f"p{index:02d}" for index in range(12)], size=(44, 52))
+    folder = ["--dataset", "folder", "--data-path", data, "--dataset-option", "valid_fraction=0.34"]
+    result = invoke(
+        "run", *tiny_run(epochs=2, batch_size=4, loss="ce_dice"), *folder, "--out", tmp_path / "runs"
+    )
+    assert result.exit_code == 0, result.output
+    run_dir = only_run_dir(tmp_path / "runs")
+    evaluated = tmp_path / "evaluated"
+    result = invoke("evaluate", run_dir, "--split", "valid", "-q", "-o", evaluated)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((evaluated / "summary.json").read_text())
+    assert summary["postprocess"] == "none" and summary["split"] == "valid"
+    scores = summary["original_resolution"]
+    with (evaluated / "per_image.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    names = [row["name"] for row in rows]
+    assert len(names) == 4 and set(names) <= set(truth)
+
+    predicted_folder = tmp_path / "predicted"
+    photos = [data / "images" / f"{name}.png" for name in names]
+    result = invoke("predict", run_dir, *photos, "-o", predicted_folder, "--no-overlay")
+    assert result.exit_code == 0, result.output
+    predicted = {name: np.asarray(Image.open(predicted_folder / f"{name}_mask.png")) for name in names}
+    assert all(mask.shape == (44, 52) for mask in predicted.values())  # the photo's own size
+    assert len(np.unique(np.concatenate([m.ravel() for m in predicted.values()]))) > 1  # not one class
+
+    classes = len(FOLDER_CLASSES)
+    confusion = np.zeros((classes, classes), np.int64)
+    for row in rows:
+        name = row["name"]
+        valid = truth[name] != 255
+        for index, cls in enumerate(FOLDER_CLASSES):
+            true_c, said_c = (truth[name] == index) & valid, (predicted[name] == index) & valid
+            union, both = (true_c | said_c).sum(), (true_c & said_c).sum()
+            expected = both / union if union else float("nan")
+            got = float(row[f"iou_{cls}"])
+            assert (np.isnan(got) and np.isnan(expected)) or got == pytest.approx(expected), (name, cls)
+        np.add.at(confusion, (truth[name][valid], predicted[name][valid]), 1)
+    assert summary["confusion_matrix"]["pixels"] == confusion.tolist()
+    both = np.diag(confusion)
+    iou = both / (confusion.sum(axis=0) + confusion.sum(axis=1) - both)
+    dice = 2 * both / (confusion.sum(axis=0) + confusion.sum(axis=1))
+    for index, cls in enumerate(FOLDER_CLASSES):
+        assert scores[f"iou_{cls}"] == pytest.approx(iou[index])
+        assert scores[f"dice_{cls}"] == pytest.approx(dice[index])
+    assert scores["iou_macro_dataset"] == pytest.approx(iou[1:].mean())  # the foreground classes
+    assert scores["iou_macro_all_dataset"] == pytest.approx(iou.mean())
 
 
 def test_a_binary_loss_on_a_multiclass_dataset_names_the_losses_that_fit(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import truncated_jpeg, write_folder_layout
+from data_fixtures import rewrite_in_place, truncated_jpeg, write_folder_layout
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -135,6 +135,36 @@ def test_unchanged_files_are_not_opened_again_and_changed_ones_are(tmp_path, mon
     assert checked == []
 
 
+def test_a_same_sized_rewrite_with_a_new_mtime_is_checked_again(tmp_path, monkeypatch):
+    """Size and inode unchanged (a file corrupted in place, a photo re-saved at the same length): the
+    modification time alone must send the file back to be checked."""
+    write_folder_layout(tmp_path, NAMES)
+    age(tmp_path)
+    assert build(tmp_path).names == NAMES
+    checked = count_checks(monkeypatch)
+    mask = tmp_path / "masks" / "d.png"
+    rewrite_in_place(
+        mask, b"not a png " * (mask.stat().st_size // 10) + b"!" * (mask.stat().st_size % 10), HOUR_AGO + 60
+    )
+    with pytest.warns(Warning, match="d:"):
+        dataset = build(tmp_path)
+    assert checked == [mask]
+    assert dataset.names == ["a", "b", "c", "e", "f"]
+    assert dataset.skipped == reference(tmp_path)[1]
+
+
+def test_the_cache_file_read_is_not_remembered_past_a_same_sized_rewrite(tmp_path):
+    """``read_cached`` keeps the last file it parsed; a rewrite of the same length with a new mtime
+    (another process updating the index) must be read again, not answered from memory."""
+    from segkit import data_cache
+
+    data_cache.write_cached(tmp_path, "facts.json", 1, {"value": "aaaa"})
+    assert data_cache.read_cached(tmp_path, "facts.json", 1)["value"] == "aaaa"
+    path = tmp_path / "facts.json"
+    rewrite_in_place(path, path.read_bytes().replace(b"aaaa", b"bbbb"), HOUR_AGO)
+    assert data_cache.read_cached(tmp_path, "facts.json", 1)["value"] == "bbbb"
+
+
 def test_files_modified_just_now_are_checked_again(tmp_path, monkeypatch):
     """A rewrite of the same size within one tick of the file system's clock keeps its mtime: recent
     files are not remembered, so such a rewrite is never missed."""
@@ -201,8 +231,17 @@ def test_a_moved_folder_keeps_its_index_and_names_files_where_they_are_now(tmp_p
 
 @pytest.mark.parametrize(
     "content",
-    [b"{not json", b"[]", json.dumps({"version": 1, "max_pixels": imageio.MAX_IMAGE_PIXELS, "files": {
-        "image:images/a.png": "nonsense", "mask:masks/a.png": [1, 2]}}).encode()],
+    [
+        b"{not json",
+        b"[]",
+        json.dumps(
+            {
+                "version": 1,
+                "max_pixels": imageio.MAX_IMAGE_PIXELS,
+                "files": {"image:images/a.png": "nonsense", "mask:masks/a.png": [1, 2]},
+            }
+        ).encode(),
+    ],
     ids=["garbage", "not an object", "odd entries"],
 )
 def test_a_damaged_index_is_rebuilt_not_trusted(tmp_path, monkeypatch, content):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_fixtures import write_folder_layout
+from data_fixtures import rewrite_in_place, stored_png, write_folder_layout
 from fixtures import error_line, invoke, only_run_dir, tiny_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -117,6 +117,9 @@ def test_multiclass_fingerprint_counts_classes_and_leaves_out_the_background(tmp
 
 def test_the_fingerprint_is_cached_until_a_file_changes(tmp_path, monkeypatch):
     write_folder_layout(tmp_path, ["a", "b", "c"])
+    hour_ago = time.time() - 3600
+    for path in tmp_path.rglob("*.png"):  # older than the racy window: the fingerprint is kept
+        os.utime(path, (hour_ago, hour_ago))
     dataset = segkit.create_dataset("folder", root=tmp_path, split="train", valid_fraction=0, test_fraction=0)
     computed = []
     real = fingerprint_module.compute_fingerprint
@@ -128,6 +131,107 @@ def test_the_fingerprint_is_cached_until_a_file_changes(tmp_path, monkeypatch):
     os.utime(mask, (time.time() + 5, time.time() + 5))
     changed = fingerprint_module.fingerprint(dataset)
     assert len(computed) == 2 and changed.empty_share > first.empty_share
+
+
+def test_a_same_sized_mask_rewrite_with_a_new_mtime_computes_the_fingerprint_again(tmp_path, monkeypatch):
+    """Size unchanged, content and mtime changed: the cache key must hold the mtime to notice."""
+    write_folder_layout(tmp_path, ["a", "b", "c"])
+    mask = tmp_path / "masks" / "b.png"
+    full = np.full((20, 28), 255, np.uint8)
+    mask.write_bytes(stored_png(full))  # uncompressed: an empty mask of this shape is as long
+    hour_ago = time.time() - 3600
+    for path in tmp_path.rglob("*.png"):
+        os.utime(path, (hour_ago, hour_ago))
+    dataset = segkit.create_dataset("folder", root=tmp_path, split="train", valid_fraction=0, test_fraction=0)
+    computed = []
+    real = fingerprint_module.compute_fingerprint
+    monkeypatch.setattr(fingerprint_module, "compute_fingerprint", lambda *a: computed.append(1) or real(*a))
+    first = fingerprint_module.fingerprint(dataset)
+    assert fingerprint_module.fingerprint(dataset) == first and len(computed) == 1
+    assert first.empty_share == 0
+    rewrite_in_place(mask, stored_png(np.zeros_like(full)), hour_ago + 60)
+    changed = fingerprint_module.fingerprint(dataset)
+    assert len(computed) == 2
+    assert changed.empty_share == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_a_fingerprint_of_files_written_just_now_is_not_kept(tmp_path, monkeypatch):
+    """A file system clock ticks coarser than a nanosecond (a second on some): a same-sized rewrite
+    within the tick keeps the mtime, so a fingerprint of files that recent is computed again next time
+    rather than kept (as the file index does, ``segkit.file_checks.RACY_SECONDS``)."""
+    write_folder_layout(tmp_path, ["a", "b", "c"])
+    mask = tmp_path / "masks" / "b.png"
+    full = np.full((20, 28), 255, np.uint8)
+    mask.write_bytes(stored_png(full))
+    dataset = segkit.create_dataset("folder", root=tmp_path, split="train", valid_fraction=0, test_fraction=0)
+    first = fingerprint_module.fingerprint(dataset)
+    assert first.empty_share == 0
+    tick = mask.stat().st_mtime_ns
+    mask.write_bytes(stored_png(np.zeros_like(full)))  # within the same tick: the mtime does not move
+    os.utime(mask, ns=(tick, tick))
+    assert fingerprint_module.fingerprint(dataset).empty_share == pytest.approx(1 / 3, abs=1e-4)
+
+
+# Three photos of distinct sizes, each holding a line (class 1) and a rectangle (class 2) that do not
+# touch: (height, width, line (top, left, thickness, length), rectangle (top, left, height, width)).
+# Heights 30, 40, 80 and widths 90, 36, 50: minimum, median and maximum all differ, the median is not
+# the mean, and the tallest photo is not the widest.
+DRAWN = [
+    (30, 90, (5, 5, 3, 40), (15, 60, 10, 20)),
+    (40, 36, (3, 2, 2, 30), (12, 8, 14, 16)),
+    (80, 50, (70, 4, 5, 44), (10, 10, 30, 25)),
+]
+
+
+def rectangle_width(height: int, width: int) -> float:
+    """Twice the area over the pixel edges around an axis-aligned ``height`` x ``width`` rectangle:
+    2hw / 2(h + w), which is about h for a long line h pixels thick."""
+    return height * width / (height + width)
+
+
+def test_fingerprint_of_photos_of_different_sizes_and_drawn_shapes(tmp_path):
+    root = tmp_path / "drawn"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("background\nline\nblock\n")
+    for index, (height, width, line, block) in enumerate(DRAWN):
+        labels = np.zeros((height, width), np.uint8)
+        top, left, thickness, length = line
+        labels[top : top + thickness, left : left + length] = 1
+        top, left, rows, columns = block
+        labels[top : top + rows, left : left + columns] = 2
+        photo = np.random.default_rng(index).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(photo).save(root / "images" / f"p{index}.png")
+        Image.fromarray(labels).save(root / "masks" / f"p{index}.png")
+    dataset = segkit.create_dataset("folder", root=root, split="train", valid_fraction=0, test_fraction=0)
+    found = compute_fingerprint(dataset)
+
+    assert found.images == found.sampled == 3
+    assert found.height == [30, 40, 80]
+    assert found.width == [36, 50, 90]
+    assert found.short_side == 40
+    line_widths = [rectangle_width(thickness, length) for _, _, (_, _, thickness, length), _ in DRAWN]
+    block_widths = [rectangle_width(rows, columns) for _, _, _, (_, _, rows, columns) in DRAWN]
+    assert sorted(line_widths)[1] == pytest.approx(120 / 43)  # the first photo's 3-pixel line
+    assert found.class_width_px[0] is None
+    assert found.class_width_px[1] == pytest.approx(sorted(line_widths)[1], abs=1e-3)
+    assert found.class_width_px[2] == pytest.approx(sorted(block_widths)[1], abs=1e-3)
+    assert found.thinnest_width_px() == pytest.approx(120 / 43, abs=1e-3)
+    # every object is one drawn shape: its pixels over its photo's pixels, median over all six
+    areas, fractions, shares = [], [], np.zeros(3)
+    for height, width, (_, _, thickness, length), (_, _, rows, columns) in DRAWN:
+        areas += [thickness * length / (height * width), rows * columns / (height * width)]
+        fractions.append((thickness * length + rows * columns) / (height * width))
+        shares += [height * width - thickness * length - rows * columns, thickness * length, rows * columns]
+    assert found.objects_per_image == 2
+    assert found.object_area == pytest.approx(np.median(areas), abs=1e-6)
+    assert found.foreground_fraction[1] == pytest.approx(np.median(fractions), abs=1e-5)
+    assert found.class_share == pytest.approx((shares / shares.sum()).tolist(), abs=1e-6)
+    union_widths = [
+        (thickness * length + rows * columns) / (thickness + length + rows + columns)
+        for _, _, (_, _, thickness, length), (_, _, rows, columns) in DRAWN
+    ]
+    assert found.structure_width_px == pytest.approx(np.median(union_widths), abs=1e-3)
 
 
 # -- the auto planner's rules -------------------------------------------------------------------------
@@ -416,3 +520,50 @@ def test_time_steps_times_a_real_training_step_of_the_candidate():
     both = time_side_by_side([replace(candidate, channels_last=False), channels_last], "cpu", steps=3)
     assert [timing.candidate.channels_last for timing in both] == [False, True]
     assert all(timing.step_s > 0 for timing in both)
+
+
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+def test_timed_steps_run_under_the_autocast_dtype_the_run_trains_in(monkeypatch, amp):
+    """A CUDA run trains in bf16; a planner timing fp32 steps there would plan for a slower machine.
+    Autocast to bf16 works on the CPU too, so the dtype the timed forward computes in is seen here."""
+    from segkit.planning import machine
+
+    seen = []
+    real = segkit.create_model
+
+    def recording(*args, **kwargs):
+        model = real(*args, **kwargs)
+        model.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+        return model
+
+    monkeypatch.setattr(segkit, "create_model", recording)
+    candidate = Candidate("unet", 32, 2, (("base_channels", 4),))
+    machine.time_steps(candidate, "cpu", steps=1, amp=amp)
+    assert seen and set(seen) == {amp or torch.float32}
+
+
+@pytest.mark.parametrize(
+    "requested, bf16_supported, expected",
+    [
+        ("auto", True, torch.bfloat16),
+        ("auto", False, torch.float16),
+        ("off", True, None),
+        ("fp16", True, torch.float16),
+    ],
+)
+def test_the_planner_times_steps_with_the_runs_amp_setting(monkeypatch, requested, bf16_supported, expected):
+    from segkit.planning import machine
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_supported)
+    monkeypatch.setattr(
+        machine,
+        "time_side_by_side",
+        lambda candidates, device, steps, amp: (
+            calls.append((device, amp)) or [Timing(c, 1.0) for c in candidates]
+        ),
+    )
+    request = PlanRequest({"amp": requested, "device": "cuda"}, frozenset())
+    request._cache["device"] = torch.device("cuda")  # torch sees no GPU here; the device is given
+    request.time(Candidate("unet", 32, 2))
+    assert calls == [(torch.device("cuda"), expected)]

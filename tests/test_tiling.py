@@ -184,6 +184,95 @@ def test_blend_weights(tile):
         assert float(gaussian[0, 0]) == pytest.approx(1e-3)  # the floor, far out in the corner
 
 
+def gaussian_reference(tile: int) -> np.ndarray:
+    """nnU-Net's importance map, computed here in float64 from its definition: sigma tile / 8, centred
+    on the tile, scaled to a maximum of 1, floored at 1e-3."""
+    offsets = np.arange(tile) - (tile - 1) / 2
+    along = np.exp(-(offsets**2) / (2 * (tile / 8) ** 2))
+    weights = np.outer(along, along)
+    return np.maximum(weights / weights.max(), 1e-3)
+
+
+def blended_reference(tiles: dict, height: int, width: int, weights: np.ndarray) -> np.ndarray:
+    """``sum(w * c) / sum(w)`` per pixel over ``{(top, left): c}`` tiles of constant logit ``c``."""
+    tile = len(weights)
+    summed, weight_sum = np.zeros((height, width)), np.zeros((height, width))
+    for (top, left), value in tiles.items():
+        summed[top : top + tile, left : left + tile] += weights * value
+        weight_sum[top : top + tile, left : left + tile] += weights
+    return summed / weight_sum
+
+
+# A 48x48 image in 32-pixel tiles at overlap 0.5: tiles at rows and columns 0 and 16, four of them, each
+# giving its own constant logit. Every pixel of the central 16x16 square is covered by all four.
+TILE, SIDE = 32, 48
+TILE_LOGITS = {(0, 0): 1.0, (0, 16): 5.0, (16, 0): -3.0, (16, 16): 10.0}
+
+
+def tile_code_image() -> np.ndarray:
+    """(H, W, 3) float pixels whose channel 0 at each tile's top-left corner holds that tile's logit."""
+    pixels = np.zeros((SIDE, SIDE, 3), np.float32)
+    for (top, left), value in TILE_LOGITS.items():
+        pixels[top, left, 0] = value
+    return pixels
+
+
+def constant_per_tile(batch: torch.Tensor) -> torch.Tensor:
+    """Each tile's logits: two channels, ``c`` and ``-2c``, ``c`` read from the tile's top-left pixel
+    (so the logits do not depend on how tiles are batched or ordered)."""
+    value = batch[:, :1, :1, :1]
+    return torch.cat([value, -2 * value], dim=1).expand(-1, -1, *batch.shape[-2:]).clone()
+
+
+@pytest.mark.parametrize("path", ["whole", "banded"])
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+def test_overlapping_tiles_are_mixed_with_the_blend_weights(blend, path):
+    """The stitched value is the weight-normalised mix of the tiles' logits with the weights the blend
+    names, computed here independently; gaussian differs from the plain average where tiles overlap."""
+    pixels = tile_code_image()
+    if path == "whole":
+        image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+        stitched = sliding_window_logits(constant_per_tile, image, TILE, 0.5, blend=blend, batch_size=3)
+    else:
+        stitched, emit, _ = collect_rows(SIDE, SIDE, 2)
+        sliding_window_rows(
+            constant_per_tile, lambda top, bottom: pixels[top:bottom], SIDE, SIDE, TILE, 0.5, blend, 3, emit
+        )
+    assert tile_positions(SIDE, SIDE, TILE, 0.5) == list(TILE_LOGITS)
+    weights = gaussian_reference(TILE) if blend == "gaussian" else np.ones((TILE, TILE))
+    expected = blended_reference(TILE_LOGITS, SIDE, SIDE, weights)
+    np.testing.assert_allclose(stitched[0].numpy(), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(stitched[1].numpy(), -2 * expected, rtol=0, atol=1e-5)
+    plain = blended_reference(TILE_LOGITS, SIDE, SIDE, np.ones((TILE, TILE)))
+    gap = float(np.abs(expected - plain)[16:32, 16:32].max())
+    assert gap > 1.0 if blend == "gaussian" else gap == 0.0
+    # Where one tile alone covers a pixel, its own logit comes out whatever the weights.
+    assert stitched[0, 0, 0] == pytest.approx(1.0) and stitched[0, SIDE - 1, SIDE - 1] == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+def test_predict_tiled_and_its_mask_blend_as_asked(blend):
+    """``predict_tiled``'s and ``predict_tiled_mask``'s ``blend`` reach the stitching: binary
+    probabilities are the sigmoid of the reference mix of each tile's constant logit."""
+
+    class ConstantPerTile(nn.Module):
+        def forward(self, batch):
+            return constant_per_tile(batch)[:, :1] - 5.5  # logits -5.5 .. 7.5, none mixing to 0
+
+    trained = trained_model(ConstantPerTile(), BinaryTask(0.5))
+    trained.normalization = {"mean": [0.0] * 3, "std": [1 / 255] * 3}  # the model sees raw pixel values
+    codes = {position: value + 3 for position, value in TILE_LOGITS.items()}  # 4, 8, 0, 13: uint8
+    pixels = np.zeros((SIDE, SIDE, 3), np.uint8)
+    for (top, left), value in codes.items():
+        pixels[top, left, 0] = value
+    weights = gaussian_reference(TILE) if blend == "gaussian" else np.ones((TILE, TILE))
+    logits = blended_reference(codes, SIDE, SIDE, weights) - 5.5
+    probability = predict_tiled(trained, Image.fromarray(pixels), TILE, 0.5, blend)
+    np.testing.assert_allclose(probability, 1 / (1 + np.exp(-logits)), rtol=0, atol=1e-5)
+    mask = predict_tiled_mask(trained, pixels, TILE, 0.5, blend)
+    assert np.array_equal(mask, logits > 0)  # the two blends' masks differ on 329 of 2304 pixels
+
+
 def test_unknown_blend_mode_is_refused():
     with pytest.raises(ValueError, match="blend"):
         blend_weights(8, "triangle")

@@ -10,13 +10,16 @@ number of pixel edges around it, a line's width in pixels; a disc of radius r gi
 For datasets built from files (``PairedImageDataset``) the result is cached beside the data
 (``fingerprint.json`` in ``segkit.data_cache.cache_folder``), keyed by every file's size and
 modification time, the dataset's description and this module's ``VERSION``: a changed, added or
-removed file computes it again.
+removed file computes it again. A fingerprint is not kept while any file was modified in the last
+``RACY_SECONDS`` (as the file index does, ``segkit.file_checks``): a file system's clock ticks coarser
+than a nanosecond, and a same-sized rewrite within one tick would otherwise look unchanged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from segkit import data_cache
+from segkit.file_checks import RACY_SECONDS
 
 VERSION = 2
 CACHE_NAME = "fingerprint.json"
@@ -88,7 +92,7 @@ class Fingerprint:
 
 def fingerprint(dataset: Any, sample: int = MASK_SAMPLE) -> Fingerprint:
     """The dataset's fingerprint, from the cache when its files are unchanged (module docstring)."""
-    folder, key = _cache_place(dataset, sample)
+    folder, key, newest = _cache_place(dataset, sample)
     cached = data_cache.read_cached(folder, CACHE_NAME, VERSION)
     entries = dict(cached.get("entries", {})) if cached else {}
     if key in entries:
@@ -97,7 +101,7 @@ def fingerprint(dataset: Any, sample: int = MASK_SAMPLE) -> Fingerprint:
         except TypeError:
             pass
     result = compute_fingerprint(dataset, sample)
-    if folder is not None:
+    if folder is not None and newest < time.time_ns() - int(RACY_SECONDS * 1e9):
         entries[key] = result.to_dict()
         data_cache.write_cached(folder, CACHE_NAME, VERSION, {"entries": dict(list(entries.items())[-KEPT:])})
     return result
@@ -221,20 +225,22 @@ def _spread(values: list[int]) -> list[float]:
     return [float(min(values)), float(np.median(values)), float(max(values))]
 
 
-def _cache_place(dataset: Any, sample: int) -> tuple[Any, str]:
-    """The cache folder of a dataset of files and the key of this fingerprint; (None, "") otherwise."""
+def _cache_place(dataset: Any, sample: int) -> tuple[Any, str, int]:
+    """The cache folder of a dataset of files, the key of this fingerprint and the newest file's
+    modification time (nanoseconds); (None, "", 0) otherwise."""
     from segkit.datasets import data_folder
 
     pairs = getattr(dataset, "pairs", None)
     if not pairs:
-        return None, ""
+        return None, "", 0
     root = data_folder(pairs)
     if root is None:
-        return None, ""
+        return None, "", 0
     digest = hashlib.sha256()
     digest.update(
         f"{VERSION}|{sample}|{type(dataset).__name__}|{getattr(dataset, 'description', '')}".encode()
     )
+    newest = 0
     for pair in pairs:
         for path in (pair.image_path, *pair.mask_paths):
             try:
@@ -242,4 +248,5 @@ def _cache_place(dataset: Any, sample: int) -> tuple[Any, str]:
             except OSError:
                 continue
             digest.update(f"|{path}|{status.st_size}|{status.st_mtime_ns}".encode())
-    return data_cache.cache_folder(root), digest.hexdigest()[:24]
+            newest = max(newest, status.st_mtime_ns)
+    return data_cache.cache_folder(root), digest.hexdigest()[:24], newest
