@@ -4,6 +4,10 @@ A callback factory is registered with ``register_callbacks``; it is called as
 ``factory(run_dir=Path, **options)`` and returns an object with any of these methods. Every event
 receives a ``RunContext`` describing the run. A callback may set ``context.should_stop = True`` to
 end training after the current epoch (early stopping does this).
+
+Under torchrun, callbacks live in rank 0 alone (one set of records and logs); the engine gives
+their decision to stop, and any error they raise, to every process, which all stop after the same
+epoch (``segkit.engine.distributed.on_main``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
 """segkit.engine.distributed and the collectives of the metric accumulators, under gloo and NCCL.
 
-- ``torchrun --nproc_per_node=2 -m segkit run``: two CPU processes (gloo) give the metrics one process
-  gives on the same data, and only rank 0 writes files (slow).
+- ``validate()`` in a real gloo group of 2 and 3 forked processes: every process ends with the
+  figures one process gets on the whole split (fast).
+- The NaN policy and rank 0's decisions (``first_non_finite``, ``on_main``) against fake groups.
+- ``torchrun --nproc_per_node=2|3 -m segkit run`` (slow; through ``RUNNER``, which logs every file
+  written and injects faults on one rank): a run and its ``--resume`` whose pooled validation equals
+  one process's ``segkit evaluate``, with every file written once, by rank 0; early stopping decided
+  on rank 0 and obeyed by all; a NaN on one rank skipped or stopped on every rank; a rank killed
+  mid-run ending the others with one line. A hang fails the test (``TORCHRUN_TIMEOUT``).
 - Against a fake process group that, like NCCL, refuses tensors that are not on its device: NCCL
   only reduces CUDA tensors, so a collective that builds CPU tensors would stop a multi-GPU run at
   its first step. A single GPU cannot host two NCCL ranks, so the fake stands in for the second
@@ -16,23 +22,30 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import math
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 from fixtures import only_run_dir, tiny_run
 
+import segkit
 from segkit.calibration import ThresholdSweep
+from segkit.checkpoint import load_checkpoint
 from segkit.class_metrics import ClassMetricAccumulator, multiclass_counts
 from segkit.engine import distributed
 from segkit.engine.distributed import ProcessGroup, any_across, broadcast, sum_across
+from segkit.errors import SegkitError, UsageError
 from segkit.metrics import MetricAccumulator
-
-TINY = tiny_run(loss="bce_dice", batch_size=8, train_size=32, valid_size=14, epochs=1)
-
 
 # -- a fake process group: rank 0 of two, the other rank's contributions given -----------------------
 
@@ -245,6 +258,240 @@ def test_class_metrics_pool_with_all_gather_object(fake_torch_distributed):
     assert torch.equal(mine.confusion, whole.confusion)
 
 
+# -- validate(): pooled over real processes (a gloo group of forked processes; fast) ---------------------
+
+#: The run settings ``validate`` reads; the binary task also sweeps thresholds (pooled too).
+VALIDATION_VALUES = {
+    "calibrate_threshold": True,
+    "channels_last": False,
+    "tta": False,
+    "threshold": 0.5,
+    "crop_size": None,
+}
+
+
+def validation_case(kind: str):
+    """A tiny model, task and loss, and 7 images (an uneven share for 2 and 3 processes)."""
+    from segkit.task.binary import BinaryTask
+    from segkit.task.multiclass import MulticlassTask
+
+    generator = torch.Generator().manual_seed(11)
+    classes = 1 if kind == "binary" else 3
+    model = torch.nn.Conv2d(3, classes, 3, padding=1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    items = []
+    for index in range(7):
+        image = torch.rand(3, 8, 9, generator=generator)
+        if kind == "binary":
+            mask = (torch.rand(1, 8, 9, generator=generator) > 0.6).float()
+        else:
+            mask = torch.randint(0, 3, (1, 8, 9), generator=generator)
+        items.append({"image": image, "mask": mask, "name": f"image{index}"})
+    if kind == "binary":
+        return model, BinaryTask(0.5), segkit.create_loss("bce"), items  # per image: any batching
+    return model, MulticlassTask(("background", "cat", "dog")), segkit.create_loss("ce"), items
+
+
+def validate_shard(kind: str, group: ProcessGroup) -> tuple[float, dict, tuple | None]:
+    """What ``validate`` gives on ``group``: this process's shard of the split, pooled."""
+    from segkit.engine.data import make_loader
+    from segkit.engine.validation import validate
+
+    model, task, loss_fn, items = validation_case(kind)
+    loader = make_loader(items, 2, False, 0, torch.device("cpu"), 0, group)
+    result = validate(model, loader, loss_fn, task, VALIDATION_VALUES, torch.device("cpu"), None, group)
+    return result.loss, result.scores, result.calibrated
+
+
+def validate_in_a_gloo_group(kind: str, rank: int, world_size: int, store: str, results) -> None:
+    """One forked process of the group: joins it, validates its shard, sends what it got."""
+    try:
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+        results.put((rank, validate_shard(kind, ProcessGroup(rank, world_size))))
+        dist.destroy_process_group()
+    except BaseException as error:  # noqa: BLE001 - the test reports it
+        results.put((rank, repr(error)))
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("kind", ["binary", "multiclass"])
+def test_validate_pools_the_loss_and_every_figure_across_real_processes(tmp_path, kind, world_size):
+    """Each of 2 or 3 processes (a real gloo group, forked: no import, well under a second) validates
+    its shard of 7 images; every process must end with the figures one process gets on all 7."""
+    import multiprocessing
+
+    # First, in this process: the forked ones then inherit the loaded plugins instead of each loading them.
+    whole_loss, whole_scores, whole_calibrated = validate_shard(kind, ProcessGroup())
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    store = str(tmp_path / "store")
+    processes = [
+        context.Process(target=validate_in_a_gloo_group, args=(kind, rank, world_size, store, results))
+        for rank in range(world_size)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        got = dict(results.get(timeout=60) for _ in processes)
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+    assert sorted(got) == list(range(world_size))
+    for rank, outcome in got.items():
+        assert not isinstance(outcome, str), f"rank {rank}: {outcome}"
+        loss, scores, calibrated = outcome
+        assert loss == pytest.approx(whole_loss, rel=1e-6), rank
+        assert scores.keys() == whole_scores.keys()
+        for name, value in whole_scores.items():
+            assert scores[name] == pytest.approx(value, rel=1e-9, abs=1e-12, nan_ok=True), (rank, name)
+        assert calibrated == whole_calibrated
+
+
+# -- the NaN policy and rank 0's decisions, agreed by every process (fake group) ------------------------
+
+
+def test_first_non_finite_names_the_lowest_rank_and_its_value(group_device, monkeypatch):
+    # Rank 0 of two; the other rank's codes: 0 finite, 1 NaN, 2 inf, 3 -inf, in its own slot.
+    fake = RefusesOtherDevices(group_device, peer_numbers=[[0, 0], [0, 1], [0, 0], [0, 2], [0, 3]])
+    monkeypatch.setattr(distributed, "dist", fake)
+    group = ProcessGroup(rank=0, world_size=2, device=group_device)
+    assert distributed.first_non_finite(group, 0.5) is None
+    value, rank = distributed.first_non_finite(group, 0.5)
+    assert math.isnan(value) and rank == 1
+    assert distributed.first_non_finite(group, -math.inf) == (-math.inf, 0)
+    assert distributed.first_non_finite(group, 0.25) == (math.inf, 1)
+    assert distributed.first_non_finite(group, math.inf) == (math.inf, 0)  # the lowest rank's value
+    assert fake.calls == ["all_reduce"] * 5
+
+
+def test_first_non_finite_alone_calls_no_collective(monkeypatch):
+    monkeypatch.setattr(distributed, "dist", None)
+    assert distributed.first_non_finite(ProcessGroup(), 1.0) is None
+    assert distributed.first_non_finite(ProcessGroup(), -math.inf) == (-math.inf, 0)
+
+
+def training_step(on_nan: str, group: ProcessGroup):
+    from segkit.engine.step import TrainingStep
+    from segkit.task.binary import BinaryTask
+
+    model = torch.nn.Conv2d(3, 1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = TrainingStep(
+        model,
+        segkit.create_loss("bce"),
+        optimizer,
+        BinaryTask(0.5),
+        device=torch.device("cpu"),
+        amp_dtype=None,
+        channels_last=False,
+        on_nan=on_nan,
+        group=group,
+    )
+    generator = torch.Generator().manual_seed(0)
+    batch = {"image": torch.rand(2, 3, 4, 4, generator=generator), "mask": torch.ones(2, 1, 4, 4)}
+    return step, model, [batch, batch]  # two micro-batches: a step checks each
+
+
+@pytest.mark.parametrize("on_nan", ["skip", "stop"])
+def test_a_nan_on_another_rank_skips_or_stops_this_ranks_step(monkeypatch, on_nan):
+    """This rank's loss is finite; rank 1 says its second micro-batch's is NaN: this rank too takes
+    no optimizer step, and skips it or stops with the message every rank gives."""
+    from segkit.engine.step import NonFiniteLossError
+
+    fake = RefusesOtherDevices(torch.device("cpu"), peer_numbers=[[0, 0], [0, 1]])
+    monkeypatch.setattr(distributed, "dist", fake)
+    step, model, micro_batches = training_step(on_nan, ProcessGroup(0, 2))
+    before = [parameter.clone() for parameter in model.parameters()]
+    if on_nan == "skip":
+        result = step(micro_batches, step_in_epoch=3)
+        assert result.skipped and result.images == 0
+        assert all(parameter.grad is None for parameter in model.parameters())  # nothing left over
+    else:
+        with pytest.raises(NonFiniteLossError) as raised:
+            step(micro_batches, step_in_epoch=3)
+        assert str(raised.value).startswith("the training loss became nan on rank 1 of 2 at step 3 of this")
+    assert fake.calls == ["all_reduce"] * 2
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_finite_losses_everywhere_take_the_step(monkeypatch):
+    fake = RefusesOtherDevices(torch.device("cpu"), peer_numbers=[[0, 0], [0, 0]])
+    monkeypatch.setattr(distributed, "dist", fake)
+    step, model, micro_batches = training_step("skip", ProcessGroup(0, 2))
+    before = [parameter.clone() for parameter in model.parameters()]
+    result = step(micro_batches)
+    assert not result.skipped and result.images == 4
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+class Broadcasts:
+    """``broadcast_object_list`` of a group of two: rank 0 sends (recorded in ``sent``), the other
+    rank receives ``received``."""
+
+    def __init__(self, rank: int, received=None) -> None:
+        self.rank, self.received, self.sent = rank, received, []
+
+    def broadcast_object_list(self, objects, src=0, group=None, device=None):
+        assert src == 0
+        if self.rank == 0:
+            self.sent.append(objects[0])
+        else:
+            objects[:] = [self.received]
+
+
+def test_on_main_gives_rank_0s_result_to_every_rank(monkeypatch):
+    main = Broadcasts(0)
+    monkeypatch.setattr(distributed, "dist", main)
+    assert distributed.on_main(ProcessGroup(0, 2), lambda: "early stopping: ...") == "early stopping: ..."
+    other = Broadcasts(1, received=main.sent[0])
+    monkeypatch.setattr(distributed, "dist", other)
+    assert (
+        distributed.on_main(ProcessGroup(1, 2), lambda: pytest.fail("rank 1 ran it")) == "early stopping: ..."
+    )
+
+
+@pytest.mark.parametrize(
+    "error, message, exit_code",
+    [
+        (UsageError("callback 'x': no such metric"), "callback 'x': no such metric", 2),
+        (SegkitError("disk full writing last.pt"), "disk full writing last.pt", 1),
+        (ValueError("a bug\nmore lines"), "rank 0 failed with ValueError: a bug", 1),
+    ],
+)
+def test_on_main_stops_every_rank_with_rank_0s_error(monkeypatch, error, message, exit_code):
+    main = Broadcasts(0)
+    monkeypatch.setattr(distributed, "dist", main)
+
+    def fails():
+        raise error
+
+    with pytest.raises(type(error)) as raised:
+        distributed.on_main(ProcessGroup(0, 2), fails)
+    assert raised.value is error  # rank 0 shows its own error (and a bug's traceback)
+    monkeypatch.setattr(distributed, "dist", Broadcasts(1, received=main.sent[0]))
+    with pytest.raises(distributed.StoppedOnMain) as stopped:
+        distributed.on_main(ProcessGroup(1, 2), lambda: pytest.fail("rank 1 ran it"))
+    assert (str(stopped.value), stopped.value.exit_code) == (message, exit_code)
+
+
+def test_on_main_alone_just_calls(monkeypatch):
+    monkeypatch.setattr(distributed, "dist", None)
+    assert distributed.on_main(ProcessGroup(), lambda: 7) == 7
+
+
+def test_a_peer_gone_is_told_from_other_errors():
+    gone = RuntimeError("[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:5")
+    assert distributed.peer_gone(ProcessGroup(0, 2), gone)
+    assert not distributed.peer_gone(ProcessGroup(), gone)  # alone there is no peer
+    assert not distributed.peer_gone(ProcessGroup(0, 2), RuntimeError("shapes do not match"))
+    assert not distributed.peer_gone(ProcessGroup(0, 2), ValueError("Connection closed by peer"))
+
+
 # -- setup: the GPU is chosen before the group is created --------------------------------------------------
 
 
@@ -290,6 +537,9 @@ def test_a_one_rank_nccl_group_takes_every_collective(tmp_path):
         assert sum_across(group, 1.0, 2.0) == [1.0, 2.0]
         assert any_across(group, True) is True and any_across(group, False) is False
         assert broadcast(group, {"run": "a"}) == {"run": "a"}
+        assert distributed.on_main(group, lambda: "stop") == "stop"
+        assert distributed.first_non_finite(group, 1.0) is None
+        assert distributed.first_non_finite(group, -math.inf) == (-math.inf, 0)
         accumulator = MetricAccumulator()
         accumulator.update(*binary_batch(0), names=["a", "b", "c"])
         expected = accumulator.compute()
@@ -299,38 +549,126 @@ def test_a_one_rank_nccl_group_takes_every_collective(tmp_path):
         dist.destroy_process_group()
 
 
-# -- two real processes (gloo) ---------------------------------------------------------------------------
+# -- real processes under torchrun (gloo, on the CPU; slow) ----------------------------------------------
+
+#: segkit's command line as ``torchrun -m segkit`` runs it, with two instruments for the tests: every
+#: file segkit writes is logged with the rank that wrote it (``SEGKIT_TEST_WRITES``), and the loss
+#: ``rank_faulty_bce`` (BCE) turns NaN, or SIGKILLs its process, on one rank at chosen training steps.
+RUNNER = '''\
+import os, signal, sys
+
+import torch
+from torch.nn import functional as F
+
+import segkit
+import segkit.files
+from segkit.plugins import get_host
+
+RANK = int(os.environ.get("RANK", "0"))
+real_move_into_place = segkit.files._move_into_place
 
 
-@pytest.mark.slow
-def test_two_processes_sum_metrics_like_one(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def logged_move_into_place(temp, path):
+    real_move_into_place(temp, path)
+    with open(os.environ["SEGKIT_TEST_WRITES"], "a") as log:
+        log.write(f"{RANK} {path}\\n")
+
+
+segkit.files._move_into_place = logged_move_into_place
+
+
+class RankFaultyBCE(torch.nn.Module):
+    """BCE; at training steps ``steps`` (counted from 1 in this process) of rank ``rank`` the loss is
+    NaN (``fault="nan"``) or the process kills itself with SIGKILL (``fault="kill"``)."""
+
+    def __init__(self, rank=1, steps=(), fault="nan"):
+        super().__init__()
+        self.rank, self.steps, self.fault, self.step = rank, set(steps), fault, 0
+
+    def forward(self, logits, target, ignore=None):
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        if not logits.requires_grad:  # validation
+            return loss
+        self.step += 1
+        if RANK != self.rank or self.step not in self.steps:
+            return loss
+        if self.fault == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return loss + float("nan")
+
+
+class Plugin:
+    @segkit.hookimpl
+    def register_losses(self, register):
+        register("rank_faulty_bce", RankFaultyBCE, description="test: NaN or SIGKILL on one rank")
+
+
+get_host().register_plugin(Plugin(), "rank-faulty-loss-test", "tests")
+from segkit.cli import main
+
+main(sys.argv[1:])
+'''
+#: A torchrun that has not ended by then is hung: the test fails (and kills it) rather than block CI.
+TORCHRUN_TIMEOUT = 150
+
+
+def multi(callbacks: tuple[str, ...] = ("csv",), **flags: object) -> list[str]:
+    """A tiny run for 2 or 3 processes: 24 training images in global batches of 6 (3 or 2 per process:
+    4 steps an epoch either way) and 13 validation images, shared unevenly (7 + 6, 5 + 4 + 4)."""
+    return tiny_run(
+        loss="bce_dice", batch_size=6, train_size=24, valid_size=13, callbacks=callbacks, seed=5, **flags
+    )
+
+
+@dataclass
+class Launch:
+    returncode: int
+    output: str  # stdout and stderr of torchrun and every process, interleaved
+    writes: list[tuple[int, Path]]  # (rank, path) of every file written, in order
+
+
+def torchrun(
+    tmp_path: Path, processes: int, *args: object, launcher: tuple[str, ...] = (), timeout=TORCHRUN_TIMEOUT
+) -> Launch:
+    """``torchrun --standalone --nproc_per_node PROCESSES [LAUNCHER] -m segkit ARGS`` (through
+    ``RUNNER``), with a hang turned into a failure: at ``timeout`` the whole process group is killed."""
+    runner = tmp_path / "segkit_under_torchrun.py"
+    runner.write_text(RUNNER)
+    writes = tmp_path / f"writes-{time.monotonic_ns()}.log"
+    writes.touch()
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "segkit",
-        "run",
-        *TINY,
-        "--out",
-        str(tmp_path / "runs"),
+        f"--nproc_per_node={processes}",
+        *launcher,
+        str(runner),
+        *map(str, args),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = only_run_dir(tmp_path / "runs")  # only rank 0 creates a run folder
-    assert json.loads((run_dir / "config.json").read_text())["resolved"]["processes"] == 2
-    row = next(csv.DictReader((run_dir / "metrics.csv").open()))
-    # The validation split (14 images, an odd share per process) scored by one process, same weights.
-    single = subprocess.run(
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGKIT_TEST_WRITES": str(writes)}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # torchrun and every worker it started
+        output, _ = process.communicate()
+        pytest.fail(f"torchrun hung for {timeout} s:\n{output[-4000:]}")
+    logged = [line.split(" ", 1) for line in writes.read_text().splitlines()]
+    return Launch(process.returncode, output, [(int(rank), Path(path)) for rank, path in logged])
+
+
+def evaluate_alone(checkpoint: Path, out: Path) -> dict:
+    """``segkit evaluate CHECKPOINT --split valid`` in one process: the network-resolution summary."""
+    result = subprocess.run(
         [
             sys.executable,
             "-m",
             "segkit",
             "evaluate",
-            str(run_dir / "last.pt"),
+            str(checkpoint),
             "--split",
             "valid",
             "--resolution",
@@ -339,19 +677,173 @@ def test_two_processes_sum_metrics_like_one(tmp_path):
             "--device",
             "cpu",
             "-o",
-            str(tmp_path / "eval"),
+            str(out),
             "--quiet",
         ],
         capture_output=True,
         text=True,
-        env=env,
-        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=TORCHRUN_TIMEOUT,
     )
-    assert single.returncode == 0, single.stderr[-3000:]
-    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["network_resolution"]
-    assert summary["images"] == 14
-    # Batches of 7 per process vs 14 in one change logits by ~1e-8; this one-epoch model has logits
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((out / "summary.json").read_text())["network_resolution"]
+
+
+def recorded_epochs(run_dir: Path) -> list[int]:
+    return [int(row["epoch"]) for row in csv.DictReader((run_dir / "metrics.csv").open())]
+
+
+@pytest.mark.slow
+def test_early_stopping_decided_on_rank_0_stops_every_process_after_the_same_epoch(tmp_path):
+    """Callbacks live on rank 0; its decision to stop must reach the other ranks, or they go on into
+    the next epoch alone and fail in its first collective (the crash of issue 25)."""
+    launch = torchrun(
+        tmp_path,
+        2,
+        "run",
+        *multi(callbacks=("csv", "early_stopping")),
+        "--epochs",
+        "4",
+        "--callback-option",
+        "early_stopping.patience=1",
+        "--callback-option",
+        "early_stopping.min_delta=1",  # valid_dice lies in [0, 1]: nothing improves on epoch 1 by 1
+        "--out",
+        tmp_path / "runs",
+    )
+    assert launch.returncode == 0, launch.output[-4000:]
+    assert "Stopped early: early stopping: valid_dice did not improve" in launch.output
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert recorded_epochs(run_dir) == [1, 2]
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+
+
+def run_files_written(launch: Launch, run_dir: Path) -> Counter:
+    """How many times each file of ``run_dir`` was written; fails if a rank other than 0 wrote one."""
+    mine = [(rank, path) for rank, path in launch.writes if path.parent == run_dir]
+    assert {rank for rank, _ in mine} <= {0}, mine
+    return Counter(path.name for _, path in mine)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [2, 3])
+def test_a_run_and_its_resume_under_torchrun_write_once_and_validate_like_one_process(tmp_path, processes):
+    """Train, validate and checkpoint under torchrun, then ``--resume`` under torchrun; the pooled
+    validation figures of the last epoch equal one process's ``segkit evaluate`` of last.pt."""
+    out = tmp_path / "runs"
+    first = torchrun(tmp_path, processes, "run", *multi(), "--epochs", "1", "--out", out)
+    assert first.returncode == 0, first.output[-4000:]
+    run_dir = only_run_dir(out)  # only rank 0 creates a run folder
+    assert json.loads((run_dir / "config.json").read_text())["resolved"]["processes"] == processes
+    resumed = torchrun(tmp_path, processes, "run", "--resume", run_dir, "--epochs", "2")
+    assert resumed.returncode == 0, resumed.output[-4000:]
+    assert f"Resuming {run_dir} at epoch 2 of 2" in resumed.output
+    assert recorded_epochs(run_dir) == [1, 2]
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+    # Written by rank 0 alone, each once: last.pt at epoch 0 and 1, then 2; a metrics.csv row per epoch.
+    first_writes, resumed_writes = run_files_written(first, run_dir), run_files_written(resumed, run_dir)
+    assert (first_writes["config.json"], first_writes["last.pt"], first_writes["metrics.csv"]) == (1, 2, 1)
+    assert (resumed_writes["config.json"], resumed_writes["last.pt"], resumed_writes["metrics.csv"]) == (
+        1,
+        1,
+        1,
+    )
+    assert first_writes["best.pt"] == 1 and resumed_writes["best.pt"] <= 1
+
+    row = list(csv.DictReader((run_dir / "metrics.csv").open()))[-1]
+    summary = evaluate_alone(run_dir / "last.pt", tmp_path / "eval")
+    assert summary["images"] == 13
+    # Batches of 3 or 2 per process vs 6 in one change logits by ~1e-8; these models have logits
     # that close to 0 at a few pixels, so scores agree to 1e-3 (a lost or doubled shard moves them
-    # by far more).
+    # by far more; the fast test_validate_pools_... checks pooling exactly).
     assert float(row["valid_dice"]) == pytest.approx(summary["dice_per_image"], abs=1e-3)
     assert float(row["valid_dice_dataset"]) == pytest.approx(summary["dice_dataset"], abs=1e-3)
+
+
+def faulty(*loss_options: str) -> list[str]:
+    """``--loss rank_faulty_bce`` with its options (see ``RUNNER``)."""
+    return ["--loss", "rank_faulty_bce", *(f for option in loss_options for f in ("--loss-option", option))]
+
+
+#: Training steps an epoch of ``multi()`` takes.
+STEPS_PER_EPOCH = 4
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_makes_every_rank_skip_that_step(tmp_path):
+    launch = torchrun(
+        tmp_path,
+        2,
+        "run",
+        *multi(),
+        *faulty("rank=1", "steps=[3]"),
+        "--on-nan",
+        "skip",
+        "--epochs",
+        "2",
+        "--out",
+        tmp_path / "runs",
+    )
+    assert launch.returncode == 0, launch.output[-4000:]
+    run_dir = only_run_dir(tmp_path / "runs")
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    # Rank 0 writes the records and saw no NaN itself: it skipped rank 1's step too.
+    assert [int(row["skipped_steps"]) for row in rows] == [1, 0]
+    assert all(math.isfinite(float(row["train_loss"])) for row in rows)
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_stops_every_rank_with_the_same_message(tmp_path):
+    launch = torchrun(
+        tmp_path,
+        2,
+        "run",
+        *multi(),
+        *faulty("rank=1", "steps=[7]"),
+        "--epochs",
+        "3",
+        "--out",
+        tmp_path / "runs",
+    )
+    assert launch.returncode != 0
+    message = (
+        "Error: the training loss became nan on rank 1 of 2 at step 3 of this epoch; stopping with the "
+        "last good checkpoint intact (lower --learning-rate, or pass --on-nan skip to skip such steps)"
+    )
+    assert launch.output.count(message) == 2, launch.output[-4000:]  # once per rank
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert recorded_epochs(run_dir) == [1]
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_run_ends_the_others_with_a_message_naming_it(tmp_path):
+    """Rank 1 SIGKILLs itself in epoch 2. Rank 0, waiting for it in a collective, must not wait forever
+    (a hang fails at TORCHRUN_TIMEOUT): it says in one line what happened and how to resume, and
+    torchrun's summary names rank 1 and SIGKILL. torchrun stops the other processes (SIGTERM) when it
+    next looks, every ``--monitor-interval`` (0.1 s by default): 2 s here, so that rank 0 has surely
+    printed its line first."""
+    launch = torchrun(
+        tmp_path,
+        2,
+        "run",
+        *multi(),
+        *faulty("rank=1", f"steps=[{STEPS_PER_EPOCH + 2}]", "fault=kill"),
+        "--epochs",
+        "3",
+        "--out",
+        tmp_path / "runs",
+        launcher=("--monitor-interval", "2"),
+    )
+    assert launch.returncode != 0
+    assert re.search(r"rank +: 1 \(local_rank: 1\)\n +exitcode +: -9 .*\(SIGKILL\)", launch.output), (
+        launch.output
+    )
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert (
+        "Error: another process of this torchrun run ended: rank 0 of 2 lost its connection (torchrun's "
+        f"summary says which and why); {run_dir / 'last.pt'} holds epoch 1: continue with torchrun ... "
+        f"-m segkit run --resume {run_dir}"
+    ) in launch.output.splitlines()
+    assert launch.output.count("Traceback") == 1, launch.output  # torchrun's own (ChildFailedError)
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1

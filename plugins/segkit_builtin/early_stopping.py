@@ -5,6 +5,7 @@ exceeds the best value so far by more than ``min_delta`` (the first finite value
 After ``patience`` consecutive epochs without improvement the callback sets ``context.should_stop``
 and ``context.stop_reason``; the engine finishes that epoch and stops. A missing value (None) or NaN
 never improves. A resumed run replays the history it restored, so patience counts across the resume.
+Under torchrun it runs on rank 0, whose decision every process obeys (see ``segkit.callbacks``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,13 @@ Under torchrun (``WORLD_SIZE`` > 1) each process trains a DistributedDataParalle
 shard of every batch; validation shards the split without padding and sums the metric counts across
 processes; only rank 0 writes files or prints. Gloo on the CPU, NCCL on CUDA.
 
+Every process must take the same path through the run: a process that goes on alone into a
+collective the others never reach fails there ("Connection closed by peer") or waits forever. So
+what decides the path is agreed: rank 0 alone runs the callbacks and writes the files, and
+``on_main`` gives its outcome (a callback asking to stop, or an error) to every process; a
+non-finite loss on any process is seen by all (``first_non_finite``); the time budget stops a step
+when any process says so (``any_across``).
+
 Every collective here works under both backends: NCCL only reduces CUDA tensors, gloo CPU ones, so
 the tensors a collective sends are made on ``ProcessGroup.device`` (the process's own GPU under
 NCCL, the CPU under gloo) and read back on the CPU. The object collectives (``broadcast`` here, the
@@ -13,12 +20,17 @@ which ``setup`` sets to the process's GPU before the group is created.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from segkit.errors import SegkitError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,3 +108,71 @@ def any_across(group: ProcessGroup, flag: bool) -> bool:
 def shard_indices(length: int, group: ProcessGroup) -> list[int]:
     """This process's share of an evaluation split: every world_size-th index, no padding."""
     return list(range(group.rank, length, group.world_size))
+
+
+class StoppedOnMain(SegkitError):
+    """Raised on every other process when what rank 0 ran for all of them (``on_main``) failed; it
+    carries rank 0's message and exit code, so every process stops saying the same."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+#: What gloo says, in the collective that fails, when another process of the group has gone away.
+PEER_GONE_SIGNS = ("Connection closed by peer", "Connection reset by peer")
+
+
+def peer_gone(group: ProcessGroup, error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another process ended (was killed, crashed)."""
+    return group.enabled and isinstance(error, RuntimeError) and any(s in str(error) for s in PEER_GONE_SIGNS)
+
+
+def on_main(group: ProcessGroup, decide: Callable[[], T]) -> T:
+    """``decide()`` run on rank 0 alone (callbacks, files), its result returned on every process.
+
+    When it raises, rank 0 re-raises the error and every other process raises ``StoppedOnMain``
+    with its message, instead of going on alone into the next collective."""
+    if not group.enabled:
+        return decide()
+    if not group.is_main:
+        outcome = broadcast(group, None)
+    else:
+        try:
+            outcome = ("value", decide())
+        except Exception as error:
+            if isinstance(error, SegkitError):
+                message, code = str(error), error.exit_code
+            else:  # a bug, whose traceback rank 0 shows: the others name it in one line
+                first_line = (str(error).splitlines() or [""])[0]
+                message, code = f"rank 0 failed with {type(error).__name__}: {first_line}", 1
+            broadcast(group, ("error", message, code))
+            raise
+        broadcast(group, outcome)
+    if outcome[0] == "error":
+        raise StoppedOnMain(outcome[1], outcome[2])
+    return outcome[1]
+
+
+#: The non-finite values ``first_non_finite`` tells apart; a process sends 1 + the index, 0 if finite.
+NON_FINITE = (math.nan, math.inf, -math.inf)
+
+
+def _non_finite_code(value: float) -> int:
+    if math.isfinite(value):
+        return 0
+    return 1 if math.isnan(value) else 2 if value > 0 else 3
+
+
+def first_non_finite(group: ProcessGroup, value: float) -> tuple[float, int] | None:
+    """``(value, rank)`` of the lowest rank whose ``value`` is NaN or infinite, the same on every
+    process; None when every process's value is finite."""
+    if not group.enabled:
+        return None if math.isfinite(value) else (value, 0)
+    codes = torch.zeros(group.world_size, dtype=torch.int64, device=group.device)
+    codes[group.rank] = _non_finite_code(value)
+    dist.all_reduce(codes)  # each process fills its own slot: the sum is every process's code
+    for rank, code in enumerate(codes.cpu().tolist()):
+        if code:
+            return NON_FINITE[code - 1], rank
+    return None

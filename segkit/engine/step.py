@@ -12,18 +12,22 @@ N micro-batches of B images give the same gradient as one batch of N x B. A batc
 default Dice, ``per_image=false``) pools each micro-batch on its own, so it differs; so do
 BatchNorm's batch statistics, which see B images at a time. The step at the end of an epoch may
 have fewer than N micro-batches; it is still taken, averaged over the images it has.
+
+Under torchrun the NaN policy is applied by every process alike: a non-finite loss on any process
+makes every process skip that step (``--on-nan skip``) or stop with the same message (``stop``).
+Alone, a process that skipped would leave the others waiting in the gradient all-reduce.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from segkit.engine import distributed
 from segkit.engine.device import autocast
 from segkit.engine.weight_average import WeightAverage
 from segkit.errors import SegkitError
@@ -84,12 +88,14 @@ class TrainingStep:
         on_nan: str = "stop",
         weight_average: WeightAverage | None = None,
         trained_module: torch.nn.Module | None = None,
+        group: distributed.ProcessGroup | None = None,
     ) -> None:
         self.model = model  # what is called: the module itself, or its DistributedDataParallel wrapper
         self.trained_module = trained_module if trained_module is not None else model
         self.loss_fn, self.optimizer, self.task = loss_fn, optimizer, task
         self.device, self.amp_dtype, self.channels_last = device, amp_dtype, channels_last
         self.on_nan = on_nan
+        self.group = group if group is not None else distributed.ProcessGroup()
         self.weight_average = weight_average
         # fp16 needs loss scaling (bf16 has fp32's range); resolve_amp allows fp16 on CUDA only, and
         # the scaler follows the device, so the same path runs (and is tested) on the CPU too.
@@ -106,8 +112,9 @@ class TrainingStep:
                     logits = self.model(images)
                     loss = compute_loss(self.loss_fn, self.task, logits, masks, ignore)
                 loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    return self._non_finite(loss_value, step_in_epoch)
+                non_finite = distributed.first_non_finite(self.group, loss_value)  # on any process
+                if non_finite is not None:
+                    return self._non_finite(*non_finite, step_in_epoch)
                 if len(micro_batches) > 1:  # weigh by the share of images: the step's mean loss
                     loss = loss * (images.shape[0] / total_images)
                 self._backward(loss)
@@ -137,12 +144,13 @@ class TrainingStep:
         if self.weight_average is not None:
             self.weight_average.update(self.trained_module)
 
-    def _non_finite(self, loss_value: float, step_in_epoch: int) -> StepResult:
+    def _non_finite(self, loss_value: float, rank: int, step_in_epoch: int) -> StepResult:
         if self.on_nan == "skip":
             self.optimizer.zero_grad(set_to_none=True)  # drop what earlier micro-batches accumulated
             return StepResult(0.0, 0.0, 0, skipped=True)
+        where = f" on rank {rank} of {self.group.world_size}" if self.group.enabled else ""
         raise NonFiniteLossError(
-            f"the training loss became {loss_value} at step {step_in_epoch} of this epoch; "
+            f"the training loss became {loss_value}{where} at step {step_in_epoch} of this epoch; "
             "stopping with the last good checkpoint intact (lower --learning-rate, or pass "
             "--on-nan skip to skip such steps)"
         )

@@ -98,25 +98,24 @@ class Trainer:
             _check_resumable(self.run_dir, self.state, values)
             self.echo(f"Resuming {self.run_dir} at epoch {self.state.epoch + 1} of {values['epochs']}")
         else:
-            created = (
-                create_run_dir(Path(values["out"]), self.model_name, values["loss"]) if self.is_main else None
+            self.run_dir = distributed.on_main(
+                self.group, lambda: create_run_dir(Path(values["out"]), self.model_name, values["loss"])
             )
-            self.run_dir = distributed.broadcast(self.group, created)
             if self.plan is not None:
                 self.state.elapsed_before = self.plan.seconds
         steps_per_epoch = math.ceil(self.data.micro_batches_per_epoch() / values["accumulate_steps"])
         self.total_steps = steps_per_epoch * values["epochs"]
-        try:
-            self.callbacks = _build_callbacks(values, self.run_dir) if self.is_main else []
-        except BaseException:
-            if self.is_main and not self.resumed:  # setup failed: leave no run folder behind
-                shutil.rmtree(self.run_dir, ignore_errors=True)
-            raise
+        self.callbacks: list = []  # rank 0's alone
+        distributed.on_main(self.group, self._build_callbacks)
         self.metric_text = selection_label(self.task, _validation_resolution(values))
 
-    @property
-    def is_main(self) -> bool:
-        return self.group.is_main
+    def _build_callbacks(self) -> None:
+        try:
+            self.callbacks = _build_callbacks(self.values, self.run_dir)
+        except BaseException:
+            if not self.resumed:  # setup failed: leave no run folder behind
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
 
     def _setup_runtime(self) -> None:
         values = self.values
@@ -184,14 +183,13 @@ class Trainer:
             on_nan=values["on_nan"],
             weight_average=self.weight_average,
             trained_module=self.model,
+            group=self.group,
         )
 
     # -- the story of a run ----------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        self._write_run_config()
-        if self.plan is not None and self.is_main:
-            self.plan.write(self.run_dir)
+        distributed.on_main(self.group, self._write_run_config)
         self.echo(
             f"Device {self.device}, {self.data.workers} loader workers, "
             f"{len(self.data.train_set)} train {'crops' if self.data.crops else 'images'} "
@@ -206,9 +204,7 @@ class Trainer:
             self.state.elapsed_before,
             self.state.clock_estimates,
         )
-        if self.is_main and not self.resumed:
-            checkpoints.save_last(self.run_dir, checkpoints.checkpoint_payload(self))
-        self._notify("on_fit_start")
+        distributed.on_main(self.group, self._start_on_main)
         self.saved_epoch = self.state.epoch  # a Ctrl-C during last.pt's write leaves the epoch before
         stop_reason = ""
         try:
@@ -228,6 +224,13 @@ class Trainer:
             raise
         except BaseException as error:
             self._notify("on_exception", error)
+            if distributed.peer_gone(self.group, error):  # its own output and torchrun's say why
+                raise SegkitError(
+                    f"another process of this torchrun run ended: rank {self.group.rank} of "
+                    f"{self.group.world_size} lost its connection (torchrun's summary says which and why); "
+                    f"{self.run_dir / checkpoints.LAST_FILE} holds epoch {self.saved_epoch}: continue with "
+                    f"torchrun ... -m segkit run --resume {self.run_dir}"
+                ) from None
             raise
         self._notify("on_fit_end")
         distributed.teardown(self.group)
@@ -235,6 +238,12 @@ class Trainer:
         return RunResult(
             self.run_dir, state.best_score, state.best_epoch, state.history, stop_reason, self.metric_text
         )
+
+    def _start_on_main(self) -> None:
+        """The first checkpoint and the callbacks' start (rank 0 alone: see ``distributed.on_main``)."""
+        if not self.resumed:
+            checkpoints.save_last(self.run_dir, checkpoints.checkpoint_payload(self))
+        self._notify("on_fit_start")
 
     def _run_epoch(self, epoch: int) -> str:
         """Train, validate, record and save one epoch; returns why the run stops now ("" to go on)."""
@@ -245,7 +254,8 @@ class Trainer:
         if stats.steps == 0 and stats.stopped_early:
             return BUDGET_REACHED
         # Checked before validation, whose metrics would otherwise fail on NaN logits less clearly.
-        if not all(torch.isfinite(parameter).all() for parameter in self.model.parameters()):
+        finite = all(torch.isfinite(parameter).all() for parameter in self.model.parameters())
+        if distributed.any_across(self.group, not finite):
             raise SegkitError(f"model weights became non-finite in epoch {epoch}; best.pt is left as it was")
         valid_started = time.monotonic()
         validation = validate(
@@ -262,12 +272,17 @@ class Trainer:
         self.clock.validation_seconds = time.monotonic() - valid_started
         record = self._epoch_record(epoch, stats, validation, started, train_seconds)
         improved = self.state.add_epoch(record, record[self.task.selection_key])
+        # Rank 0's callbacks may ask to stop: every process stops after this same epoch.
+        stop_reason = distributed.on_main(self.group, lambda: self._end_epoch_on_main(record, improved))
+        self.saved_epoch = self.state.epoch  # on every process: rank 0 has written last.pt
+        return BUDGET_REACHED if stats.stopped_early else stop_reason
+
+    def _end_epoch_on_main(self, record: dict[str, Any], improved: bool) -> str:
+        """Checkpoints, callbacks and the epoch's line; returns why a callback stops the run ("" if none)."""
         self._save_checkpoints(improved)
         self._notify("on_epoch_end", dict(record))
         if not self.values["quiet"]:
             self.echo(_epoch_line(record, self.values["epochs"], improved, self.task.kind))
-        if stats.stopped_early:
-            return BUDGET_REACHED
         if self.context.should_stop:
             return self.context.stop_reason or "stopped by a callback"
         return ""
@@ -331,8 +346,6 @@ class Trainer:
         return record
 
     def _save_checkpoints(self, improved: bool) -> None:
-        if not self.is_main:
-            return
         payload = checkpoints.checkpoint_payload(self)
         checkpoints.save_last(self.run_dir, payload)
         self.saved_epoch = self.state.epoch
@@ -341,8 +354,7 @@ class Trainer:
             self._notify("on_checkpoint", checkpoints.save_best(self.run_dir, payload), True)
 
     def _write_run_config(self) -> None:
-        if not self.is_main:
-            return
+        """config.json, and plan.json for --recipe auto (rank 0 alone)."""
         write_json(
             self.run_dir / CONFIG_FILE,
             {
@@ -363,6 +375,8 @@ class Trainer:
                 "metrics": self.task.record_labels(_validation_resolution(self.values)),
             },
         )
+        if self.plan is not None:
+            self.plan.write(self.run_dir)
 
     def _notify(self, event: str, *arguments: Any) -> None:
         for callback in self.callbacks:
