@@ -429,6 +429,22 @@ def test_finite_losses_everywhere_take_the_step(monkeypatch):
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+@pytest.mark.parametrize(
+    "batch, processes, advice", [(8, 3, "use 6 or 9"), (2, 3, "use 3"), (7, 2, "use 6 or 8")]
+)
+def test_a_batch_that_does_not_divide_among_the_processes_is_a_usage_error(batch, processes, advice):
+    """Each process loads batch // processes images: 8 on 3 processes would train on batches of 6."""
+    from segkit.engine.data import RunData
+
+    values = {"batch_size": batch}
+    with pytest.raises(UsageError) as caught:
+        RunData(values, torch.device("cpu"), ProcessGroup(0, processes))
+    assert str(caught.value) == (
+        f"--batch-size {batch} is the batch of all {processes} processes together and must divide "
+        f"among them: {advice}"
+    )
+
+
 class Broadcasts:
     """``broadcast_object_list`` of a group of two: rank 0 sends (recorded in ``sent``), the other
     rank receives ``received``."""

@@ -118,6 +118,14 @@ class RunData:
     at a time (they differ in size) and scored through tiles."""
 
     def __init__(self, values: dict[str, Any], device: torch.device, group: distributed.ProcessGroup) -> None:
+        if group.enabled and values["batch_size"] % group.world_size:
+            # Each process would take batch // processes: the run would train on a smaller batch than asked.
+            batch, processes = values["batch_size"], group.world_size
+            lower, higher = batch // processes * processes, -(-batch // processes) * processes
+            raise UsageError(
+                f"--batch-size {batch} is the batch of all {processes} processes together and must divide "
+                f"among them: use {' or '.join(str(b) for b in (lower, higher) if b > 0)}"
+            )
         self.values, self.device, self.group = values, device, group
         self.decoded: DecodedCache | None = None
         self.crops = values.get("crop_size") is not None
