@@ -148,6 +148,17 @@ SAMPLING = Option(
     None, Parser(_sampling, "a segkit.sampling.Sampling, or None to resize"), help="set by the engine"
 )
 
+#: The options every paired-image dataset takes, which the engine sets from the run's settings
+#: (--data-path, the split, --image-size, --augment, --crop-size): a dataset's ``OPTIONS`` starts with
+#: them and adds its own, ``{**PAIRED_DATASET_OPTIONS, "strict": STRICT, ...}``.
+PAIRED_DATASET_OPTIONS = {
+    "root": ROOT,
+    "split": SPLIT,
+    "image_size": IMAGE_SIZE,
+    "augment": AUGMENT,
+    "sampling": SAMPLING,
+}
+
 
 #: Decoded photos a split cut into crops keeps in memory, per process (each loader worker has its own).
 DECODED_CACHE_BYTES = 1_500_000_000

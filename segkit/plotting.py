@@ -15,7 +15,6 @@ needs no display and never changes pyplot's global backend.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import textwrap
 from collections.abc import Iterable, Sequence
@@ -25,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from segkit.engine.rundir import read_run_config
 from segkit.errors import DataError, SegkitError, UsageError
 
 METRICS_FILE = "metrics.csv"
-CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.csv"
 SUMMARY_COLUMNS = ("run", "model", "metric", "min", "max", "first", "last", "change_percent", "description")
 
@@ -103,7 +102,7 @@ def read_run(run_dir: Path) -> RunMetrics:
     """Load ``run_dir``'s metrics.csv and config.json (which may be absent: labels are then plainer).
 
     Raises ``UsageError`` when ``run_dir`` is not a folder, ``DataError`` when metrics.csv is missing,
-    empty or malformed, or config.json is not valid JSON; each message names the file.
+    empty or malformed, or config.json cannot be read or is not a JSON object; each message names the file.
     """
     run_dir = Path(run_dir)
     if not run_dir.exists():
@@ -116,7 +115,7 @@ def read_run(run_dir: Path) -> RunMetrics:
             f"{metrics_path} is missing: {run_dir} has no per-epoch records (was the csv recorder disabled, "
             f"or did the run stop before its first epoch ended?)"
         )
-    config = read_config(run_dir / CONFIG_FILE)
+    config = read_run_config(run_dir, missing_ok=True)
     header, table = read_metrics_csv(metrics_path)
     columns, skipped = numeric_columns(metrics_path, header, table)
     if "epoch" in columns:
@@ -132,21 +131,6 @@ def read_run(run_dir: Path) -> RunMetrics:
     model = str(settings.get("model", "model unknown"))
     labels = {column: describe_column(column, config) for column in columns}
     return RunMetrics(run_dir.resolve(), model, epochs, columns, labels, skipped)
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """config.json as a dict, or ``{}`` when the run folder has none."""
-    if not path.is_file():
-        return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path} is not valid JSON: {error}") from None
-    except OSError as error:
-        raise DataError(f"{path} cannot be read: {error.strerror or error}") from None
-    if not isinstance(config, dict):
-        raise DataError(f"{path} does not hold a JSON object")
-    return config
 
 
 def read_metrics_csv(path: Path) -> tuple[list[str], list[list[str]]]:

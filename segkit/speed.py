@@ -10,9 +10,12 @@ measured on a 2-core AMD EPYC CPU, 256x256, batch 8, fp32; see ``benchmarks/READ
 
 - **channels_last** (NHWC) weights and inputs for inference, and on CUDA for training too. oneDNN's
   convolutions reorder an NCHW tensor before and after every convolution and use an NHWC one as it
-  is: about 1.4x to 2x faster inference on the CPU. CPU training gains nothing from it, and its
-  training-mode BatchNorm sums batch statistics less precisely, so the CPU trains in NCHW. On CUDA,
-  channels_last lets cuDNN use tensor-core kernels under autocast.
+  is: about 1.4x to 2x faster inference on the CPU. For CPU training it depends on the CPU (no faster
+  on the 2-core EPYC, about 1.3x on a 2-core Xeon with AVX-512), and training-mode BatchNorm sums
+  batch statistics less precisely in it, so by default (``"auto"``) the CPU trains in NCHW;
+  ``--recipe auto`` times a training step in both layouts on the machine it plans for and chooses
+  channels_last where its step is at least 10% shorter. On CUDA, channels_last lets cuDNN use
+  tensor-core kernels under autocast.
 - **BatchNorm folded into the convolution before it**, for inference: in eval mode BatchNorm is the
   affine map ``(x - mean) / sqrt(var + eps) * gamma + beta``, which folds exactly (up to float
   rounding) into that convolution's weights and bias, removing a pass over every feature map. Pairs
@@ -111,9 +114,10 @@ def resolve_channels_last(
     only; elsewhere (MPS), no.
 
     On the CPU, channels_last makes inference about 2x faster (oneDNN convolutions use it without
-    reordering), but training no faster, and BatchNorm's batch statistics in channels_last sum in
-    a less precise order (tens of times the NCHW rounding error on large feature maps, enough to
-    move small-batch gradients visibly): so the CPU trains in NCHW.
+    reordering); training is faster on some CPUs and not on others, and BatchNorm's batch statistics
+    in channels_last sum in a less precise order (tens of times the NCHW rounding error on large
+    feature maps, enough to move small-batch gradients visibly): so ``"auto"`` trains the CPU in
+    NCHW, and ``--recipe auto`` measures both layouts to choose (``segkit.planning.auto``).
     """
     if requested == "auto":
         kind = torch.device(device).type

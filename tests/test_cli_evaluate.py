@@ -153,6 +153,19 @@ def test_evaluate_on_the_oxford_pet_layout(tmp_path, tiny_checkpoint, case):
         assert str(bad_photo) in warning and re.search(case.message, warning), warning
 
 
+# -- --device ------------------------------------------------------------------------------------------
+
+
+def device_help(command: str) -> str:
+    text = " ".join(invoke(command, "--help").output.split())
+    return re.search(r"--device TEXT (.*?\[default: \w+\])", text).group(1)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict", "report"])
+def test_device_is_described_as_segkit_run_describes_it(command):
+    assert device_help(command) == device_help("run")
+
+
 # -- where results go ----------------------------------------------------------------------------------
 
 

@@ -185,6 +185,18 @@ def test_mask_of_another_size_names_both_files(tmp_path):
 # -- options -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("module", ["folder", "oxford_pet"])
+def test_the_options_the_engine_sets_are_declared_once_for_every_paired_image_dataset(module):
+    from importlib import import_module
+
+    from segkit.datasets import PAIRED_DATASET_OPTIONS
+    from segkit.settings import ENGINE_DATASET_OPTIONS
+
+    options = import_module(f"segkit_builtin.{module}").OPTIONS
+    assert list(PAIRED_DATASET_OPTIONS) == list(ENGINE_DATASET_OPTIONS)
+    assert all(options[name] is PAIRED_DATASET_OPTIONS[name] for name in ENGINE_DATASET_OPTIONS)
+
+
 def test_bad_options_are_usage_errors(tmp_path):
     write_folder_layout(tmp_path, NAMES[:10])
     with pytest.raises(UsageError, match="'valid_fraction' must be a number in"):

@@ -345,6 +345,32 @@ def test_corrupt_config_json_is_a_data_error(tmp_path):
     assert isinstance(error, DataError) and str(run / "config.json") in str(error)
 
 
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"[1, 2]", "does not hold a JSON object"), (b'{"config": "\xff"}', "is not valid JSON")],
+)
+def test_a_config_json_that_is_not_an_object_or_not_utf8_is_a_data_error_naming_it(tmp_path, content, words):
+    run = write_run(tmp_path / "r", training_rows())
+    (run / "config.json").write_bytes(content)
+    error = invoke_error([str(run)])
+    assert isinstance(error, DataError) and str(run / "config.json") in str(error) and words in str(error)
+
+
+def test_an_unreadable_config_json_is_a_data_error_naming_it(tmp_path, monkeypatch):
+    run = write_run(tmp_path / "r", training_rows())
+    real_read_text = Path.read_text
+
+    def read_text(path, *args, **kwargs):
+        if path.name == "config.json":  # as for a file another user's umask left unreadable
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    error = invoke_error([str(run)])
+    assert isinstance(error, DataError), error
+    assert f"{run / 'config.json'} cannot be read: Permission denied" == str(error)
+
+
 def test_text_columns_are_set_aside_and_blank_cells_skipped(tmp_path):
     run = write_run(tmp_path / "r", training_rows(3))
     (run / "metrics.csv").write_text("epoch,valid_dice,note\n1,0.5,start\n2,,\n3,0.7,end\n")

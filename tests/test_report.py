@@ -142,6 +142,24 @@ def test_bad_input_is_one_line(tmp_path, trained_run):
     assert result.exit_code == 2 and "does not exist" in error_line(result)
 
 
+@pytest.mark.parametrize(
+    ("content", "code", "words"),
+    [
+        (None, 2, "is not a segkit run folder"),
+        ("{not json", 1, "is not valid JSON"),
+        ("[]", 1, "JSON object"),
+    ],
+)
+def test_a_missing_or_broken_config_json_is_one_line_naming_the_file(tmp_path, content, code, words):
+    run = tmp_path / "run"
+    run.mkdir()
+    if content is not None:
+        (run / "config.json").write_text(content)
+    result = invoke("report", run)
+    assert result.exit_code == code and words in error_line(result), result.output
+    assert str(run / "config.json") in error_line(result)
+
+
 # -- which images are shown ------------------------------------------------------------------------------
 
 

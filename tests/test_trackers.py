@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ from fixtures import error_line, invoke, run_cli, tiny_run
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segkit_builtin.tracking import metric_name, numeric_metrics
+from segkit.callbacks import RunContext
+from segkit_builtin.tracking import TrackerWarning, metric_name, numeric_metrics, run_description, task_kind
 
 # SQLAlchemy 2.1 warns about a loader option MLflow's store uses; it concerns MLflow, not segkit.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -158,6 +160,81 @@ def test_tracker_options_are_checked(tmp_path):
     result = run_cli("run", *args, "--callback-option", "tensorboard.images=-1", "--out", tmp_path)
     assert result.exit_code == 2
     assert "images" in error_line(result)
+
+
+# -- a store or picture that fails ------------------------------------------------------------------------
+
+
+class DownStore:
+    """An MLflow client whose store is down: every call fails."""
+
+    def __getattr__(self, name: str):
+        def fail(*args, **kwargs):
+            raise ConnectionError("store unreachable")
+
+        return fail
+
+
+def tracker_warnings(caught: list[warnings.WarningMessage]) -> list[tuple[str, str]]:
+    return [(str(w.message), Path(w.filename).name) for w in caught if issubclass(w.category, TrackerWarning)]
+
+
+def test_a_tracker_whose_store_is_down_warns_once_per_problem_and_training_goes_on(tmp_path):
+    from segkit_builtin import mlflow_tracker, tensorboard_tracker
+
+    # One warning class for every tracker: a user's filter on it quiets them all.
+    assert mlflow_tracker.TrackerWarning is tensorboard_tracker.TrackerWarning is TrackerWarning
+    (tmp_path / "config.json").write_text("{}")  # an artifact to store
+    tracker = mlflow_tracker.build_mlflow(tmp_path)
+    tracker.client, tracker.run_id = DownStore(), "run"
+    context = RunContext(tmp_path, {"threshold": 0.5}, "unet")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for epoch in (1, 2, 3):
+            tracker.on_epoch_end(context, {"epoch": epoch, "valid_dice": 0.5})
+        tracker.on_fit_end(context)
+    down = "ConnectionError: store unreachable; training continues"
+    assert tracker_warnings(caught) == [
+        # pointing at the line that called the callback, as warnings do
+        (f"segkit mlflow: could not log this epoch's metrics: {down}", Path(__file__).name),
+        (f"segkit mlflow: could not store the artifacts: {down}", "mlflow_tracker.py"),
+        (f"segkit mlflow: could not mark the run as ended: {down}", "mlflow_tracker.py"),
+    ]
+
+
+def test_tensorboard_pictures_that_fail_warn_once_and_scalars_go_on(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from segkit_builtin import tensorboard_tracker
+
+    def no_pictures(run_dir, count):
+        raise OSError("no best.pt")
+
+    monkeypatch.setattr(tensorboard_tracker, "validation_pictures", no_pictures)
+    tracker = tensorboard_tracker.build_tensorboard(tmp_path, image_every=1)
+    context = RunContext(tmp_path, {"epochs": 3, "threshold": 0.5}, "unet")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracker.on_fit_start(context)
+        for epoch in (1, 2, 3):
+            tracker.on_epoch_end(context, {"epoch": epoch, "valid_dice": epoch / 10})
+        tracker.on_fit_end(context)
+    assert [message for message, _ in tracker_warnings(caught)] == [
+        "segkit tensorboard: could not draw validation pictures: OSError: no best.pt; training continues"
+    ]
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [event.value for event in events.Scalars(VALID_DICE)] == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_trackers_read_a_run_description_they_cannot_parse_as_none(tmp_path):
+    """A tracker never stops training: a config.json missing, corrupt or not an object describes nothing."""
+    assert run_description(tmp_path) == {}
+    for text in ("{not json", "[1, 2]", "\udcff"):
+        (tmp_path / "config.json").write_text(text, encoding="utf-8", errors="surrogateescape")
+        assert run_description(tmp_path) == {}, text
+    (tmp_path / "config.json").write_text('{"resolved": {"task": "multiclass"}}')
+    assert task_kind(run_description(tmp_path)) == "multiclass"
 
 
 # -- names ------------------------------------------------------------------------------------------------

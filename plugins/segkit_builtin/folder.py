@@ -54,13 +54,9 @@ import segkit
 from segkit.component_options import Option, Parser, choice, integer, optional, parse_component_options
 from segkit.component_options import fraction as fraction_parser
 from segkit.datasets import (  # noqa: F401 - PairedImageDataset, Pair, ... re-exported for old imports
-    AUGMENT,
     IMAGE_EXTENSIONS,
-    IMAGE_SIZE,
     MAX_LISTED,
-    ROOT,
-    SAMPLING,
-    SPLIT,
+    PAIRED_DATASET_OPTIONS,
     SPLITS,
     STRICT,
     Pair,
@@ -140,11 +136,7 @@ def _palette(value: Any) -> list:
 
 HOLD_OUT = "a number in [0, 1)"
 OPTIONS = {
-    "root": ROOT,
-    "split": SPLIT,
-    "image_size": IMAGE_SIZE,
-    "augment": AUGMENT,
-    "sampling": SAMPLING,
+    **PAIRED_DATASET_OPTIONS,
     "valid_fraction": Option(0.1, _fraction_below_one, HOLD_OUT, help="share of a pool held out to validate"),
     "test_fraction": Option(0.1, _fraction_below_one, HOLD_OUT, help="share of a pool held out to test"),
     "split_seed": Option(0, integer, help="seed of the random split of a pool"),

@@ -35,6 +35,8 @@ import segkit
 from segkit.callbacks import Callback, RunContext
 from segkit.component_options import Option, optional, parse_component_options, text
 from segkit_builtin.tracking import (
+    TrackerWarning,
+    WarnOnce,
     first_epoch_of_session,
     metric_descriptions,
     numeric_metrics,
@@ -51,10 +53,6 @@ STORE_FILE = "mlflow.db"
 ARTIFACTS_FOLDER = "artifacts"
 #: MLflow's limit on a parameter's value.
 _PARAM_LENGTH = 6000
-
-
-class TrackerWarning(UserWarning):
-    """A tracker could not log something; training continues."""
 
 
 def default_store(run_dir: Path) -> Path:
@@ -90,7 +88,7 @@ class MlflowTracker(Callback):
         self.client: Any = None
         self.run_id: str | None = None
         self._described = False
-        self._warned: set[str] = set()
+        self._warn = WarnOnce(f"segkit {NAME}", TrackerWarning)
 
     def on_fit_start(self, context: RunContext) -> None:
         from mlflow.tracking import MlflowClient
@@ -210,15 +208,6 @@ class MlflowTracker(Callback):
         with tempfile.TemporaryDirectory() as folder:
             plot_runs([read_run(self.run_dir)], Path(folder))
             self.client.log_artifacts(self.run_id, folder, artifact_path="curves")
-
-    def _warn(self, what: str, error: BaseException) -> None:
-        if what not in self._warned:
-            self._warned.add(what)
-            warnings.warn(
-                f"segkit mlflow: could not {what}: {type(error).__name__}: {error}; training continues",
-                TrackerWarning,
-                stacklevel=3,
-            )
 
 
 @contextmanager

@@ -33,11 +33,7 @@ import numpy as np
 import segkit
 from segkit.component_options import Option, choice, parse_component_options
 from segkit.datasets import (
-    AUGMENT,
-    IMAGE_SIZE,
-    ROOT,
-    SAMPLING,
-    SPLIT,
+    PAIRED_DATASET_OPTIONS,
     STRICT,
     Pair,
     PairedImageDataset,
@@ -77,11 +73,7 @@ OXFORD_PET = RemoteDataset(
 )
 
 OPTIONS = {
-    "root": ROOT,
-    "split": SPLIT,
-    "image_size": IMAGE_SIZE,
-    "augment": AUGMENT,
-    "sampling": SAMPLING,
+    **PAIRED_DATASET_OPTIONS,
     "border": Option(
         "foreground",
         choice(*BORDER_CHOICES),

@@ -27,6 +27,7 @@ from segkit.component_options import Option, Parser, parse_component_options
 from segkit.component_options import path as path_parser
 from segkit.component_options import text as text_parser
 from segkit.files import atomic_write, atomic_write_text
+from segkit_builtin.tracking import WarnOnce
 
 CSV_NAME = "metrics.csv"
 EXCEL_NAME = "model_performance.xlsx"
@@ -279,18 +280,10 @@ class ExcelRecorder(Callback):
         self.label = label
         self._records: dict[int, dict[str, Any]] = {}
         self._first_epoch: int | None = None
-        self._warned: set[str] = set()
-
-    def _warn(self, problem: str, error: BaseException) -> None:
-        # One warning per kind of problem per run: a locked file would otherwise warn every epoch.
-        if problem in self._warned:
-            return
-        self._warned.add(problem)
-        warnings.warn(
-            f"segkit excel recorder: could not {problem} {self.path}: {type(error).__name__}: {error}. "
-            f"Training continues; metrics.csv still records every epoch.",
+        self._warn = WarnOnce(
+            "segkit excel recorder",
             RecorderWarning,
-            stacklevel=3,
+            then=". Training continues; metrics.csv still records every epoch.",
         )
 
     def on_epoch_end(self, context: RunContext, metrics: dict[str, Any]) -> None:
@@ -310,7 +303,10 @@ class ExcelRecorder(Callback):
             try:
                 columns, table = read_performance_table(self.path)
             except Exception as error:  # noqa: BLE001 - a bad workbook must never stop training
-                self._warn("read the workbook (corrupt, locked or not a segkit performance sheet)", error)
+                self._warn(
+                    f"read the workbook (corrupt, locked or not a segkit performance sheet) {self.path}",
+                    error,
+                )
                 return  # leave the user's file untouched
         for name, (_, key) in zip(names, spec, strict=True):
             kept = {e: v for e, v in table.get(name, {}).items() if e < self._first_epoch}
@@ -321,7 +317,7 @@ class ExcelRecorder(Callback):
         try:
             write_performance_table(self.path, columns, table)
         except Exception as error:  # noqa: BLE001 - e.g. PermissionError while Excel holds the file
-            self._warn("write the workbook", error)
+            self._warn(f"write the workbook {self.path}", error)
 
 
 def _unless_none(parser: Parser) -> Parser:

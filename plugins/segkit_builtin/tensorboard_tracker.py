@@ -19,7 +19,6 @@ rank 0 writes (the engine builds callbacks on rank 0 only). Open with ``tensorbo
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ import segkit
 from segkit.callbacks import Callback, RunContext
 from segkit.component_options import Option, Parser, non_negative_int, parse_component_options, path
 from segkit_builtin.tracking import (
+    TrackerWarning,
+    WarnOnce,
     first_epoch_of_session,
     metric_descriptions,
     numeric_metrics,
@@ -42,10 +43,6 @@ NAME = "tensorboard"
 DEFAULT_LOG_DIR = "tensorboard"
 
 
-class TrackerWarning(UserWarning):
-    """A tracker could not log something; training continues."""
-
-
 class TensorBoardTracker(Callback):
     def __init__(self, run_dir: Path, log_dir: Path | None, images: int, image_every: int) -> None:
         require("tensorboard", NAME, "tensorboard")
@@ -55,7 +52,7 @@ class TensorBoardTracker(Callback):
         self.image_every = image_every
         self.writer: Any = None
         self._described = False
-        self._warned: set[str] = set()
+        self._warn = WarnOnce(f"segkit {NAME}", TrackerWarning)
 
     def on_fit_start(self, context: RunContext) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -115,15 +112,6 @@ class TensorBoardTracker(Callback):
                 self.writer.add_image(f"valid/images/{name}", picture, global_step=epoch, dataformats="HWC")
         except Exception as error:  # noqa: BLE001 - pictures are a view; they must never stop training
             self._warn("draw validation pictures", error)
-
-    def _warn(self, what: str, error: BaseException) -> None:
-        if what not in self._warned:
-            self._warned.add(what)
-            warnings.warn(
-                f"segkit tensorboard: could not {what}: {type(error).__name__}: {error}; training continues",
-                TrackerWarning,
-                stacklevel=3,
-            )
 
     def on_fit_end(self, context: RunContext) -> None:
         self._close()

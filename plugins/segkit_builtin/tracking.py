@@ -7,6 +7,8 @@
 - ``trackers.json`` in the run folder: where each tracker put this run (TensorBoard's log dir,
   MLflow's tracking URI and run id), so that ``segkit run --resume`` continues the same tracker run.
 - ``require``: a tracker's package, or a one-line usage error naming the extra that installs it.
+- ``TrackerWarning`` and ``WarnOnce``: a tracker (or a recorder, with its own warning class) that
+  cannot log something warns once per kind of problem, and training goes on.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
-from segkit.errors import UsageError
+from segkit.engine.rundir import read_run_config
+from segkit.errors import SegkitError, UsageError
 from segkit.files import atomic_write_text
 
 TRACKERS_FILE = "trackers.json"
@@ -81,13 +85,34 @@ def metric_name(column: str, task_kind: str = "binary", threshold: Any = 0.5) ->
     return column
 
 
+class TrackerWarning(UserWarning):
+    """A tracker could not log something; training continues."""
+
+
+class WarnOnce:
+    """``warn(what, error)`` warns "<who>: could not <what>: <error><then>" the first time only for each
+    ``what``: a store that is down, or a workbook Excel holds open, would otherwise warn every epoch.
+    Call it from the callback's method that failed: the warning points at the line that called that."""
+
+    def __init__(self, who: str, category: type[Warning], then: str = "; training continues") -> None:
+        self.who, self.category, self.then = who, category, then
+        self._warned: set[str] = set()
+
+    def __call__(self, what: str, error: BaseException) -> None:
+        if what in self._warned:
+            return
+        self._warned.add(what)
+        message = f"{self.who}: could not {what}: {type(error).__name__}: {error}{self.then}"
+        warnings.warn(message, self.category, stacklevel=3)
+
+
 def run_description(run_dir: Path) -> dict[str, Any]:
-    """The run's config.json (``{}`` when unreadable): settings, their sources, metric labels, task."""
+    """The run's config.json (``{}`` when missing or unreadable: a tracker never stops training):
+    settings, their sources, metric labels, task."""
     try:
-        recorded = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_run_config(run_dir, missing_ok=True)
+    except SegkitError:
         return {}
-    return recorded if isinstance(recorded, dict) else {}
 
 
 def task_kind(description: dict[str, Any]) -> str:

@@ -13,6 +13,10 @@ from segkit.cli.inference_choices import (
     resolve_tiling,
     tiling_options,
 )
+from segkit.settings import BY_NAME
+
+#: --device as segkit.settings declares it (``segkit run``'s flag): the same help and default here.
+DEVICE = BY_NAME["device"]
 
 
 @click.command("evaluate")
@@ -65,7 +69,7 @@ from segkit.cli.inference_choices import (
     type=click.Path(path_type=Path),
     help="Folder for summary JSON and per-image CSV. [default: <run folder>/eval-<split>]",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(DEVICE.flag, default=DEVICE.default, help=DEVICE.help_text)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def evaluate(
     checkpoint,

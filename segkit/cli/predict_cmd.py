@@ -14,6 +14,10 @@ from segkit.cli.inference_choices import (
     resolve_tiling,
     tiling_options,
 )
+from segkit.settings import BY_NAME
+
+#: --device as segkit.settings declares it (``segkit run``'s flag): the same help and default here.
+DEVICE = BY_NAME["device"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -95,7 +99,7 @@ def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
     default=None,
     help="Accept photos up to this many pixels (a guard against decompression bombs). [default: 50,000,000]",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(DEVICE.flag, default=DEVICE.default, help=DEVICE.help_text)
 def predict(
     checkpoint,
     inputs,

@@ -6,6 +6,11 @@ from pathlib import Path
 
 import click
 
+from segkit.settings import BY_NAME
+
+#: --device as segkit.settings declares it (``segkit run``'s flag): the same help and default here.
+DEVICE = BY_NAME["device"]
+
 
 @click.command("report")
 @click.argument("run", type=click.Path(path_type=Path))
@@ -31,7 +36,7 @@ import click
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per batch."
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(DEVICE.flag, default=DEVICE.default, help=DEVICE.help_text)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def report(run, split, worst, best, data_path, out, batch_size, device, quiet):
     """Write one HTML page about RUN (a run folder) that opens offline in any browser.

@@ -1,4 +1,7 @@
-"""Run directories: one per run, never shared, never clobbered."""
+"""Run directories: one per run, never shared, never clobbered; and the one reader of their config.json.
+
+Nothing here imports torch or the rest of the engine: reports, plots and trackers read run folders
+through this module too."""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from segkit.checkpoint import atomic_write
-from segkit.errors import UsageError
+from segkit.errors import DataError, UsageError
+from segkit.files import atomic_write
 
 CONFIG_FILE = "config.json"
 
@@ -43,11 +46,24 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(Path(path), lambda handle: handle.write(text.encode()))
 
 
-def read_run_config(run_dir: Path) -> dict[str, Any]:
+def read_run_config(run_dir: Path, missing_ok: bool = False) -> dict[str, Any]:
+    """A run folder's config.json as a dict; ``{}`` where it has none and ``missing_ok``.
+
+    Every command reads it here (resume, report, plot, the trackers). A missing file is a usage error
+    (the folder given is not a run folder); one that cannot be read, is not JSON or holds no JSON object
+    is a data error. Each message names the file.
+    """
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
-        raise UsageError(f"{run_dir} is not a segkit run folder: {CONFIG_FILE} is missing")
+        if missing_ok:
+            return {}
+        raise UsageError(f"{run_dir} is not a segkit run folder: {path} is missing")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UsageError(f"{path} is not valid JSON: {error}") from None
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise DataError(f"{path} is not valid JSON: {error}") from None
+    except OSError as error:
+        raise DataError(f"{path} cannot be read: {error.strerror or error}") from None
+    if not isinstance(recorded, dict):
+        raise DataError(f"{path} does not hold a JSON object")
+    return recorded

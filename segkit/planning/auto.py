@@ -1,7 +1,8 @@
 """``--recipe auto``: segkit's planner. Each choice is one small function below, in the order they are
 made, reading the dataset fingerprint, the measured machine and the budget, and stating its reason.
-The numbers the rules use are in ``RULES``, with what each one means and where it was measured; to
-change how auto plans, change a number there or a function here.
+The numbers the rules use are in ``RULES``, with what each one means (how each was measured:
+benchmarks/README.md, "How --recipe auto's rules were measured"); to change how auto plans, change a
+number there or a function here.
 
 What it decides, in order:
 
@@ -32,9 +33,10 @@ from segkit.planning.fingerprint import Fingerprint
 from segkit.planning.machine import Candidate
 from segkit.settings import parse_duration
 
+# How each number was measured: benchmarks/README.md, "How --recipe auto's rules were measured".
 RULES: dict[str, Any] = {
     # Structures narrower than this many pixels at the network's input size vanish when photos are
-    # resized (generated thin lines: Dice 0.01 resized to 128 vs 0.82 on 128-px native crops).
+    # resized.
     "thin_px": 2.5,
     # Photos whose short side exceeds this many input sides lose too much to resizing: crop.
     "large_photo_factor": 4.0,
@@ -45,16 +47,11 @@ RULES: dict[str, Any] = {
     # and the chosen one is timed too).
     "reference_size": 128,
     # Optimizer steps a from-scratch run needs within its budget: more steps at a smaller input beat
-    # fewer at a larger one (pets, 15 minutes, resnet18_unet on a 2-core CPU: final size 128 px and
-    # about 1,500 steps, Dice 0.860; final size 192 px and about 780 steps, 0.811).
+    # fewer at a larger one.
     "min_steps": 1000,
     # A training loop's step takes this many times a timed step on random data, beyond the measured
-    # time to make its items (``_data_seconds_per_step``): loss, metrics, the batch's collation (pets,
-    # resnet18_unet in channels_last at 96 px on an idle 2-core CPU: 0.49 s a step in the loop against
-    # 0.37 s timed (scaled from 128 px) plus 16 items of 4.5 ms); crops come from decoded photos kept
-    # in memory (thin lines: 1.9 s a step, validation included, against 1.45 s timed, which the
-    # validation factor below accounts for). Under heavy load (other jobs on the same cores) steps
-    # take twice as long.
+    # time to make its items (``_data_seconds_per_step``): loss, metrics, the batch's collation; crops
+    # come from decoded photos kept in memory.
     "loop_factor": {"resize": 1.1, "crops": 1.0},
     # Batch size by device type.
     "batch_size": {"cpu": 16, "cuda": 32, "mps": 16},
@@ -62,14 +59,12 @@ RULES: dict[str, Any] = {
     "overhead": 0.12,
     # Crops centred on foreground when the median image's foreground is below this fraction.
     "sparse_foreground": 0.01,
-    # More expected passes over the training photos than this: the "strong" augmentation pipeline
-    # (pets, 15 minutes, resnet18_unet, about 95 passes: "strong" Dice 0.816, "default" 0.860).
+    # More expected passes over the training photos than this: the "strong" augmentation pipeline.
     "strong_augment_epochs": 150,
     # At most this many objects per image (median) for keep-largest and hole filling to help.
     "single_object": 1.5,
-    # channels_last is chosen when a timed training step in it is at least this much faster (2-core
-    # Xeon with AVX-512, resnet34_unet at 128 px, batch 16: 1.29 s against 1.72 s; on a 2-core EPYC
-    # it was no faster, so it is measured, not assumed).
+    # channels_last is chosen when a timed training step in it is at least this much faster (it pays
+    # on some CPUs and not on others, so it is measured, not assumed).
     "channels_last_gain": 0.10,
     "default_budget": "15m",
     # From scratch, the model that trains the most images a second for its quality on a CPU; with
