@@ -45,6 +45,7 @@ __all__ = [
     "RESUME_OVERRIDES",
     "ResolvedConfig",
     "check_component_names",
+    "check_tile_fits_crops",
     "dataset_defaults",
     "enabled_callbacks",
     "parse_duration",
@@ -210,6 +211,7 @@ def resolve_run_config(
         layers.append((layer, source))
     config = _resolve(layers + user_layers)
     check_dataset_reads_data_path(config)
+    check_tile_fits_crops(config)
     config.plan = plan
     return config
 
@@ -257,6 +259,30 @@ def check_dataset_reads_data_path(config: ResolvedConfig) -> None:
             + f" Datasets that read --data-path: {', '.join(readers)}"
         )
     raise UsageError(message)
+
+
+def check_tile_fits_crops(config: ResolvedConfig) -> None:
+    """``tile`` needs ``crop_size`` and at least its size: tiles run the network at native resolution,
+    which a run without crops never trains at (it resizes every photo to ``image_size``), and a tile
+    smaller than the crops gives the network less view than it trained with, in more tiles. (Tiling a
+    resized run's predictions is still possible: ``segkit predict/evaluate --tile``.) Checked for new
+    runs only: a resumed run keeps what it recorded."""
+    tile, crop = config["tile"], config["crop_size"]
+    if tile is None:
+        return
+    tile_key = describe_key(BY_NAME["tile"], config.sources["tile"])
+    if crop is None:
+        raise UsageError(
+            f"{tile_key} {tile} needs --crop-size: tiles run at native resolution, and without crops this "
+            f"run trains on photos resized to --image-size {config['image_size']} (add --crop-size N, or "
+            "leave --tile out and give segkit predict/evaluate --tile)"
+        )
+    if tile < crop:
+        crop_key = describe_key(BY_NAME["crop_size"], config.sources["crop_size"])
+        raise UsageError(
+            f"{tile_key} {tile} is smaller than {crop_key} {crop}: a tile must show the network at least "
+            "the view it trains on (leave --tile out for twice the crop size)"
+        )
 
 
 def resolve_resumed_config(run_dir: Path, flags: Mapping[str, Any]) -> ResolvedConfig:

@@ -7,7 +7,8 @@
   ``image_size`` x ``image_size``.
 - ``Sampling.crops(size, scale, foreground_fraction)`` (mode ``"crop"``, for training): the photo is
   first rescaled by ``scale`` (1: native resolution), then a random ``size`` x ``size`` crop is cut
-  (padded where the photo is smaller: black pixels, mask fill), centred with probability
+  (padded at the bottom and right where the photo is smaller: black pixels whose labels are ignored,
+  for every task, so losses never count them; see ``padding_label``), centred with probability
   ``foreground_fraction`` on a foreground pixel, as nnU-Net oversamples foreground. The pipeline
   then augments the crop without resizing it (it is built with ``crop=True``).
 - ``Sampling.native(scale)`` (mode ``"native"``, for validation and evaluation): the whole photo,
@@ -31,6 +32,9 @@ from segkit.lazy import lazy_module
 v2 = lazy_module("torchvision.transforms.v2")  # imported on first use: plugins import this at startup
 
 MODES = ("resize", "crop", "native")
+#: Mask value for pixels that count neither as foreground nor as background (segkit.transforms, which
+#: imports this module, names it too).
+IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,13 @@ def rescale(pixels: torch.Tensor, mask: torch.Tensor, scale: float) -> tuple[tor
     return pixels, mask
 
 
+def padding_label(task: str) -> int:
+    """The mask value of pixels a crop pads beyond the photo: ignore, for every task (multiclass masks
+    are carried shifted by one, so ignore is 0 there). Padding is no evidence of background: counted
+    as background, a 128 crop of a 40x56 photo would be 86% "background" the photo never showed."""
+    return 0 if task == "multiclass" else IGNORE_INDEX
+
+
 def foreground_pixels(mask: torch.Tensor, task: str) -> torch.Tensor:
     """``(n, 2)`` row, column of the pixels a crop may centre on (see the module docstring); ``mask``
     is the uint8 mask as pipelines carry it (multiclass ids shifted by one, 0 = ignore)."""
@@ -91,10 +102,10 @@ def random_crop(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A ``size`` x ``size`` crop of both (see the module docstring)."""
     height, width = pixels.shape[-2:]
-    if height < size or width < size:  # pad at the bottom and right: black photo, mask fill 0
+    if height < size or width < size:  # pad at the bottom and right: black photo, ignored labels
         pad = [0, 0, max(0, size - width), max(0, size - height)]
         pixels = v2.functional.pad(pixels, pad, fill=0)
-        mask = v2.functional.pad(mask, pad, fill=0)
+        mask = v2.functional.pad(mask, pad, fill=padding_label(task))
         height, width = pixels.shape[-2:]
     top = int(torch.randint(height - size + 1, ()))
     left = int(torch.randint(width - size + 1, ()))

@@ -363,8 +363,8 @@ SETTINGS: tuple[Setting, ...] = (
         "tile",
         None,
         _OPTIONAL_SIDE,
-        "Tiled inference at native resolution: N x N tiles for validation, and as predict/evaluate's "
-        "default.",
+        "With --crop-size: tiled inference at native resolution, N x N tiles (N >= the crop size) for "
+        "validation, and as predict/evaluate's default.",
         click_type=int,
         metavar="N",
         default_text="twice --crop-size with --crop-size, else none (resize)",

@@ -11,7 +11,10 @@ Labels inside a pipeline: the mask is ``uint8`` ``(1, H, W)`` holding ``BACKGROU
 ``FOREGROUND`` (1) and ``IGNORE_INDEX`` (255, pixels that must not count, e.g. the Oxford-IIIT Pet
 trimap border). Pixels a transform invents (rotation corners, shifted-in borders, padding) get
 ``IMAGE_FILL`` in the image (black) and ``MASK_FILL`` (background) in the mask: they show no object,
-so "background" is their true label, and every loss can use them, ignore-aware or not.
+so "background" is their true label, and every loss can use them, ignore-aware or not. A crop larger
+than the photo (``--crop-size``, ``segkit.sampling.random_crop``) is different: its padding, a band
+beyond the photo that may be most of the crop, is ignored for every task (as torchvision's
+segmentation reference pads masks with 255), so it never teaches "background".
 
 The three kinds of task (``TASKS``) differ only in what the mask holds; pipelines see the same
 ``uint8`` ``tv_tensors.Mask`` and need not know which (geometric transforms move every mask channel
@@ -37,7 +40,7 @@ from PIL import Image
 
 from segkit.errors import SegkitError, UsageError
 from segkit.lazy import lazy_module
-from segkit.sampling import Sampling, random_crop, rescale
+from segkit.sampling import IGNORE_INDEX, Sampling, random_crop, rescale
 
 #: Per-channel RGB mean and standard deviation of ImageNet, for images scaled to [0, 1]. Models see
 #: ``(image - mean) / std``; checkpoints and exported models record these so inference matches.
@@ -46,8 +49,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BACKGROUND = 0
 FOREGROUND = 1
-#: Mask value for pixels that count neither as foreground nor as background.
-IGNORE_INDEX = 255
+# IGNORE_INDEX (255, defined in segkit.sampling, which this module imports): the mask value for
+# pixels that count neither as foreground nor as background.
 #: Value written into image pixels a geometric transform invents (0 = black, before normalisation).
 IMAGE_FILL = 0
 #: Label of mask pixels a geometric transform invents: background (see the module docstring).

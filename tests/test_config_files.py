@@ -419,3 +419,44 @@ def test_the_readme_run_toml_is_complete_and_resolves(tmp_path):
     assert all(config.sources[key] == f"config {path}" for key in written)
     for needed in ("images/", "masks/", "valid_fraction", "pretrained=true", "--split valid", "HD95"):
         assert needed in section, needed
+
+
+# -- tiles and crops together -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings, accepted",
+    [
+        ({"crop_size": 16, "tile": 16}, True),  # a tile of the crop's size: the view it trained on
+        ({"crop_size": 16, "tile": 40}, True),
+        ({"crop_size": 16}, True),  # no tile: twice the crop
+        ({}, True),
+        ({"crop_size": 16, "tile": 15}, False),  # (the smallest side a setting takes is 8)
+        ({"crop_size": 64, "tile": 8}, False),
+        ({"tile": 64}, False),  # tiles at native resolution for a run that trains on resized photos
+    ],
+)
+def test_a_tile_needs_crops_no_larger_than_it_in_a_file_or_flags(tmp_path, settings, accepted):
+    path = tmp_path / "run.toml"
+    path.write_text("".join(f"{key} = {value}\n" for key, value in settings.items()))
+    for flags, file in (({}, path), (settings, None)):
+        if accepted:
+            config = resolve_run_config(flags, file, None)
+            assert (config["tile"], config["crop_size"]) == (settings.get("tile"), settings.get("crop_size"))
+            continue
+        with pytest.raises(UsageError) as refused:
+            resolve_run_config(flags, file, None)
+        message = str(refused.value)
+        assert "\n" not in message and "tile" in message
+        crop = "--crop-size" if file is None else f"crop_size (--crop-size) from config {path}"
+        assert ("needs --crop-size" if "crop_size" not in settings else f"is smaller than {crop}") in message
+        if file is not None:
+            assert f"tile (--tile) from config {path}" in message  # where the value came from
+
+
+def test_a_tile_in_a_file_with_crops_from_the_flags_is_checked_across_layers(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("tile = 24\n")
+    assert resolve_run_config({"crop_size": 24}, path, None)["tile"] == 24
+    with pytest.raises(UsageError, match=r"tile \(--tile\) from config .* 24 is smaller than --crop-size 32"):
+        resolve_run_config({"crop_size": 32}, path, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import pickle
 from pathlib import Path
@@ -9,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import QUICK, error_line, invoke, only_run_dir, tiny_run
+from fixtures import QUICK, error_line, invoke, only_run_dir, run_cli, tiny_run
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
 import segkit
+from segkit.callbacks import Callback
 from segkit.checkpoint import load_checkpoint
 from segkit.engine.freezing import EncoderFreeze
 from segkit.errors import CheckpointError, UsageError
@@ -243,3 +245,60 @@ def test_freeze_encoder_with_a_model_without_one_is_refused_in_a_run(tmp_path):
 def test_freeze_encoder_must_be_a_fraction(tmp_path, value):
     result = invoke("run", *tiny_run(), "--freeze-encoder", value, "--out", tmp_path)
     assert result.exit_code == 2
+
+
+class InterruptAfterEpoch2(Callback):
+    """Ctrl-C arriving during epoch 3, after epoch 2 was checkpointed."""
+
+    def on_epoch_end(self, context, metrics):
+        if metrics["epoch"] == 2:
+            raise KeyboardInterrupt
+
+
+class InterruptPlugin:
+    @segkit.hookimpl
+    def register_callbacks(self, register):
+        register("interrupt_after_2", lambda run_dir: InterruptAfterEpoch2(), description="test")
+
+
+#: Columns that time the run, not what it learned.
+TIMING_COLUMNS = ("epoch_time_s", "train_images_per_s")
+
+
+def test_a_frozen_run_resumed_after_ctrl_c_equals_the_uninterrupted_one(tiny_checkpoint, tmp_path):
+    """--init-from and --freeze-encoder 0.6 over 4 epochs of 2 steps: the encoder is frozen for steps
+    1-5, so the run resumed after epoch 2 must freeze again for its first step and then let go, as
+    the uninterrupted run did; same weights, same metrics.csv but for the timing columns."""
+    from segkit.plugins import get_host
+
+    args = [
+        *tiny_run(train_size=8, valid_size=4, batch_size=4, epochs=4, seed=3, callbacks=("csv",)),
+        *("--init-from", str(tiny_checkpoint), "--freeze-encoder", "0.6"),
+    ]
+    assert invoke("run", *args, "--out", tmp_path / "straight").exit_code == 0
+    host = get_host()
+    host.register_plugin(InterruptPlugin(), "interrupt-test", "tests")
+    try:
+        result = run_cli("run", *args, "--callback", "interrupt_after_2", "--out", tmp_path / "interrupted")
+    finally:
+        host.unregister_plugin("interrupt-test")
+    assert result.exit_code != 0 and "--resume" in result.output
+    run = only_run_dir(tmp_path / "interrupted")
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+    resumed = invoke("run", "--resume", run, "--callback", "csv", "--quiet")  # callbacks replaced
+    assert resumed.exit_code == 0, resumed.output
+
+    straight = only_run_dir(tmp_path / "straight")
+    expected = list(csv.DictReader((straight / "metrics.csv").open()))
+    found = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [row["epoch"] for row in found] == ["1", "2", "3", "4"]
+    for wanted, got in zip(expected, found, strict=True):
+        for key in set(wanted) - set(TIMING_COLUMNS):
+            assert float(got[key]) == pytest.approx(float(wanted[key]), rel=1e-5, abs=1e-7), key
+    straight_state = load_checkpoint(straight / "last.pt")["model_state"]
+    resumed_state = load_checkpoint(run / "last.pt")["model_state"]
+    source = load_checkpoint(tiny_checkpoint)["model_state"]
+    for name, tensor in straight_state.items():
+        assert torch.allclose(resumed_state[name].float(), tensor.float(), atol=1e-6), name
+    encoder = [name for name in source if name.startswith("encoder.") and name.endswith("weight")]
+    assert any(not torch.equal(straight_state[name], source[name]) for name in encoder)  # let go at 60%

@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import segkit
+from segkit.engine.step import TrainingStep
 from segkit.sampling import Sampling, foreground_pixels, random_crop, rescale
+from segkit.task import BinaryTask, MulticlassTask, MultilabelTask
 from segkit.transforms import build_sample_transform
 
 sizes = st.tuples(st.integers(4, 60), st.integers(4, 60))
@@ -113,3 +115,96 @@ def test_a_folder_split_yields_crops_and_whole_photos(tmp_path):
     assert crops[0]["image"].shape == (3, 16, 16)
     whole = segkit.create_dataset("folder", root=root, split="train", sampling=Sampling.native())
     assert whole[0]["image"].shape == (3, 40, 52)
+
+
+# -- a crop larger than the photo: its padding is ignored, for every task ------------------------------
+
+TASK_KINDS = ("binary", "multiclass", "multilabel")
+
+
+def labels_of(kind: str, height: int, width: int, seed: int) -> np.ndarray:
+    """Labels without any ignored pixel: binary 0/1, three class ids, two 0/1 label channels."""
+    rng = np.random.default_rng(seed)
+    if kind == "multilabel":
+        return rng.integers(0, 2, (2, height, width)).astype(np.uint8)
+    return rng.integers(0, 3 if kind == "multiclass" else 2, (height, width)).astype(np.uint8)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kind=st.sampled_from(TASK_KINDS),
+    shape=sizes,
+    crop=st.integers(8, 40),
+    fraction=st.sampled_from([0, 1]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_a_crop_beyond_the_photo_ignores_exactly_the_padding_for_every_task(
+    kind, shape, crop, fraction, seed
+):
+    """The sample a dataset yields: ``ignore`` is True exactly on the pixels beyond the photo (found
+    from the photo's own pixels, all nonzero here), and the labels inside are the photo's."""
+    torch.manual_seed(seed)
+    height, width = shape
+    photo = torch.from_numpy(
+        np.random.default_rng(seed).integers(1, 256, (3, height, width)).astype(np.uint8)
+    )
+    labels = labels_of(kind, height, width, seed)
+    transform = build_sample_transform(
+        "none", 32, train=True, sampling=Sampling.crops(crop, foreground_fraction=fraction)
+    )
+    sample = transform(photo, labels, task=kind)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    beyond = ((sample["image"] * std + mean) * 255).round().sum(dim=0) == 0  # black: padding only
+    rows, columns = max(0, crop - height), max(0, crop - width)
+    assert int(beyond.sum()) == crop * crop - (crop - rows) * (crop - columns)  # a band at bottom/right
+    channels = 2 if kind == "multilabel" else 1
+    assert sample["ignore"].shape == (channels, crop, crop)
+    assert torch.equal(sample["ignore"], beyond.expand(channels, crop, crop))
+    if kind == "multiclass":
+        assert bool((sample["mask"][0][beyond] == 255).all()) and int(sample["mask"][0][~beyond].max()) <= 2
+    else:
+        assert set(torch.unique(sample["mask"]).tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    "kind, task, loss",
+    [
+        ("binary", BinaryTask(), "bce_dice"),
+        ("multiclass", MulticlassTask(("a", "b", "c")), "ce_dice"),
+        ("multilabel", MultilabelTask(("a", "b")), "bce_dice"),
+    ],
+)
+def test_a_training_step_on_a_padded_crop_counts_only_the_photo(kind, task, loss):
+    """The step's loss and gradients on a 16x16 crop of a 10x12 photo equal those of the same loss
+    over the photo's 10x12 pixels of the same logits: the padding adds nothing."""
+    height, width = 10, 12
+    torch.manual_seed(3)
+    photo = torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
+    transform = build_sample_transform("none", 32, train=True, sampling=Sampling.crops(16))
+    sample = transform(photo, labels_of(kind, height, width, 3), task=kind)
+    batch = {name: sample[name][None] for name in ("image", "mask", "ignore")}
+
+    model = torch.nn.Conv2d(3, task.out_channels, 3, padding=1)
+    loss_fn = segkit.create_loss(loss)
+    logits = model(batch["image"])[..., :height, :width]
+    target = batch["mask"][..., :height, :width]
+    if kind == "multiclass":
+        target = target[:, 0]
+    expected = loss_fn(logits, target)
+    expected.backward()
+    expected_gradients = [parameter.grad.clone() for parameter in model.parameters()]
+
+    step = TrainingStep(
+        model,
+        loss_fn,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        task,
+        device=torch.device("cpu"),
+        amp_dtype=None,
+        channels_last=False,
+    )
+    result = step([batch])
+    assert result.loss == pytest.approx(float(expected.detach()), rel=1e-5)
+    for found, wanted in zip([p.grad for p in model.parameters()], expected_gradients, strict=True):
+        assert torch.allclose(found, wanted, rtol=1e-4, atol=1e-7)
