@@ -48,11 +48,14 @@ def pytest_addoption(parser):
     )
     group.addoption("--bench-device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
     group.addoption(
-        "--bench-epoch-rounds", type=int, default=1,
+        "--bench-epoch-rounds",
+        type=int,
+        default=1,
         help="interleaved rounds of the whole-epoch comparison (default 1: an epoch takes minutes)",
     )
     group.addoption(
-        "--bench-compile", action="store_true",
+        "--bench-compile",
+        action="store_true",
         help="also time the torch.compile'd fast path (its first call, the compilation, is reported apart)",
     )
 
@@ -76,15 +79,19 @@ def settings_from(config) -> BenchSettings:
     image_size = config.getoption("--bench-image-size")
     batch_size = config.getoption("--bench-batch-size")
     rounds = config.getoption("--bench-rounds")
-    for option, value in (("--bench-image-size", image_size), ("--bench-batch-size", batch_size),
-                          ("--bench-rounds", rounds)):
+    for option, value in (
+        ("--bench-image-size", image_size),
+        ("--bench-batch-size", batch_size),
+        ("--bench-rounds", rounds),
+    ):
         if value < 1:
             raise pytest.UsageError(f"{option} must be a positive integer, got {value}")
     requested = config.getoption("--bench-device")
     if requested == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError("--bench-device cuda was asked for, but no CUDA GPU is available")
-    device = torch.device("cuda" if requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = torch.device(
+        "cuda" if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     return BenchSettings(image_size, batch_size, rounds, device, config.getoption("--bench-compile"))
 
 
@@ -287,10 +294,21 @@ class SpeedRunner:
             median = statistics.median(variant.seconds)
             images_per_second = settings.batch_size / median
             gflops = variant.flops_per_image * images_per_second / 1e9
-            rows.append(Row(
-                model, mode, variant.label, median, min(variant.seconds), images_per_second, gflops,
-                gflops / peak, variant.peak_memory_mb, len(variant.seconds), variant.first_call_s,
-            ))
+            rows.append(
+                Row(
+                    model,
+                    mode,
+                    variant.label,
+                    median,
+                    min(variant.seconds),
+                    images_per_second,
+                    gflops,
+                    gflops / peak,
+                    variant.peak_memory_mb,
+                    len(variant.seconds),
+                    variant.first_call_s,
+                )
+            )
         primary = rows[0]
         self.benchmark.extra_info.update(
             model=model,
@@ -309,8 +327,10 @@ class SpeedRunner:
             first_call_s=round(primary.first_call_s, 2),
             process_max_rss_mb=round(process_max_rss_mb(), 1),
             interleaved_with={
-                row.path: {key: round(value, 4) if isinstance(value, float) else value
-                           for key, value in asdict(row).items()}
+                row.path: {
+                    key: round(value, 4) if isinstance(value, float) else value
+                    for key, value in asdict(row).items()
+                }
                 for row in rows[1:]
             },
         )
@@ -350,11 +370,16 @@ def format_table(rows: list[Row], peak: float | None, settings: BenchSettings) -
     reference model timed in the same test."""
     eager = {(row.model, row.mode): row for row in rows if row.path == "eager"}
     reference = {(row.model, row.mode): row for row in rows if row.path == "reference"}
-    header = (f"{'model':<15} {'mode':<9} {'path':<9} {'img/s':>7} {'GFLOP/s':>8} {'% peak':>7} "
-              f"{'mem MB':>7} {'1st s':>6} {'x eager':>8} {'(best)':>7} {'x ref GFLOP/s':>13}")
-    lines = [f"segkit model speed: {settings.describe()}",
-             f"matmul peak: {peak:.1f} GFLOP/s (fp32, measured in this process)" if peak else "",
-             header, "-" * len(header)]
+    header = (
+        f"{'model':<15} {'mode':<9} {'path':<9} {'img/s':>7} {'GFLOP/s':>8} {'% peak':>7} "
+        f"{'mem MB':>7} {'1st s':>6} {'x eager':>8} {'(best)':>7} {'x ref GFLOP/s':>13}"
+    )
+    lines = [
+        f"segkit model speed: {settings.describe()}",
+        f"matmul peak: {peak:.1f} GFLOP/s (fp32, measured in this process)" if peak else "",
+        header,
+        "-" * len(header),
+    ]
     order = {"fast": 0, "compiled": 1, "eager": 2, "reference": 3}
     for row in sorted(rows, key=lambda r: (r.mode, r.model, order.get(r.path, 4), r.path)):
         base = eager.get((row.model, row.mode))

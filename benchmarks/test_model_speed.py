@@ -134,8 +134,9 @@ def inference_call(model: nn.Module, images: torch.Tensor, autocast=contextlib.n
     return call
 
 
-def training_call(model: nn.Module, images: torch.Tensor, masks: torch.Tensor,
-                  autocast=contextlib.nullcontext):
+def training_call(
+    model: nn.Module, images: torch.Tensor, masks: torch.Tensor, autocast=contextlib.nullcontext
+):
     loss_fn = build_loss()
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
 

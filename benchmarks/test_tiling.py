@@ -64,7 +64,9 @@ trained = TrainedModel(
 )
 """
 
-CHILD = SETUP + r"""
+CHILD = (
+    SETUP
+    + r"""
 rng = np.random.default_rng(0)
 photo = np.empty((size, size, 3), dtype=np.uint8)  # filled band by band: no big temporary
 for top in range(0, size, 512):
@@ -90,6 +92,7 @@ print(json.dumps({
     "foreground_fraction": float(mask.mean()),
 }))
 """
+)
 
 
 def run_size(size: int) -> dict:
@@ -148,7 +151,9 @@ def test_predict_tiled_mask_time_and_peak_memory(benchmark, pytestconfig, size):
 #: through ``segkit.tiff.open_tiff_rows`` (the photo is never held whole), the mask written with
 #: ``segkit.tiff.write_mask_tiffs`` (tile by tile): what ``segkit predict photo.tif --mask-format tiff``
 #: does. The TIFF is generated tile by tile in the parent, so the child holds no photo at all.
-TIFF_CHILD = SETUP + r"""
+TIFF_CHILD = (
+    SETUP
+    + r"""
 import tifffile
 from segkit.imageio import pixel_limit
 from segkit.tiff import TiffRows, open_tiff_rows, write_mask_tiffs
@@ -183,6 +188,7 @@ print(json.dumps({
     "torch_threads": torch.get_num_threads(),
 }))
 """
+)
 
 
 def write_random_tiled_tiff(path, size: int) -> None:

@@ -1,7 +1,5 @@
 """segkit: a plugin-based binary semantic segmentation toolkit on PyTorch."""
 
-from importlib import metadata as _metadata
-
 from segkit.api import (
     create_callback,
     create_dataset,
@@ -12,11 +10,7 @@ from segkit.api import (
     load_model,
 )
 from segkit.hookspecs import hookimpl
-
-try:
-    __version__ = _metadata.version("segkit")
-except _metadata.PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+unknown"
+from segkit.version import __version__
 
 __all__ = [
     "__version__",

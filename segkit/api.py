@@ -1,46 +1,32 @@
-"""The Python API: the same registries the CLI uses, for notebooks and scripts."""
+"""The Python API: the same registries the CLI uses (``segkit.components``), and trained models
+loaded for inference, for notebooks and scripts. The package root re-exports it."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from segkit.plugins import get_host
-from segkit.registry import KINDS, Component
+from segkit.components import (
+    create_callback,
+    create_dataset,
+    create_loss,
+    create_model,
+    get_component,
+    list_components,
+)
 
 if TYPE_CHECKING:
     from segkit.inference import TrainedModel
 
-
-def get_component(kind: str, name: str) -> Component:
-    """The registered component of ``kind`` called ``name`` (raises ``UnknownComponentError``)."""
-    return get_host().registry(kind).get(name)
-
-
-def list_components(kind: str | None = None) -> list[Component]:
-    """Every registered component, or those of one kind, sorted by kind then name."""
-    kinds = KINDS if kind is None else (kind,)
-    return [component for each in kinds for component in get_host().registry(each)]
-
-
-def create_model(name: str, in_channels: int = 3, out_channels: int = 1, **options: Any):
-    """Build a registered model: an ``nn.Module`` mapping images to logits."""
-    return get_component("model", name).factory(in_channels=in_channels, out_channels=out_channels, **options)
-
-
-def create_loss(name: str, **options: Any):
-    """Build a registered loss taking ``(logits, target)``."""
-    return get_component("loss", name).factory(**options)
-
-
-def create_dataset(name: str, **options: Any):
-    """Build a registered dataset, e.g. ``create_dataset("oxford_pet", root=DIR, split="test")``."""
-    return get_component("dataset", name).factory(**options)
-
-
-def create_callback(name: str, **options: Any):
-    """Build a registered training callback."""
-    return get_component("callback", name).factory(**options)
+__all__ = [
+    "create_callback",
+    "create_dataset",
+    "create_loss",
+    "create_model",
+    "get_component",
+    "list_components",
+    "load_model",
+]
 
 
 def load_model(run_or_checkpoint: str | os.PathLike, device: str = "cpu") -> TrainedModel:

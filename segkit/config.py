@@ -17,9 +17,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from segkit.errors import UsageError
+from segkit.components import get_component, list_components
+from segkit.errors import UnknownComponentError, UsageError
 from segkit.settings import (
     ALIASES,
     BY_NAME,
@@ -151,14 +152,27 @@ def dataset_defaults(metadata_defaults: dict[str, Any] | None, model: str) -> di
     return defaults
 
 
+#: How a run is planned when ``--recipe`` names a planner: ``plan(name, values, user_set)`` returns a
+#: ``segkit.planning.Plan`` (``segkit.planning.make_plan``). The planning layer passes it in; settings
+#: resolution itself knows no planner.
+PlanFunction = Callable[[str, dict[str, Any], frozenset[str]], Any]
+
+
+def planner_names() -> list[str]:
+    """The registered planners (recipes computed from the data, such as ``auto``)."""
+    return [component.name for component in list_components("planner")]
+
+
+def is_planner(name: str) -> bool:
+    """Whether ``--recipe name`` names a planner rather than a fixed recipe."""
+    recipes = {component.name for component in list_components("recipe")}
+    return name not in recipes and name in planner_names()
+
+
 def recipe_layer(name: str) -> dict[str, Any]:
     """The settings of the registered recipe ``name``."""
-    import segkit
-    from segkit.errors import UnknownComponentError
-    from segkit.planning import planner_names
-
     try:
-        settings = segkit.get_component("recipe", name).factory
+        settings = get_component("recipe", name).factory
     except UnknownComponentError as error:
         planners = planner_names()
         if not planners:
@@ -172,15 +186,18 @@ def recipe_layer(name: str) -> dict[str, Any]:
 
 
 def resolve_run_config(
-    flags: Mapping[str, Any], config_file: Path | None, recipe: str | None
+    flags: Mapping[str, Any],
+    config_file: Path | None,
+    recipe: str | None,
+    plan: PlanFunction | None = None,
 ) -> ResolvedConfig:
     """A new run's settings: defaults, the dataset's defaults, the recipe, the config file, the flags.
 
     ``flags`` holds values (``segkit.settings.flag_layer`` converts what click parsed); None means not
-    given. The recipe may also be named by the config file's ``recipe`` key; ``--recipe`` wins.
+    given. The recipe may also be named by the config file's ``recipe`` key; ``--recipe`` wins. A
+    recipe that names a planner is planned with ``plan`` (``segkit.planning.resolve_planned_config``
+    passes it); without one, naming a planner is a usage error.
     """
-    import segkit
-
     file_layer = read_config_file(config_file) if config_file else {}
     file_source = f"config {config_file}"
     recipe = recipe or file_layer.pop("recipe", None)
@@ -197,7 +214,7 @@ def resolve_run_config(
             (DEFAULTS[key], DEFAULT_SOURCE),
         )
         chosen[key] = check_value(key, value, source)
-    dataset = segkit.get_component("dataset", chosen["dataset"])
+    dataset = get_component("dataset", chosen["dataset"])
     layers = [
         (DEFAULTS, DEFAULT_SOURCE),
         (
@@ -205,14 +222,15 @@ def resolve_run_config(
             f"dataset {chosen['dataset']} default",
         ),
     ]
-    plan = None
     if recipe:
-        layer, source, plan = _recipe_or_plan(recipe, layers, user_layers)
+        layer, source, made = _recipe_or_plan(recipe, layers, user_layers, plan)
         layers.append((layer, source))
+    else:
+        made = None
     config = _resolve(layers + user_layers)
     check_dataset_reads_data_path(config)
     check_tile_fits_crops(config)
-    config.plan = plan
+    config.plan = made
     return config
 
 
@@ -220,33 +238,34 @@ def _recipe_or_plan(
     recipe: str,
     below: Sequence[tuple[Mapping[str, Any], str]],
     user_layers: Sequence[tuple[Mapping[str, Any], str]],
+    plan: PlanFunction | None,
 ) -> tuple[dict[str, Any], str, Any]:
     """The recipe's layer, its source and the plan behind it: a fixed recipe's settings, or what the
-    planner of that name plans around the user's layers (``segkit.planning``)."""
-    from segkit.planning import is_planner, make_plan
-
+    planner of that name plans around the user's layers (with ``plan``)."""
     if not is_planner(recipe):
         return recipe_layer(recipe), f"recipe {recipe}", None
+    if plan is None:
+        raise UsageError(
+            f"recipe {recipe!r} is a planner: resolve with segkit.planning.resolve_planned_config"
+        )
     unplanned = _resolve([*below, *user_layers])
     check_dataset_reads_data_path(unplanned)
     user_set = frozenset(key for layer, _ in user_layers for key in layer)
-    plan = make_plan(recipe, unplanned.values, user_set)
-    return plan.settings, f"plan {recipe}", plan
+    made = plan(recipe, unplanned.values, user_set)
+    return made.settings, f"plan {recipe}", made
 
 
 def check_dataset_reads_data_path(config: ResolvedConfig) -> None:
     """A ``--data-path`` for a dataset that reads no folder (the synthetic one) is a usage error that
     suggests a dataset that does: the images there would otherwise be silently ignored."""
-    import segkit
-
     if config["data_path"] is None:
         return
-    spec = segkit.get_component("dataset", config["dataset"]).metadata.get("options")
+    spec = get_component("dataset", config["dataset"]).metadata.get("options")
     if not isinstance(spec, Mapping) or "root" in spec:
         return  # it reads the folder, or does not declare its options
     readers = [
         component.name
-        for component in segkit.list_components("dataset")
+        for component in list_components("dataset")
         if isinstance(component.metadata.get("options"), Mapping) and "root" in component.metadata["options"]
     ]
     key = describe_key(BY_NAME["data_path"], config.sources["data_path"])
@@ -289,7 +308,7 @@ def resolve_resumed_config(run_dir: Path, flags: Mapping[str, Any]) -> ResolvedC
     """A resumed run's settings: those its ``config.json`` recorded (defaults for any it predates),
     then the flags. Only the settings in ``RESUME_OVERRIDES`` may change; a flag that would change
     another one is a usage error naming it (one repeating the recorded value is accepted)."""
-    from segkit.engine.rundir import read_run_config
+    from segkit.run_folder import read_run_config
 
     record = read_run_config(run_dir)
     recorded = record.get("config") if isinstance(record, dict) else None
@@ -335,13 +354,11 @@ def _resolve(layers: Sequence[tuple[Mapping[str, Any], str]]) -> ResolvedConfig:
 def check_component_names(config: ResolvedConfig) -> None:
     """Fail fast, before any data is read, on a misspelled model, loss, dataset or callback, and on
     callback options for a callback that will not run."""
-    import segkit
-
     for kind in ("model", "loss", "dataset"):
-        segkit.get_component(kind, config[kind])
+        get_component(kind, config[kind])
     added, disabled = config["callbacks"] or [], config["disable_callbacks"] or []
     for name in [*added, *disabled]:
-        segkit.get_component("callback", name)
+        get_component("callback", name)
     both = sorted(set(added) & set(disabled))
     if both:
         raise UsageError(f"--callback {both[0]} and --no-callback {both[0]} contradict each other")
@@ -357,9 +374,7 @@ def check_component_names(config: ResolvedConfig) -> None:
 def enabled_callbacks(values: Mapping[str, Any]) -> list[str]:
     """The callbacks a run uses: those registered as defaults (csv, excel), then those ``callbacks``
     adds, less those ``disable_callbacks`` leaves out."""
-    import segkit
-
-    defaults = [c.name for c in segkit.list_components("callback") if c.metadata.get("default")]
+    defaults = [c.name for c in list_components("callback") if c.metadata.get("default")]
     disabled = set(values.get("disable_callbacks") or [])
     names = dict.fromkeys([*defaults, *(values.get("callbacks") or [])])
     return [name for name in names if name not in disabled]

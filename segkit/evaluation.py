@@ -22,6 +22,7 @@ from segkit.metrics import MetricAccumulator
 from segkit.postprocess import postprocess_mask
 from segkit.speed import to_input_format
 from segkit.task import Task
+from segkit.tiling import Tiles
 
 
 @dataclass
@@ -122,11 +123,11 @@ def evaluate_dataset(
     boundary: bool = True,
     quiet: bool = False,
     postprocess: dict[str, bool] | None = None,
-    tiles: Any = None,
+    tiles: Tiles | None = None,
 ) -> Evaluation:
     """Score ``trained`` on ``dataset``. ``postprocess`` (``fill_holes``, ``keep_largest``) cleans each
     thresholded mask up before it is scored, at every resolution, as ``predict`` would. ``tiles``
-    (``segkit.engine.loop.Tiles``) runs the model through tiles of each photo at native resolution
+    (``segkit.tiling.Tiles``) runs the model through tiles of each photo at native resolution
     (the dataset then yields whole photos, see ``segkit.sampling.Sampling.native``)."""
     steps: dict[str, bool] = {k: v for k, v in (postprocess or {}).items() if v}
     task = trained.task.with_threshold(threshold)
@@ -145,14 +146,14 @@ def evaluate_dataset(
         else:
             logits = predict_logits(trained, batch["image"], tta=tta).cpu()
         names = list(batch["name"])
-        network_logits = _cleaned(logits, task, steps)
+        network_logits = cleaned_logits(logits, task, steps)
         network.update(network_logits, batch["mask"], ignore=batch.get("ignore"), names=names)
         for offset, name in enumerate(names):
             if original is not None:  # i.e. use_original
                 mask, ignore = dataset.original_mask(index + offset)
                 truth = _as_batch(mask, torch.int64 if task.kind == "multiclass" else torch.float32)
                 size = (int(truth.shape[-2]), int(truth.shape[-1]))
-                full = _cleaned(resize_logits(logits[offset : offset + 1], size), task, steps)
+                full = cleaned_logits(resize_logits(logits[offset : offset + 1], size), task, steps)
                 ignored = None if ignore is None else _as_batch(ignore, torch.bool)
                 original.update(full, truth, ignore=ignored, names=[name])
             else:
@@ -186,7 +187,7 @@ def _as_batch(array: Any, dtype: torch.dtype) -> torch.Tensor:
 _DECIDED_LOGIT = 30.0
 
 
-def _cleaned(logits: torch.Tensor, task: Task, steps: dict[str, bool]) -> torch.Tensor:
+def cleaned_logits(logits: torch.Tensor, task: Task, steps: dict[str, bool]) -> torch.Tensor:
     """``(N, 1, H, W)`` logits, or, when post-processing is asked for, each image's predicted mask
     cleaned up and turned back into decided logits (+-30) that any threshold reads the same way."""
     if not steps:

@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 
-import segkit
 from segkit.errors import SegkitError, UsageError
 from segkit.files import atomic_replace, atomic_write
 from segkit.inference import IMAGENET_NORMALIZATION, TrainedModel, load_trained_model
+from segkit.version import __version__
 
 FORMATS = ("onnx", "torchscript")
 #: ONNX opset written by default: 17 is read by onnxruntime >= 1.14 and most other runtimes; the
@@ -279,7 +279,7 @@ def deployment_notes(
         "file": file_name,
         "format": export_format,
         **({"onnx_opset": opset} if export_format == "onnx" else {}),
-        "segkit_version": segkit.__version__,
+        "segkit_version": __version__,
         "model": {"name": trained.model_name, "options": dict(checkpoint.get("model_options") or {})},
         "checkpoint": {
             "path": str(trained.path),

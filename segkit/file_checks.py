@@ -29,7 +29,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from segkit import data_cache, imageio
+import segkit.data_cache as data_cache
+import segkit.imageio as imageio
 from segkit.errors import DataError
 
 INDEX_NAME = "file-index.json"

@@ -18,11 +18,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
 
-import segkit
 from segkit.checkpoint import load_checkpoint
+from segkit.components import create_model
 from segkit.errors import CheckpointError, UnknownComponentError, UsageError
+from segkit.forward import input_logits
 from segkit.imageio import MAX_IMAGE_PIXELS
-from segkit.speed import prepare_for_inference, to_input_format
+from segkit.speed import prepare_for_inference
 from segkit.task import BinaryTask, Task, task_from_checkpoint
 from segkit.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -95,7 +96,7 @@ def load_trained_model(
     try:
         image_size, threshold, normalization = inference_settings(payload)
         task = task_from_checkpoint(payload, path)
-        model = segkit.create_model(
+        model = create_model(
             name,
             in_channels=int(payload["in_channels"]),
             out_channels=task.out_channels,
@@ -246,17 +247,7 @@ def image_to_tensor(
 @torch.inference_mode()
 def predict_logits(trained: TrainedModel, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
     """Logits for a batch at network resolution; ``tta`` averages with the horizontally flipped pass."""
-    images = to_input_format(images, trained.device, training=False)
-    return model_logits(trained.model, images, tta)
-
-
-def model_logits(model: torch.nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """``model(images)`` as float32; with ``tta``, averaged with the pass on horizontally flipped
-    images (flipped back), the flip test-time augmentation used by predict, evaluate and validation."""
-    logits = model(images).float()
-    if tta:
-        logits = (logits + model(images.flip(-1)).float().flip(-1)) / 2
-    return logits
+    return input_logits(trained.model, trained.device, images, tta)
 
 
 def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

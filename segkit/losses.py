@@ -350,7 +350,7 @@ def loss_tasks(component_metadata: Mapping[str, Any] | None) -> tuple[str, ...]:
 
 def losses_for_task(task_kind: str) -> list[str]:
     """The names of the registered losses serving ``task_kind``, sorted."""
-    from segkit.api import list_components  # the registry imports plugins, which import this module
+    from segkit.components import list_components  # the registry imports plugins, which import this module
 
     return [c.name for c in list_components("loss") if task_kind in loss_tasks(c.metadata)]
 

@@ -203,7 +203,7 @@ def describe_model(
     and ``out_channels``. The model is built on the ``meta`` device when its factory allows it, so
     describing a 30M-parameter network allocates no weights.
     """
-    from segkit.api import get_component
+    from segkit.components import get_component
 
     height, width = _as_size(image_size)
     component = get_component("model", name)

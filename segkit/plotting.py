@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from segkit.engine.rundir import read_run_config
 from segkit.errors import DataError, SegkitError, UsageError
+from segkit.run_folder import read_run_config
 
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.csv"

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import pluggy
 
-from segkit import hookspecs
+import segkit.hookspecs as hookspecs
 from segkit.errors import DuplicateComponentError
 from segkit.registry import KINDS, Registry, make_register
 

@@ -126,13 +126,13 @@ def predicted_of(logits: torch.Tensor, task: Any) -> np.ndarray:
 
 def pictures_of_item(trained: Any, item: dict[str, Any], *, tta: bool = False, postprocess=None):
     """Predict one dataset item with ``trained`` as evaluate does; its ``case_pictures``."""
-    from segkit.evaluation import _cleaned
+    from segkit.evaluation import cleaned_logits
     from segkit.inference import predict_logits
 
     task = trained.task
     logits = predict_logits(trained, item["image"][None], tta=tta).cpu()
     steps = {key: on for key, on in (postprocess or {}).items() if on}
-    predicted = predicted_of(_cleaned(logits, task, steps), task)
+    predicted = predicted_of(cleaned_logits(logits, task, steps), task)
     photo = photo_of(item["image"], trained.normalization)
     return case_pictures(photo, truth_of(item, task), predicted, task)
 

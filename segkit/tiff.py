@@ -36,7 +36,7 @@ import tifffile
 from PIL import Image
 from tifffile import TIFF
 
-from segkit import imageio
+import segkit.imageio as imageio
 from segkit.errors import DataError
 
 if TYPE_CHECKING:

@@ -78,6 +78,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
 
+from segkit.forward import input_logits, model_logits
+
 if TYPE_CHECKING:  # segkit.inference imports much of segkit: loaded lazily where it is used
     from segkit.inference import TrainedModel
     from segkit.task import Task
@@ -350,6 +352,26 @@ def sliding_window_logits(
     return (summed[:, :height, :width] / weight_sum[:height, :width]).contiguous()
 
 
+@dataclass(frozen=True)
+class Tiles:
+    """Tiled inference settings: ``size`` x ``size`` tiles overlapping by ``overlap``, blended."""
+
+    size: int
+    overlap: float = 0.25
+    blend: str = "gaussian"
+
+    def logits(self, model, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """``(N, K, H, W)`` logits of a batch, each image stitched from its tiles."""
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            return model_logits(model, batch, tta)
+
+        stitched = [
+            sliding_window_logits(run, image, self.size, self.overlap, self.blend) for image in images
+        ]
+        return torch.stack(stitched).to(images.device)
+
+
 def _read_band(
     read_rows: ReadRows,
     top: int,
@@ -466,10 +488,8 @@ def _pixels(image: Image.Image | np.ndarray | Any) -> tuple[int, int, ReadRows]:
 
 
 def _model_fn(trained: TrainedModel, tta: bool) -> ModelFn:
-    from segkit.inference import predict_logits
-
     def run(batch: torch.Tensor) -> torch.Tensor:
-        return predict_logits(trained, batch, tta=tta)  # model_logits, with its flip TTA
+        return input_logits(trained.model, trained.device, batch, tta)  # as predict_logits
 
     return run
 

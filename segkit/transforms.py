@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from segkit.components import get_component, list_components
 from segkit.errors import SegkitError, UsageError
 from segkit.lazy import lazy_module
 from segkit.sampling import IGNORE_INDEX, Sampling, random_crop, rescale
@@ -127,12 +128,9 @@ def build_sample_transform(
         raise UsageError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
     if not isinstance(augment, str):
         raise UsageError(f"augment must be the name of an augmentation pipeline, got {augment!r}")
-    from segkit.api import get_component
-    from segkit.plugins import get_host
-
     if sampling.mode == "native":
         pipeline = v2.Compose(to_float_and_normalize())
-    elif augment == "none" and "none" not in get_host().registry("augmentation"):
+    elif augment == "none" and "none" not in {c.name for c in list_components("augmentation")}:
         pipeline = (
             v2.Compose(to_float_and_normalize())
             if sampling.mode == "crop"

@@ -35,7 +35,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from segkit.evaluation import _cleaned
+from segkit.evaluation import cleaned_logits
 from segkit.task import BinaryTask
 from segkit_builtin.folder import SkippedFilesWarning
 
@@ -230,7 +230,7 @@ masks = st.integers(4, 12).flatmap(
 def test_post_processed_logits_decide_exactly_the_cleaned_mask(mask, fill, keep):
     logits = torch.where(torch.from_numpy(mask), 2.0, -2.0)[None, None]
     steps = {k: v for k, v in (("fill_holes", fill), ("keep_largest", keep)) if v}
-    cleaned = _cleaned(logits, BinaryTask(0.5), steps)
+    cleaned = cleaned_logits(logits, BinaryTask(0.5), steps)
     if not steps:
         assert cleaned is logits
         return

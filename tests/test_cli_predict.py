@@ -29,7 +29,7 @@ from torch import nn
 
 import segkit
 from segkit.checkpoint import save_checkpoint
-from segkit.inference import model_logits
+from segkit.forward import model_logits
 from segkit.plugins import get_host
 from segkit.transforms import IMAGENET_MEAN, IMAGENET_STD
 

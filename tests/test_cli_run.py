@@ -169,7 +169,7 @@ def test_run_output_folder_that_cannot_be_made(tmp_path, regular_file, where):
 def test_run_output_folder_without_write_permission(tmp_path, monkeypatch):
     import os
 
-    import segkit.engine.rundir as rundir
+    import segkit.run_folder as rundir
 
     class OsWhereLockedIsReadOnly:
         """``os`` as the run-folder code sees it, with ``locked`` read-only (root ignores chmod)."""

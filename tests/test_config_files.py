@@ -287,7 +287,7 @@ def test_config_file_is_overridden_by_flags(tmp_path):
 
 
 def test_a_named_recipe_beats_dataset_defaults_and_loses_to_flags():
-    from segkit.cli.run_cmd import resolve_run_config
+    from segkit.config import resolve_run_config
 
     config = resolve_run_config({"epochs": 3}, None, "seed")
     assert config["image_size"] == 256 and config.sources["image_size"] == "recipe seed"
@@ -299,7 +299,7 @@ def test_a_named_recipe_beats_dataset_defaults_and_loses_to_flags():
 
 def test_every_registered_recipe_resolves_to_valid_settings():
     """A recipe is checked like a config file: known settings, valid values (third-party ones too)."""
-    from segkit.cli.run_cmd import resolve_run_config
+    from segkit.config import resolve_run_config
 
     names = [component.name for component in segkit.list_components("recipe")]
     assert {"seed", "budget"} <= set(names)
@@ -310,7 +310,7 @@ def test_every_registered_recipe_resolves_to_valid_settings():
 
 
 def test_the_budget_recipe_plans_for_fifteen_minutes_unless_told_otherwise():
-    from segkit.cli.run_cmd import resolve_run_config
+    from segkit.config import resolve_run_config
 
     config = resolve_run_config({}, None, "budget")
     assert config["time_budget"] == 900 and config.sources["time_budget"] == "recipe budget"

@@ -1,4 +1,4 @@
-"""Where and how the computation runs (segkit.engine.device): the device and mixed-precision choices,
+"""Where and how the computation runs (segkit.device): the device and mixed-precision choices,
 autocast, and fp16's GradScaler path through the training step.
 
 Most of it runs on the CPU: the choices only read what torch says is available (faked here), and
@@ -21,7 +21,7 @@ from torch import nn
 
 import segkit
 from segkit.checkpoint import load_checkpoint
-from segkit.engine.device import autocast, resolve_amp, resolve_device
+from segkit.device import autocast, resolve_amp, resolve_device
 from segkit.engine.step import TrainingStep
 from segkit.errors import UsageError
 from segkit.task import BinaryTask

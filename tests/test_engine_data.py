@@ -1,5 +1,5 @@
-"""The run's data (segkit.engine.data): how many loader workers "auto" means, and photos decoded once
-per run when the splits are read in the training process (segkit.datasets.DecodedCache)."""
+"""The run's data (segkit.engine.data, segkit.splits): how many loader workers "auto" means, and photos
+decoded once per run when the splits are read in the training process (segkit.datasets.DecodedCache)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from PIL import Image
 
 import segkit
 import segkit.datasets
+from segkit import splits
 from segkit.datasets import DecodedCache
-from segkit.engine import data as engine_data
-from segkit.engine.data import RunData, resolve_workers
+from segkit.engine.data import RunData
 from segkit.engine.distributed import ProcessGroup
 from segkit.settings import DEFAULTS
+from segkit.splits import resolve_workers
 
 
 class Plain:
@@ -41,7 +42,7 @@ class InMemory:
     ],
 )
 def test_auto_workers_by_cores_device_and_dataset(monkeypatch, cores, device, dataset, expected):
-    monkeypatch.setattr(engine_data.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(splits.os, "cpu_count", lambda: cores)
     assert resolve_workers("auto", dataset, torch.device(device)) == expected
     assert resolve_workers(3, dataset, torch.device(device)) == 3
 

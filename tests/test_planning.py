@@ -529,14 +529,14 @@ def test_timed_steps_run_under_the_autocast_dtype_the_run_trains_in(monkeypatch,
     from segkit.planning import machine
 
     seen = []
-    real = segkit.create_model
+    real = machine.create_model
 
     def recording(*args, **kwargs):
         model = real(*args, **kwargs)
         model.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
         return model
 
-    monkeypatch.setattr(segkit, "create_model", recording)
+    monkeypatch.setattr(machine, "create_model", recording)
     candidate = Candidate("unet", 32, 2, (("base_channels", 4),))
     machine.time_steps(candidate, "cpu", steps=1, amp=amp)
     assert seen and set(seen) == {amp or torch.float32}

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
-from segkit.inference import IMAGENET_NORMALIZATION, TrainedModel, model_logits, predict_probability
+from segkit.forward import model_logits
+from segkit.inference import IMAGENET_NORMALIZATION, TrainedModel, predict_probability
 from segkit.task import BinaryTask, MulticlassTask, MultilabelTask
 from segkit.tiling import (
     TilingStats,

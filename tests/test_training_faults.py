@@ -38,8 +38,8 @@ from hypothesis import strategies as st
 from torch.nn import functional as F
 
 import segkit
+from segkit import run_folder as rundir
 from segkit.checkpoint import load_checkpoint
-from segkit.engine import rundir
 from segkit.plugins import get_host
 
 STEPS_PER_EPOCH = 2
@@ -457,7 +457,7 @@ from pathlib import Path
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import segkit.checkpoint
-import segkit.engine.rundir
+import segkit.run_folder
 
 markers = Path(os.environ["SEGKIT_TEST_MARKERS"])
 pause_at = os.environ.get("SEGKIT_TEST_PAUSE_AT", "")
@@ -486,7 +486,7 @@ def instrumented(path, write):
 
 
 segkit.checkpoint.atomic_write = instrumented
-segkit.engine.rundir.atomic_write = instrumented
+segkit.run_folder.atomic_write = instrumented
 from segkit.cli import main
 
 main(sys.argv[1:])

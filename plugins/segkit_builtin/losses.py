@@ -42,7 +42,6 @@ from segkit.errors import UsageError
 from segkit.losses import (  # noqa: F401
     CLASS_WEIGHTS,
     SegmentationLoss,
-    _sum_dims,
     check_class_weights,
     class_weight_tensor,
     prepare,
@@ -50,8 +49,6 @@ from segkit.losses import (  # noqa: F401
     soft_tversky_index,
     valid_mean,
 )
-
-_valid_mean = valid_mean  # the name this module used before valid_mean moved to segkit.losses
 
 # --- options ----------------------------------------------------------------------------------------
 
@@ -240,13 +237,13 @@ class WeightedSumLoss(SegmentationLoss):
 # --- factories --------------------------------------------------------------------------------------
 
 
-def _require_some_weight(loss_name: str, weights: dict[str, float]) -> None:
+def require_some_weight(loss_name: str, weights: dict[str, float]) -> None:
     if not any(weights.values()):
         names = " and ".join(repr(name) for name in weights)
         raise UsageError(f"loss {loss_name!r}: options {names} cannot both be 0")
 
 
-def _require_tversky_weights(loss_name: str, alpha: float, beta: float) -> None:
+def require_tversky_weights(loss_name: str, alpha: float, beta: float) -> None:
     if alpha == 0 and beta == 0:
         raise UsageError(f"loss {loss_name!r}: options 'alpha' and 'beta' cannot both be 0 (no signal)")
 
@@ -296,7 +293,7 @@ def build_dice(**options: Any) -> DiceLoss:
 def build_tversky(**options: Any) -> TverskyLoss:
     """1 - soft Tversky index (options: alpha for FP, beta for FN, smooth, per_image, per_channel)."""
     parsed = parse_component_options("loss", "tversky", options, TVERSKY_OPTIONS)
-    _require_tversky_weights("tversky", parsed["alpha"], parsed["beta"])
+    require_tversky_weights("tversky", parsed["alpha"], parsed["beta"])
     return TverskyLoss(**parsed)
 
 
@@ -308,7 +305,7 @@ def build_focal(**options: Any) -> FocalLoss:
 def build_bce_dice(**options: Any) -> WeightedSumLoss:
     """bce_weight * BCE + dice_weight * (1 - soft Dice), the seed report's loss."""
     parsed = parse_component_options("loss", "bce_dice", options, BCE_DICE_OPTIONS)
-    _require_some_weight(
+    require_some_weight(
         "bce_dice", {"bce_weight": parsed["bce_weight"], "dice_weight": parsed["dice_weight"]}
     )
     bce = BCELoss(parsed["pos_weight"], parsed["class_weights"], name="bce_dice")
@@ -319,10 +316,10 @@ def build_bce_dice(**options: Any) -> WeightedSumLoss:
 def build_bce_tversky(**options: Any) -> WeightedSumLoss:
     """bce_weight * BCE + tversky_weight * (1 - soft Tversky), the seed report's other loss."""
     parsed = parse_component_options("loss", "bce_tversky", options, BCE_TVERSKY_OPTIONS)
-    _require_some_weight(
+    require_some_weight(
         "bce_tversky", {"bce_weight": parsed["bce_weight"], "tversky_weight": parsed["tversky_weight"]}
     )
-    _require_tversky_weights("bce_tversky", parsed["alpha"], parsed["beta"])
+    require_tversky_weights("bce_tversky", parsed["alpha"], parsed["beta"])
     tversky = TverskyLoss(
         parsed["alpha"], parsed["beta"], parsed["smooth"], parsed["per_image"], parsed["per_channel"]
     )

@@ -40,8 +40,8 @@ from segkit_builtin.losses import (
     TERM_WEIGHT,
     TVERSKY_ALPHA,
     TVERSKY_BETA,
-    _require_some_weight,
-    _require_tversky_weights,
+    require_some_weight,
+    require_tversky_weights,
 )
 
 #: The task kinds these losses serve (see ``segkit.losses.check_loss_task``).
@@ -209,7 +209,7 @@ def build_ce_dice(**options: Any) -> MulticlassWeightedSumLoss:
     """ce_weight * cross-entropy + dice_weight * (1 - softmax Dice)."""
     parsed, base = _parse("ce_dice", options, CE_DICE_OPTIONS)
     weights = {"ce_weight": parsed["ce_weight"], "dice_weight": parsed["dice_weight"]}
-    _require_some_weight("ce_dice", weights)
+    require_some_weight("ce_dice", weights)
     dice = SoftmaxDiceLoss(parsed["smooth"], parsed["per_image"], **base)
     terms = {"ce": (parsed["ce_weight"], CrossEntropyLoss(**base)), "dice": (parsed["dice_weight"], dice)}
     return MulticlassWeightedSumLoss(terms, **base)
@@ -224,7 +224,7 @@ def build_multiclass_focal(**options: Any) -> MulticlassFocalLoss:
 def build_multiclass_tversky(**options: Any) -> MulticlassTverskyLoss:
     """1 - soft Tversky per class, averaged (alpha for FP, beta for FN, smooth, per_image, ...)."""
     parsed, base = _parse("multiclass_tversky", options, MULTICLASS_TVERSKY_OPTIONS)
-    _require_tversky_weights("multiclass_tversky", parsed["alpha"], parsed["beta"])
+    require_tversky_weights("multiclass_tversky", parsed["alpha"], parsed["beta"])
     return MulticlassTverskyLoss(**parsed, **base)
 
 

@@ -131,12 +131,12 @@ def validation_pictures(run_dir: Path, count: int) -> list[tuple[str, Any]]:
     (| errors), the prediction by the run's ``last.pt`` as ``segkit evaluate`` would make it."""
     import numpy as np
 
-    from segkit.cli.evaluate_cmd import _evaluation_dataset
     from segkit.inference import load_trained_model
     from segkit.report import pictures_of_item, side_by_side
+    from segkit.splits import evaluation_split
 
     trained = load_trained_model(Path(run_dir) / "last.pt", device="cpu")
-    _, dataset = _evaluation_dataset(trained, "valid", None, None, ())
+    _, dataset = evaluation_split(trained, "valid", None, None, ())
     pictures = []
     for index in range(min(count, len(dataset))):
         item = dataset[index]

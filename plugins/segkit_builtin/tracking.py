@@ -20,9 +20,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from segkit.engine.rundir import read_run_config
 from segkit.errors import SegkitError, UsageError
 from segkit.files import atomic_write_text
+from segkit.run_folder import read_run_config
 
 TRACKERS_FILE = "trackers.json"
 

@@ -8,15 +8,12 @@ from pathlib import Path
 import click
 
 from segkit.cli.inference_choices import (
+    device_option,
     inference_choice_options,
     resolve_inference_choices,
     resolve_tiling,
     tiling_options,
 )
-from segkit.settings import BY_NAME
-
-#: --device as segkit.settings declares it (``segkit run``'s flag): the same help and default here.
-DEVICE = BY_NAME["device"]
 
 
 @click.command("evaluate")
@@ -69,7 +66,7 @@ DEVICE = BY_NAME["device"]
     type=click.Path(path_type=Path),
     help="Folder for summary JSON and per-image CSV. [default: <run folder>/eval-<split>]",
 )
-@click.option(DEVICE.flag, default=DEVICE.default, help=DEVICE.help_text)
+@device_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def evaluate(
     checkpoint,
@@ -101,11 +98,12 @@ def evaluate(
     multi-class model: the mean over classes (foreground classes where one is the background), a
     per-class table, and confusion_matrix.png.
     """
-    from segkit.engine.device import resolve_device
-    from segkit.engine.loop import Tiles
+    from segkit.device import resolve_device
     from segkit.errors import UsageError
     from segkit.evaluation import evaluate_dataset
     from segkit.inference import load_trained_model
+    from segkit.splits import evaluation_split
+    from segkit.tiling import Tiles
 
     trained = load_trained_model(checkpoint, device=resolve_device(device))
     threshold = trained.threshold if threshold is None else threshold
@@ -117,7 +115,7 @@ def evaluate(
             f"--fill-holes and --keep-largest work on binary masks; {checkpoint} is {trained.task.kind}"
         )
     tiling = resolve_tiling(trained, tile, no_tile, overlap, blend)
-    name, data = _evaluation_dataset(trained, split, dataset, data_path, dataset_option, tiling)
+    name, data = evaluation_split(trained, split, dataset, data_path, dataset_option, tiling)
     choices = {"threshold": threshold, "tta": tta, "postprocess": postprocess, "tiling": tiling}
     choices.update(resolution=resolution, boundary=not no_boundary)
     settings = _settings_of_this_evaluation(trained, name, split, data_path, dataset_option, choices)
@@ -196,66 +194,6 @@ def _write_report_page(page: Path, trained, name: str, data, result, worst: int)
     except OSError as error:
         raise UsageError(f"cannot write --report {page}: {error.strerror or error}") from None
     return page
-
-
-def _evaluation_dataset(trained, split, dataset, data_path, dataset_option, tiling=None):
-    """The dataset to score on: the run's unless --dataset says otherwise, with the run's options;
-    with ``tiling``, whole photos at native resolution (after the run's scale)."""
-    import segkit
-    from segkit.engine.data import in_flag_words
-    from segkit.errors import DataError, SegkitError, UsageError
-    from segkit.options import parse_options
-
-    recorded = trained.checkpoint.get("config") or {}
-    name = dataset or trained.checkpoint.get("dataset") or recorded.get("dataset")
-    options = dict(recorded.get("dataset_options") or {}) if name == recorded.get("dataset") else {}
-    given = parse_options(dataset_option, "--dataset-option")
-    for key in set(given) & set(_SET_HERE):
-        raise UsageError(f"--dataset-option {key}: {_SET_HERE[key]}")
-    for key in _SET_HERE:  # a run recorded before they were refused at training
-        options.pop(key, None)
-    options.update(given)
-    root = data_path if data_path is not None else recorded.get("data_path")
-    if data_path is None and root is not None and not Path(root).is_dir():
-        raise DataError(
-            f"the data folder {root} that {trained.path} was trained on no longer exists there; "
-            "give its new place with --data-path DIR (it overrides the run's)"
-        )
-    if root is not None:
-        options["root"] = root
-    if tiling is not None:
-        from segkit.sampling import Sampling
-
-        options["sampling"] = Sampling.native(tiling["scale"])
-    try:
-        data = segkit.create_dataset(
-            name, split=split, image_size=trained.image_size, augment="none", **options
-        )
-    except SegkitError as error:
-        message = in_flag_words(str(error))
-        if split == "test" and "test" in message:
-            message += "; to score the validation split instead: --split valid"
-        raise type(error)(message) from None
-    if len(data) == 0:
-        hint = " (score the validation split with --split valid)" if split == "test" else ""
-        raise UsageError(f"the {split} split of dataset {name!r} is empty{hint}")
-    classes = list(getattr(data, "class_names", None) or ["foreground"])
-    if trained.task.kind != "binary" and classes != list(trained.task.class_names):
-        raise UsageError(
-            f"{trained.path} was trained on {len(trained.task.class_names)} classes "
-            f"({', '.join(trained.task.class_names)}); the {split} split of {name!r} has {len(classes)} "
-            f"({', '.join(classes)})"
-        )
-    return name, data
-
-
-#: Dataset options evaluate sets itself, and where they come from instead.
-_SET_HERE = {
-    "root": "the dataset's folder is --data-path DIR (default: the run's)",
-    "split": "the split is --split",
-    "image_size": "the image size is the checkpoint's, the size the model was trained at",
-    "augment": "evaluation never augments",
-}
 
 
 def _settings_of_this_evaluation(trained, name, split, data_path, dataset_option, choices: dict) -> dict:
@@ -344,8 +282,8 @@ def _output_folder(checkpoint, split: str, out: Path | None, settings: dict | No
 
 def _write_results(out: Path, trained, name: str, summary: dict, rows: list[dict]) -> list[Path]:
     """summary.json, per_image.csv and, for a multiclass model, the confusion matrix as a picture."""
-    from segkit.engine.rundir import write_json
     from segkit.errors import UsageError
+    from segkit.run_folder import write_json
 
     written = [out / "summary.json", out / "per_image.csv"]
     try:

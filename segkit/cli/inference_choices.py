@@ -1,4 +1,5 @@
-"""The inference options of ``predict`` and ``evaluate``: ``--tta``, ``--fill-holes``,
+"""The inference options of ``predict`` and ``evaluate`` (and ``--device`` of every command that
+loads a model): ``--tta``, ``--fill-holes``,
 ``--keep-largest``, and tiled inference (``--tile N`` / ``--no-tile``, ``--overlap``, ``--blend``).
 
 Each defaults to what the run recorded in its checkpoint (``TrainedModel.tta``, ``.postprocess``,
@@ -11,6 +12,16 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+
+from segkit.settings import BY_NAME
+
+
+def device_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--device`` as the settings table declares it for ``segkit run``: one help and default for
+    every command that loads a model (evaluate, predict, report)."""
+    device = BY_NAME["device"]
+    return click.option(device.flag or "--device", default=device.default, help=device.help_text)
+
 
 _OPTIONS = (
     click.option(

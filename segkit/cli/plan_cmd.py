@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from segkit.config import resolve_run_config, to_toml
+from segkit.config import is_planner, to_toml
 from segkit.errors import UsageError
 from segkit.settings import click_options, flag_layer
 
@@ -41,11 +41,11 @@ def plan(recipe, config_file, print_config, as_json, **flags):
     reason for each. It reads the training split (its fingerprint is cached beside the data) and times
     a few training steps on the device, as `segkit run --recipe auto` does before training.
     """
-    from segkit.planning import describe_plan, is_planner
+    from segkit.planning import describe_plan, resolve_planned_config
 
     if not is_planner(recipe):
         raise UsageError(f"--recipe {recipe!r} is not a planner; `segkit plugins --kind planner` lists them")
-    config = resolve_run_config(flag_layer(flags), config_file, recipe)
+    config = resolve_planned_config(flag_layer(flags), config_file, recipe)
     if print_config:
         click.echo(to_toml(config), nl=False)
     elif as_json:

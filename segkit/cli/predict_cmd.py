@@ -9,15 +9,12 @@ from pathlib import Path
 import click
 
 from segkit.cli.inference_choices import (
+    device_option,
     inference_choice_options,
     resolve_inference_choices,
     resolve_tiling,
     tiling_options,
 )
-from segkit.settings import BY_NAME
-
-#: --device as segkit.settings declares it (``segkit run``'s flag): the same help and default here.
-DEVICE = BY_NAME["device"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -99,7 +96,7 @@ def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
     default=None,
     help="Accept photos up to this many pixels (a guard against decompression bombs). [default: 50,000,000]",
 )
-@click.option(DEVICE.flag, default=DEVICE.default, help=DEVICE.help_text)
+@device_option()
 def predict(
     checkpoint,
     inputs,
@@ -126,7 +123,7 @@ def predict(
     reported and skipped; the exit code is then 1."""
     from tqdm.auto import tqdm
 
-    from segkit.engine.device import resolve_device
+    from segkit.device import resolve_device
     from segkit.errors import DataError, UsageError
     from segkit.imageio import pixel_limit
     from segkit.inference import load_trained_model

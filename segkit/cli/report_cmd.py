@@ -6,10 +6,7 @@ from pathlib import Path
 
 import click
 
-from segkit.settings import BY_NAME
-
-#: --device as segkit.settings declares it (``segkit run``'s flag): the same help and default here.
-DEVICE = BY_NAME["device"]
+from segkit.cli.inference_choices import device_option
 
 
 @click.command("report")
@@ -36,7 +33,7 @@ DEVICE = BY_NAME["device"]
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per batch."
 )
-@click.option(DEVICE.flag, default=DEVICE.default, help=DEVICE.help_text)
+@device_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def report(run, split, worst, best, data_path, out, batch_size, device, quiet):
     """Write one HTML page about RUN (a run folder) that opens offline in any browser.
@@ -48,21 +45,21 @@ def report(run, split, worst, best, data_path, out, batch_size, device, quiet):
     picture is inlined: the single file can be mailed or archived as it is. The inference choices
     (threshold, test-time augmentation, clean-up) are the run's own, as `segkit evaluate` uses them.
     """
-    from segkit.cli.evaluate_cmd import _evaluation_dataset
     from segkit.cli.inference_choices import resolve_inference_choices
-    from segkit.engine.device import resolve_device
-    from segkit.engine.rundir import read_run_config
+    from segkit.device import resolve_device
     from segkit.errors import UsageError
     from segkit.evaluation import evaluate_dataset
     from segkit.inference import load_trained_model
     from segkit.report import curve_pngs, evaluation_content, run_facts, settings_rows, write_page
+    from segkit.run_folder import read_run_config
+    from segkit.splits import evaluation_split
 
     if not run.is_dir():
         raise UsageError(f"{run} is not a run folder (segkit report takes the folder segkit run made)")
     recorded = read_run_config(run)
     trained = load_trained_model(run, device=resolve_device(device))
     tta, postprocess = resolve_inference_choices(trained, None, None, None)
-    name, data = _evaluation_dataset(trained, split, None, data_path, ())
+    name, data = evaluation_split(trained, split, None, data_path, ())
     out = out if out is not None else run / "report.html"
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give the HTML file to write, e.g. {out / 'report.html'}")

@@ -12,15 +12,14 @@ import click
 
 from segkit.config import (
     RESUME_OVERRIDES,
-    check_component_names,
     resolve_resumed_config,
-    resolve_run_config,
     to_toml,
 )
 from segkit.errors import UsageError
+from segkit.planning import resolve_planned_config
 from segkit.settings import BY_NAME, SETTINGS, click_options, flag_layer
 
-__all__ = ["run", "resolve_run_config", "check_component_names", "RESUME_OVERRIDES"]
+__all__ = ["run"]
 
 _RESUME_FLAGS = [BY_NAME[name].flag or name for name in RESUME_OVERRIDES]
 _NAME_WIDTH = max(len(setting.name) for setting in SETTINGS)
@@ -79,7 +78,7 @@ def run(config_file, recipe, resume, print_config, **flags):
             )
         config = resolve_resumed_config(resume, values)
     else:
-        config = resolve_run_config(values, config_file, recipe)
+        config = resolve_planned_config(values, config_file, recipe)
     echo = click.echo
     if print_config:
         echo(to_toml(config), nl=False)

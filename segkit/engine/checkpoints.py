@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
 
-import segkit
 from segkit.checkpoint import load_checkpoint, save_checkpoint
 from segkit.engine.state import TrainingState
 from segkit.errors import CheckpointError
 from segkit.inference import load_state
+from segkit.version import __version__
+
+if TYPE_CHECKING:
+    from segkit.engine.budget import RunClock
+    from segkit.engine.data import RunData
+    from segkit.engine.step import TrainingStep
+    from segkit.engine.weight_average import WeightAverage
+    from segkit.task import Task
 
 LAST_FILE = "last.pt"
 BEST_FILE = "best.pt"
@@ -74,7 +81,25 @@ def save_best(run_dir: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_for_resume(run_dir: Path, trainer: Any) -> TrainingState:
+class CheckpointedRun(Protocol):
+    """What a checkpoint is made from and restored into: the parts of a run (``Trainer`` is one) that
+    ``checkpoint_payload`` reads and ``load_for_resume`` restores, named here once."""
+
+    values: dict[str, Any]
+    state: TrainingState
+    task: Task
+    model_name: str
+    in_channels: int
+    data: RunData  # its train split's normalization
+    model: torch.nn.Module  # the weights being trained
+    evaluated_model: torch.nn.Module  # what predict uses: the weight average where there is one
+    weight_average: WeightAverage | None
+    optimizer: torch.optim.Optimizer
+    step: TrainingStep  # its gradient scaler's state
+    clock: RunClock  # elapsed time and the budget's estimates
+
+
+def load_for_resume(run_dir: Path, trainer: CheckpointedRun) -> TrainingState:
     """Restore the model, weight average, optimizer, scaler and RNGs of ``trainer`` from the run's
     ``last.pt``; returns the training state it saved. Mismatches are one-line ``CheckpointError``s."""
     path = Path(run_dir) / LAST_FILE
@@ -97,14 +122,14 @@ def load_for_resume(run_dir: Path, trainer: Any) -> TrainingState:
     return state
 
 
-def checkpoint_payload(trainer: Any) -> dict[str, Any]:
+def checkpoint_payload(trainer: CheckpointedRun) -> dict[str, Any]:
     """Everything ``last.pt`` holds for ``trainer`` as it stands now (``best.pt`` holds a subset)."""
     values, state = trainer.values, trainer.state
     last = state.last_record
     # The validation-calibrated threshold, when the recipe asks for one; predict/evaluate use it.
     task = trainer.task.with_threshold(last.get("calibrated_threshold", values["threshold"]))
     payload = {
-        "segkit_version": segkit.__version__,
+        "segkit_version": __version__,
         "model_name": trainer.model_name,
         "model_options": values["model_options"],
         "in_channels": trainer.in_channels,

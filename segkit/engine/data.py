@@ -2,78 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-import segkit
 from segkit.datasets import DecodedCache
 from segkit.engine import distributed
 from segkit.engine.schedule import train_image_size
-from segkit.errors import DataError, UsageError
+from segkit.errors import UsageError
 from segkit.sampling import Sampling
-
-#: How dataset messages name the options the engine fills from flags, and how a user types them.
-_FLAG_WORDS = (
-    ("needs root=DIR", "needs --data-path DIR"),
-    ("option 'root'", "--data-path"),
-    ("option 'image_size'", "--image-size"),
-    ("option 'augment'", "--augment"),
-)
-
-
-def in_flag_words(message: str) -> str:
-    """A dataset's message about its ``root`` (or ``image_size``, ``augment``) option, in the words of
-    the flag that set it: "dataset 'folder' needs --data-path DIR", not "needs root=DIR"."""
-    for words, flag in _FLAG_WORDS:
-        message = message.replace(words, flag)
-    return message
-
-
-def build_split(values: dict[str, Any], split: str, image_size: int, sampling: Sampling | None = None):
-    """One split at ``image_size``: train with the chosen augmentation, the others with none.
-    ``sampling`` (crops or whole photos at native resolution) is passed on when given."""
-    name = values["dataset"]
-    options = {"image_size": image_size, **values["dataset_options"]}
-    if values["data_path"] is not None:
-        options["root"] = values["data_path"]
-    if sampling is not None:
-        accepted = segkit.get_component("dataset", name).metadata.get("options")
-        if accepted is not None and "sampling" not in accepted:
-            raise UsageError(
-                f"dataset {name!r} cannot crop or tile at native resolution (its factory takes no "
-                "'sampling' option); leave out --crop-size"
-            )
-        options["sampling"] = sampling
-    augment = options.pop("augment", values["augment"])
-    try:
-        dataset = segkit.create_dataset(
-            name, split=split, augment=augment if split == "train" else "none", **options
-        )
-    except UsageError as error:
-        raise UsageError(in_flag_words(str(error))) from None
-    if len(dataset) == 0:
-        raise DataError(f"the {split} split of dataset {name!r} is empty")
-    return dataset
-
-
-#: CPUs at or below which training on the CPU loads its data in its own process: a worker process
-#: would take a core from the training threads (resnet18_unet at 96 px on 2 cores: 26 images/s with
-#: one worker, 30 with none, 33 with none and the photos kept decoded).
-FEW_CORES = 2
-
-
-def resolve_workers(requested: Any, dataset: Any, device: torch.device) -> int:
-    if requested != "auto":
-        return int(requested)
-    if getattr(dataset, "in_memory", False):
-        return 0  # generated or cached in memory: worker processes would only add start-up and copies
-    cores = os.cpu_count() or 1
-    if device.type == "cpu":
-        return 0 if cores <= FEW_CORES else min(4, cores - 1)
-    return min(8, cores)
+from segkit.splits import build_split, resolve_workers
 
 
 def make_loader(

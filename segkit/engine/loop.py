@@ -12,11 +12,12 @@ from tqdm.auto import tqdm
 
 from segkit.calibration import ThresholdSweep
 from segkit.class_metrics import ClassMetricAccumulator
-from segkit.engine.device import autocast
+from segkit.device import autocast
 from segkit.engine.step import TrainingStep, compute_loss, move_batch
-from segkit.inference import model_logits
+from segkit.forward import model_logits
 from segkit.metrics import MetricAccumulator
 from segkit.task import Task
+from segkit.tiling import Tiles
 
 
 @dataclass
@@ -80,27 +81,6 @@ def train_one_epoch(
     return EpochStats(
         loss_sum / images_seen, dice_sum / images_seen, images_seen, steps, skipped, stopped_early
     )
-
-
-@dataclass(frozen=True)
-class Tiles:
-    """Tiled inference settings: ``size`` x ``size`` tiles overlapping by ``overlap``, blended."""
-
-    size: int
-    overlap: float = 0.25
-    blend: str = "gaussian"
-
-    def logits(self, model, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """``(N, K, H, W)`` logits of a batch, each image stitched from its tiles."""
-        from segkit.tiling import sliding_window_logits
-
-        def run(batch: torch.Tensor) -> torch.Tensor:
-            return model_logits(model, batch, tta)
-
-        stitched = [
-            sliding_window_logits(run, image, self.size, self.overlap, self.blend) for image in images
-        ]
-        return torch.stack(stitched).to(images.device)
 
 
 @torch.no_grad()

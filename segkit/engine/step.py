@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
+from segkit.device import autocast
 from segkit.engine import distributed
-from segkit.engine.device import autocast
 from segkit.engine.weight_average import WeightAverage
 from segkit.errors import SegkitError
 from segkit.speed import to_input_format

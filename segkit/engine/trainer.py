@@ -1,6 +1,6 @@
 """``fit``: the training run behind ``segkit run``, told as a story of parts.
 
-- ``segkit.engine.data``: the splits and their loaders (``RunData``, progressive resizing);
+- ``segkit.engine.data``: the splits' loaders (``RunData``, progressive resizing);
 - ``segkit.engine.step``: one optimizer step (AMP, NaN policy, gradient accumulation, weight average);
 - ``segkit.engine.loop``: an epoch of steps, and the evaluation of a loader;
 - ``segkit.engine.validation``: the end-of-epoch validation;
@@ -27,16 +27,15 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-import segkit
 from segkit.callbacks import RunContext
+from segkit.components import create_callback, create_loss, create_model, get_component
 from segkit.config import ResolvedConfig, enabled_callbacks
+from segkit.device import resolve_amp, resolve_device
 from segkit.engine import checkpoints, distributed
 from segkit.engine.budget import RunClock
 from segkit.engine.data import RunData
-from segkit.engine.device import resolve_amp, resolve_device
 from segkit.engine.freezing import EncoderFreeze
 from segkit.engine.loop import EpochStats, train_one_epoch
-from segkit.engine.rundir import CONFIG_FILE, create_run_dir, write_json
 from segkit.engine.schedule import build_optimizer, learning_rate_factor, set_learning_rate
 from segkit.engine.state import TrainingState
 from segkit.engine.step import TrainingStep
@@ -44,8 +43,10 @@ from segkit.engine.validation import Validation, validate
 from segkit.engine.weight_average import WeightAverage
 from segkit.errors import SegkitError, UsageError
 from segkit.init_weights import init_from_file
+from segkit.run_folder import CONFIG_FILE, create_run_dir, write_json
 from segkit.speed import prepare_for_training, resolve_channels_last
 from segkit.task import selection_label, settings_left_out, task_for_dataset
+from segkit.version import __version__
 
 Echo = Callable[[str], None]
 BUDGET_REACHED = "time budget reached"
@@ -165,7 +166,7 @@ class Trainer:
         # left as the process has it (threads=0): the CLI and the tests choose it, not the engine.
         prepare_for_training(self.model, self.device, channels_last=self.channels_last, threads=0)
         trained = DistributedDataParallel(self.model) if self.group.enabled else self.model
-        self.loss_fn = segkit.create_loss(values["loss"], **values["loss_options"])
+        self.loss_fn = create_loss(values["loss"], **values["loss_options"])
         self.optimizer = build_optimizer(
             values["optimizer"], self.model.parameters(), values["learning_rate"], values["weight_decay"]
         )
@@ -358,7 +359,7 @@ class Trainer:
         write_json(
             self.run_dir / CONFIG_FILE,
             {
-                "segkit_version": segkit.__version__,
+                "segkit_version": __version__,
                 "config": self.values,
                 "sources": self.sources,
                 "resolved": {
@@ -387,7 +388,7 @@ def check_loss_task(loss_name: str, task_kind: str) -> None:
     """A loss made for another kind of task is a usage error naming the losses that fit."""
     from segkit.losses import check_loss_task as check
 
-    check(loss_name, segkit.get_component("loss", loss_name).metadata, task_kind)
+    check(loss_name, get_component("loss", loss_name).metadata, task_kind)
 
 
 def _validation_resolution(values: dict[str, Any]) -> str:
@@ -401,7 +402,7 @@ def _validation_resolution(values: dict[str, Any]) -> str:
 
 def _create_model(name: str, in_channels: int, out_channels: int, values: dict[str, Any]) -> torch.nn.Module:
     try:
-        return segkit.create_model(
+        return create_model(
             name, in_channels=in_channels, out_channels=out_channels, **values["model_options"]
         )
     except (MemoryError, RuntimeError) as error:  # e.g. base_channels=99999999: weights beyond any memory
@@ -438,7 +439,7 @@ def _build_callbacks(values: dict[str, Any], run_dir: Path) -> list:
     """The default callbacks, those ``--callback`` adds, less those ``--no-callback`` leaves out."""
     options = values["callback_options"]
     names = enabled_callbacks(values)
-    return [segkit.create_callback(name, run_dir=run_dir, **options.get(name, {})) for name in names]
+    return [create_callback(name, run_dir=run_dir, **options.get(name, {})) for name in names]
 
 
 def _check_resumable(run_dir: Path, state: TrainingState, values: dict[str, Any]) -> None:

@@ -9,9 +9,10 @@ import torch
 
 from segkit.calibration import ThresholdSweep
 from segkit.engine import distributed
-from segkit.engine.loop import Tiles, evaluate_loader
+from segkit.engine.loop import evaluate_loader
 from segkit.speed import prepare_for_inference, resolve_channels_last
 from segkit.task import Task
+from segkit.tiling import Tiles
 
 
 def validation_tiles(values: dict[str, Any]) -> Tiles | None:

@@ -27,13 +27,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from segkit.components import get_component
+from segkit.config import ResolvedConfig, resolve_run_config
 from segkit.errors import UsageError
 
-__all__ = ["Plan", "PlanRequest", "describe_plan", "make_plan", "PLAN_FILE"]
+__all__ = ["Plan", "PlanRequest", "describe_plan", "make_plan", "resolve_planned_config", "PLAN_FILE"]
 
 #: The plan a run was started from, in its run folder.
 PLAN_FILE = "plan.json"
@@ -103,7 +106,7 @@ class PlanRequest:
     @property
     def device(self):
         if "device" not in self._cache:
-            from segkit.engine.device import resolve_device
+            from segkit.device import resolve_device
 
             self._cache["device"] = resolve_device(self.values["device"])
         return self._cache["device"]
@@ -113,7 +116,7 @@ class PlanRequest:
         """The autocast dtype the run will train under (``--amp`` on this device; None: fp32), which
         timed steps use too: a bf16 step on a GPU can take half an fp32 one's time."""
         if "amp" not in self._cache:
-            from segkit.engine.device import resolve_amp
+            from segkit.device import resolve_amp
 
             self._cache["amp"] = resolve_amp(self.values["amp"], self.device)
         return self._cache["amp"]
@@ -121,7 +124,7 @@ class PlanRequest:
     def train_dataset(self) -> Any:
         """The training split as the run will build it (resized, no crops), built once."""
         if "train" not in self._cache:
-            from segkit.engine.data import build_split
+            from segkit.splits import build_split
 
             self._cache["train"] = build_split(self.values, "train", self.values["image_size"])
         return self._cache["train"]
@@ -145,7 +148,7 @@ class PlanRequest:
 
     def loader_workers(self) -> int:
         """The loader workers the run will use (``--workers``, or what auto means here)."""
-        from segkit.engine.data import resolve_workers
+        from segkit.splits import resolve_workers
 
         return resolve_workers(self.values["workers"], self.train_dataset(), self.device)
 
@@ -166,30 +169,23 @@ class PlanRequest:
         return [self._cache[f"time:{candidate}"] for candidate in candidates]
 
 
-def planner_names() -> list[str]:
-    import segkit
-
-    return [component.name for component in segkit.list_components("planner")]
-
-
-def is_planner(name: str) -> bool:
-    import segkit
-
-    recipes = {component.name for component in segkit.list_components("recipe")}
-    return name not in recipes and name in planner_names()
+def resolve_planned_config(
+    flags: Mapping[str, Any], config_file: Path | None, recipe: str | None
+) -> ResolvedConfig:
+    """``segkit.config.resolve_run_config`` with planners: a recipe that names one (``--recipe auto``)
+    is planned here, around the user's layers (what ``segkit run`` and ``segkit plan`` resolve)."""
+    return resolve_run_config(flags, config_file, recipe, plan=make_plan)
 
 
 def make_plan(name: str, values: dict[str, Any], chosen: frozenset[str]) -> Plan:
     """Run the registered planner ``name`` on the request; its seconds are measured here."""
-    import segkit
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError(
             f"--recipe {name} plans by timing this machine, which each torchrun process would do apart "
             f"(and differently): plan once with `segkit plan --recipe {name} ... --print-config > run.toml`, "
             "then start torchrun with --config run.toml"
         )
-    planner: Callable[[PlanRequest], Plan] = segkit.get_component("planner", name).factory
+    planner: Callable[[PlanRequest], Plan] = get_component("planner", name).factory
     request = PlanRequest(dict(values), chosen)
     plan = planner(request)
     if not isinstance(plan, Plan):

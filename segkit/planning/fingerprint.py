@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from segkit import data_cache
+import segkit.data_cache as data_cache
 from segkit.file_checks import RACY_SECONDS
 
 VERSION = 2

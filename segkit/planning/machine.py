@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import torch
 
-import segkit
-from segkit.engine.device import autocast
+from segkit.components import create_model
+from segkit.device import autocast
 from segkit.speed import ChannelsLast, prepare_for_training, to_input_format
 
 #: A warm-up step longer than this many seconds: the candidate is timed with one step, not several.
@@ -91,7 +91,7 @@ def _one_step(candidate: Candidate, device: torch.device, amp: torch.dtype | Non
     """A function that takes one training step of ``candidate`` (forward and loss under autocast to
     ``amp``, backward, AdamW; fp16 through a gradient scaler, as the run's step) on random inputs and
     returns its seconds."""
-    model = segkit.create_model(
+    model = create_model(
         candidate.model,
         in_channels=candidate.in_channels,
         out_channels=candidate.out_channels,
