@@ -41,7 +41,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
-    "REPORT_DEFAULTS",
     "OPTION_TABLES",
     "RESUME_OVERRIDES",
     "ResolvedConfig",
@@ -57,8 +56,6 @@ __all__ = [
     "validate",
 ]
 
-#: The seed report's settings (train.py): 256x256, Adam 1e-3, batch 32, 200 epochs.
-REPORT_DEFAULTS: dict[str, Any] = DEFAULTS
 DEFAULT_SOURCE = "seed report default"
 
 

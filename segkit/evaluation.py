@@ -73,8 +73,8 @@ class Evaluation:
         if self.boundary:
             result["boundary"] = {
                 "resolution": "original" if self.original is not None else "network",
-                "hd95_pixels_mean": _nanmean([b["hd95"] for b in self.boundary]),
-                "boundary_f1_mean": _nanmean([b["boundary_f1"] for b in self.boundary]),
+                "hd95_pixels_mean": mean_of_finite([b["hd95"] for b in self.boundary]),
+                "boundary_f1_mean": mean_of_finite([b["boundary_f1"] for b in self.boundary]),
             }
         return result
 
@@ -106,7 +106,9 @@ def describe_postprocess(steps: dict[str, bool] | None) -> str:
     return ", ".join(chosen) if chosen else "none"
 
 
-def _nanmean(values: list[float]) -> float | None:
+def mean_of_finite(values: list[float]) -> float | None:
+    """The mean of the finite values (a boundary score is None or inf where a mask is empty); None
+    when there is none, which summary.json writes as null."""
     finite = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(finite)) if finite else None
 

@@ -23,8 +23,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import segkit
-from segkit.config import REPORT_DEFAULTS, ResolvedConfig, read_config_file, resolve_run_config, validate
+from segkit.config import ResolvedConfig, read_config_file, resolve_run_config, validate
 from segkit.errors import UsageError
+from segkit.settings import DEFAULTS
 
 #: ``segkit run`` as test_cli_run.py runs it.
 TINY = tiny_run(loss="bce_dice", batch_size=8, train_size=32, valid_size=16)
@@ -53,7 +54,7 @@ def test_fuzzed_config_files_load_or_fail_clearly(tmp_path_factory, content):
         assert "run.toml" in str(error)
         return
     config = ResolvedConfig()
-    config.apply(REPORT_DEFAULTS, "default")
+    config.apply(DEFAULTS, "default")
     try:
         config.apply(data, "config")
         validate(config)
@@ -63,7 +64,7 @@ def test_fuzzed_config_files_load_or_fail_clearly(tmp_path_factory, content):
 
 def test_layers_override_in_order_and_remember_sources():
     config = ResolvedConfig()
-    config.apply(REPORT_DEFAULTS, "default")
+    config.apply(DEFAULTS, "default")
     config.apply({"epochs": 5, "model_options": {"base_channels": 16}}, "dataset")
     config.apply({"epochs": 7, "model_options": {"depth": 3}}, "flag")
     assert config["epochs"] == 7 and config.sources["epochs"] == "flag"
@@ -98,7 +99,7 @@ def test_unknown_setting_names_its_source():
 )
 def test_invalid_values_name_the_flag(key, value):
     config = ResolvedConfig()
-    config.apply(REPORT_DEFAULTS, "default")
+    config.apply(DEFAULTS, "default")
     config.apply({key: value}, "flag")
     with pytest.raises(UsageError, match=f"--{key.replace('_', '-')}"):
         validate(config)
@@ -190,8 +191,8 @@ def test_config_files_resolve_or_are_refused_with_a_usage_error(
     except UsageError as error:
         assert str(error)
         return
-    assert set(config.values) == set(REPORT_DEFAULTS)
-    assert all(key in REPORT_DEFAULTS for key in document)
+    assert set(config.values) == set(DEFAULTS)
+    assert all(key in DEFAULTS for key in document)
     for key in ("epochs", "batch_size", "image_size"):
         assert isinstance(config[key], int) and config[key] >= 1
     assert 0 < config["threshold"] < 1 and config["learning_rate"] > 0

@@ -10,12 +10,12 @@ when a run resolves it, like a config file's.
 """
 
 import segkit
-from segkit.config import REPORT_DEFAULTS
+from segkit.settings import DEFAULTS
 
 # These are segkit's base defaults too, so the recipe is read from them: naming it explicitly makes
 # them win over a dataset's own defaults.
 SEED_RECIPE = {
-    key: REPORT_DEFAULTS[key]
+    key: DEFAULTS[key]
     for key in (
         "epochs",
         "batch_size",

@@ -94,7 +94,7 @@ def plan_auto(request: PlanRequest) -> Plan:
     _model(plan, request)
     _batch(plan, request)
     _memory_layout(plan, request, fingerprint)
-    _sizes(plan, request, fingerprint, crops)
+    _image_sizes_and_tiles(plan, request, fingerprint, crops)
     _optimisation(plan, request)
     _augmentation(plan, request, fingerprint, crops)
     _inference(plan, request, fingerprint, crops)
@@ -149,7 +149,10 @@ def _crops_or_resize(plan: Plan, request: PlanRequest, fingerprint: Fingerprint)
     return False
 
 
-def _sizes(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bool) -> None:
+def _image_sizes_and_tiles(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bool) -> None:
+    """The final image (or crop) size: the largest candidate, up to the median photo's short side, at
+    which ``min_steps`` timed steps fit the budget (else the smallest); then, for crops, the tile and
+    crop settings (``_crop_settings``), or, for resized photos, the progressive sizes before it."""
     values = request.values
     batch = values["batch_size"] if "batch_size" in request.chosen else plan.settings["batch_size"]
     key = "crop_size" if crops else "image_size"
