@@ -48,3 +48,28 @@ def test_the_calibrated_threshold_has_the_best_per_image_dice_of_the_grid(batch)
 
 def test_the_grid_stays_within_point_three_and_point_seven():
     assert min(CALIBRATION_GRID) == 0.3 and max(CALIBRATION_GRID) == 0.7 and 0.5 in CALIBRATION_GRID
+
+
+# --- gaps found by mutation testing (MUTATION.md) ------
+
+
+@given(batch=batches, data=st.data())
+def test_every_threshold_scores_valid_pixels_only_with_its_empty_score_and_names(batch, data):
+    logits, truth = batch
+    ignore = torch.tensor(data.draw(st.lists(st.booleans(), min_size=truth.numel(), max_size=truth.numel())))
+    ignore = ignore.view(truth.shape)
+    empty_score = data.draw(st.sampled_from([0.0, 1.0]))
+    names = [f"image_{index}" for index in range(len(logits))]
+    sweep = ThresholdSweep(empty_score=empty_score)
+    sweep.update(logits, truth.float(), ignore=ignore, names=names)
+    valid = ~ignore.numpy()[:, 0]
+    logits_np, truth_np = logits.numpy()[:, 0].astype(np.float64), truth.numpy()[:, 0]
+    for t, score in sweep.scores().items():
+        per_image = []
+        for x, m, v in zip(logits_np, truth_np, valid, strict=True):
+            dice = numpy_dice(x[v], m[v], t)
+            both_empty = not (x[v] > np.log(t / (1 - t))).any() and not m[v].any()
+            per_image.append(empty_score if both_empty else dice)
+        assert score == pytest.approx(np.mean(per_image)), t
+    for accumulator in sweep.accumulators.values():
+        assert [row["name"] for row in accumulator.per_image()] == names

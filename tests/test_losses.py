@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -389,7 +391,7 @@ def test_unknown_option_names_the_option_and_lists_the_allowed_ones(name):
     with pytest.raises(UsageError) as error:
         segkit.create_loss(name, smoothness=1.0)
     message = str(error.value)
-    assert "'smoothness'" in message and repr(name) in message
+    assert message.startswith(f"loss {name!r} has no option 'smoothness'")
     assert message.endswith("options are: " + ", ".join(OPTIONS[name]))
     # Every option listed is accepted.
     segkit.create_loss(name, **{option: _valid_value(option) for option in OPTIONS[name]})
@@ -425,7 +427,7 @@ def test_invalid_option_values_name_the_option_and_allowed_values(name, options,
     with pytest.raises(UsageError) as error:
         segkit.create_loss(name, **options)
     message = str(error.value)
-    assert f"'{option}'" in message and allowed in message and name in message
+    assert f"'{option}'" in message and allowed in message and message.startswith(f"loss {name!r}")
 
 
 LOSS_OPTIONS = [
@@ -466,3 +468,97 @@ def test_mismatched_shapes_raise_data_error(name):
         loss_fn(torch.zeros(2, 1, 8, 8), torch.zeros(2, 2, 8, 8))
     with pytest.raises(DataError, match="ignore"):
         loss_fn(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8))
+
+
+# --- gaps found by mutation testing (MUTATION.md) ------
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("tversky", {"alpha": 0, "beta": 0}, "loss 'tversky': options 'alpha' and 'beta' cannot both be 0"),
+        (
+            "bce_tversky",
+            {"alpha": 0, "beta": 0},
+            "loss 'bce_tversky': options 'alpha' and 'beta' cannot both be 0",
+        ),
+        (
+            "bce_dice",
+            {"bce_weight": 0, "dice_weight": 0},
+            "loss 'bce_dice': options 'bce_weight' and 'dice_weight' cannot both be 0",
+        ),
+        (
+            "bce_tversky",
+            {"bce_weight": 0, "tversky_weight": 0},
+            "loss 'bce_tversky': options 'bce_weight' and 'tversky_weight' cannot both be 0",
+        ),
+    ],
+)
+def test_options_that_leave_no_signal_are_refused_by_name(name, options, message):
+    with pytest.raises(UsageError, match="^" + re.escape(message)):
+        segkit.create_loss(name, **options)
+    # One of the two may be 0.
+    first = next(iter(options))
+    segkit.create_loss(name, **{first: 0})
+
+
+@pytest.mark.parametrize("name", ["bce", "bce_dice", "bce_tversky"])
+def test_class_weights_of_the_wrong_length_name_the_loss(name):
+    loss_fn = segkit.create_loss(name, class_weights=[1.0, 2.0])
+    with pytest.raises(
+        UsageError, match=rf"^loss '{name}': option 'class_weights' has 2 values but the logits have 1"
+    ):
+        loss_fn(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
+    from segkit_builtin.losses import BCELoss
+
+    with pytest.raises(UsageError, match=r"^loss 'bce': option 'class_weights' has 2 values"):
+        BCELoss(class_weights=(1.0, 2.0))(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
+
+
+@pytest.mark.parametrize(("name", "second"), [("bce_dice", "dice"), ("bce_tversky", "tversky")])
+def test_the_sums_pass_pos_weight_to_their_bce_term(name, second):
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 1, 5, 5, generator=generator) * 3
+    target = (torch.rand(2, 1, 5, 5, generator=generator) > 0.6).float()
+    x, t = logits.double().numpy(), target.double().numpy()
+    valid = np.ones_like(x, dtype=bool)
+    expected = reference("bce", {"pos_weight": 3.0}, x, t, valid) + reference(second, {}, x, t, valid)
+    value = segkit.create_loss(name, pos_weight=3.0)(logits, target)
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_classes_default_to_their_documented_values():
+    from segkit_builtin.losses import DiceLoss, FocalLoss, TverskyLoss
+
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 2, 4, 4, generator=generator) * 2  # two images, two channels
+    target = (torch.rand(2, 2, 4, 4, generator=generator) > 0.7).float()
+    target[0, 1] = 0  # an empty channel of one image: per_image and per_channel change the value
+
+    def same(a, b):
+        return float(a(logits, target)) == pytest.approx(float(b(logits, target)), abs=1e-7)
+
+    assert same(TverskyLoss(), TverskyLoss(0.5, 0.5, 1.0, False, False))
+    assert not same(TverskyLoss(), TverskyLoss(0.5, 0.5, 1.0, True, False))
+    assert not same(TverskyLoss(), TverskyLoss(0.5, 0.5, 1.0, False, True))
+    assert same(TverskyLoss(), DiceLoss())
+    assert same(DiceLoss(), DiceLoss(1.0, False, False))
+    assert not same(DiceLoss(), DiceLoss(2.0, False, False))
+    assert not same(DiceLoss(), DiceLoss(1.0, True, False))
+    assert not same(DiceLoss(), DiceLoss(1.0, False, True))
+    assert same(FocalLoss(), FocalLoss(gamma=2.0, alpha=0.25))
+
+
+def test_reprs_show_the_options():
+    assert "pos_weight=None, class_weights=(1.0, 2.0)" in repr(
+        segkit.create_loss("bce", class_weights=[1, 2])
+    )
+    assert "class_weights" not in repr(segkit.create_loss("bce"))
+    assert "smooth=1.0, per_image=False, per_channel=True" in repr(
+        segkit.create_loss("dice", per_channel=True)
+    )
+    assert "per_channel" not in repr(segkit.create_loss("dice"))
+    tversky = repr(segkit.create_loss("tversky", per_channel=True))
+    assert "alpha=0.5, beta=0.5, smooth=1.0, per_image=False, per_channel=True" in tversky
+    assert "per_channel" not in repr(segkit.create_loss("tversky"))
+    assert "bce_weight=1.0, dice_weight=2.0" in repr(segkit.create_loss("bce_dice", dice_weight=2))

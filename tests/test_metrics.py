@@ -360,9 +360,9 @@ def test_all_reduce_in_a_single_process_group(tmp_path):
         before = accumulator.compute()
         accumulator.all_reduce()
         assert accumulator.compute() == before
-        with pytest.raises(UsageError, match="twice"):
+        with pytest.raises(UsageError, match=r"^MetricAccumulator\.all_reduce\(\) called twice"):
             accumulator.all_reduce()
-        with pytest.raises(UsageError, match="reset"):
+        with pytest.raises(UsageError, match=r"^MetricAccumulator\.update\(\) after all_reduce\(\)"):
             accumulator.update(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
     finally:
         dist.destroy_process_group()
@@ -392,3 +392,82 @@ def test_all_reduce_across_two_processes(tmp_path):
         saved = torch.load(f"{results}.{rank}", weights_only=False)
         assert saved["results"] == expected.compute()
         assert saved["rows"] == expected.per_image()
+
+
+# --- gaps found by mutation testing (MUTATION.md) ------
+
+
+@PROPERTY
+@given(batch=batches(), threshold=THRESHOLDS, empty_score=st.sampled_from([0.0, 1.0]))
+def test_accumulator_leaves_ignored_pixels_out_and_keeps_its_empty_score(batch, threshold, empty_score):
+    logits, target, ignore = batch
+    accumulator = MetricAccumulator(threshold, empty_score)
+    accumulator.update(
+        torch.tensor(logits)[:, None].float(), torch.tensor(target)[:, None], torch.tensor(ignore)[:, None]
+    )
+    per_image, pooled = numpy_reference(logits, target, ignore, threshold, empty_score)
+    results = accumulator.compute()
+    rows = accumulator.per_image()
+    for metric in METRICS:
+        assert results[f"{metric}_dataset"] == pytest.approx(pooled[metric], abs=1e-12)
+        assert results[f"{metric}_per_image"] == pytest.approx(
+            np.mean([s[metric] for s in per_image]), abs=1e-12
+        )
+        assert [row[metric] for row in rows] == pytest.approx([s[metric] for s in per_image], abs=1e-12)
+    for row, image_target, image_ignore in zip(rows, target, ignore, strict=True):
+        counted = (~image_ignore).sum()
+        # An image with every pixel ignored has no foreground to speak of: 0, not 0 / 0.
+        expected = (image_target & ~image_ignore).sum() / counted if counted else 0.0
+        assert row["foreground_fraction"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_default_names_number_images_in_order_across_batches():
+    accumulator = MetricAccumulator()
+    accumulator.update(torch.zeros(3, 1, 2, 2), torch.zeros(3, 1, 2, 2))
+    accumulator.update(torch.zeros(2, 1, 2, 2), torch.zeros(2, 1, 2, 2))
+    assert [row["name"] for row in accumulator.per_image()] == ["0", "1", "2", "3", "4"]
+
+
+def test_an_empty_accumulator_has_no_counts_and_empty_score_defaults_to_one():
+    counts = MetricAccumulator().counts()
+    assert counts.shape == (0, 4) and counts.dtype == torch.int64
+    nothing_to_find = torch.tensor([[0, 0, 0, 9]])
+    assert reduce_counts(nothing_to_find, "per_image")["dice"] == 1.0
+    assert scores_from_counts(nothing_to_find)["dice"].tolist() == [1.0]
+    with pytest.raises(UsageError, match=r"^empty_score must be in \[0, 1\], got 1.5"):
+        MetricAccumulator(empty_score=1.5)
+
+
+def test_errors_name_the_argument_and_the_offending_values():
+    logits = torch.zeros(1, 1, 2, 4)
+    with pytest.raises(DataError, match=r"^logits must be a tensor, got list"):
+        confusion_counts([0.0], torch.zeros(1, 1, 2, 4))
+    with pytest.raises(DataError, match=r"^target must be \(N, 1, H, W\) or \(N, H, W\).*\(1, 2, 2, 4\)"):
+        confusion_counts(logits, torch.zeros(1, 2, 2, 4))
+    with pytest.raises(DataError, match=r"^ignore must be \(N, 1, H, W\)"):
+        confusion_counts(logits, torch.zeros(1, 1, 2, 4), ignore=torch.zeros(2, 4, dtype=torch.bool))
+    # Only the first five values that are neither 0 nor 1, and none of an ignored pixel.
+    target = torch.tensor([[[[7.0, 1.0, 8.0, 0.0, 6.0], [9.0, 3.0, 4.0, 5.0, 2.0]]]])
+    ignore = torch.zeros_like(target, dtype=torch.bool)
+    ignore[..., 0, 2] = True
+    with pytest.raises(DataError, match=r"found values \[7.0, 6.0, 9.0, 3.0, 4.0\]$"):
+        confusion_counts(torch.zeros(1, 1, 2, 5), target, ignore=ignore)
+    with pytest.raises(SegkitError, match=r"^logits contain NaN"):
+        confusion_counts(torch.full((1, 1, 2, 2), float("nan")), torch.zeros(1, 1, 2, 2))
+    with pytest.raises(UsageError, match=r"^counts must end in a dimension of 4 .*got \(3,\)"):
+        scores_from_counts(torch.zeros(3))
+    with pytest.raises(UsageError, match=r"reductions are: per_image, dataset$"):
+        reduce_counts(torch.zeros(1, 4, dtype=torch.int64), "micro")
+    with pytest.raises(UsageError, match=r"^no images to score"):
+        reduce_counts(torch.zeros(0, 4, dtype=torch.int64), "dataset")
+    with pytest.raises(UsageError, match=r"metrics are: dice, iou, precision, recall, hd95, boundary_f$"):
+        describe_metric("f1", "dataset", 0.5, 64, "test")
+    with pytest.raises(UsageError, match=r"reductions are: per_image, dataset$"):
+        describe_metric("dice", "micro", 0.5, 64, "test")
+    with pytest.raises(UsageError, match=r"^MetricAccumulator\.compute\(\) before any update\(\)"):
+        MetricAccumulator().compute()
+
+
+def test_a_resolution_in_words_is_used_as_given():
+    label = describe_metric("dice", "dataset", 0.5, "full-size tiles", "test")
+    assert label == "test Dice (pooled over the dataset, threshold 0.5, full-size tiles)"

@@ -658,3 +658,110 @@ def test_defaults_keep_the_binary_behaviour():
         assert segkit.create_loss(name).per_channel is False
     assert segkit.create_loss("bce").class_weights is None
     assert segkit.create_loss("bce_dice").terms["dice"].per_channel is False
+
+
+# --- gaps found by mutation testing (MUTATION.md) ------
+
+
+def test_multiclass_loss_classes_default_to_their_documented_values():
+    from segkit_builtin.multiclass_losses import MulticlassFocalLoss, MulticlassTverskyLoss, SoftmaxDiceLoss
+
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 3, 4, 4, generator=generator) * 2
+    target = torch.randint(0, 3, (2, 4, 4), generator=generator)
+    target[0] = 0  # one image without classes 1 and 2: per_image changes the value
+
+    def same(a, b):
+        return float(a(logits, target)) == pytest.approx(float(b(logits, target)), abs=1e-7)
+
+    assert same(MulticlassTverskyLoss(), MulticlassTverskyLoss(0.5, 0.5, 1.0, False))
+    for changed in (
+        (1.5, 0.5, 1.0, False),
+        (0.5, 1.5, 1.0, False),
+        (0.5, 0.5, 2.0, False),
+        (0.5, 0.5, 1.0, True),
+    ):
+        assert not same(MulticlassTverskyLoss(), MulticlassTverskyLoss(*changed)), changed
+    assert same(MulticlassTverskyLoss(), SoftmaxDiceLoss())
+    assert same(MulticlassFocalLoss(), MulticlassFocalLoss(gamma=2.0))
+    assert not same(MulticlassFocalLoss(), MulticlassFocalLoss(gamma=3.0))
+
+
+def test_ce_dice_names_its_terms_and_refuses_two_zero_weights():
+    loss_fn = segkit.create_loss("ce_dice", dice_weight=2)
+    text = repr(loss_fn)
+    assert "ce_weight=1.0, dice_weight=2.0, class_weights=None, ignore_index=255" in text
+    assert "(ce): CrossEntropyLoss" in text and "(dice): SoftmaxDiceLoss" in text
+    message = "loss 'ce_dice': options 'ce_weight' and 'dice_weight' cannot both be 0"
+    with pytest.raises(UsageError, match="^" + message.replace("(", r"\(")):
+        segkit.create_loss("ce_dice", ce_weight=0, dice_weight=0)
+
+
+def test_class_weights_text_drops_only_a_pair_of_brackets_and_accepts_the_bound():
+    assert segkit.create_loss("ce", class_weights="(3, 4)").class_weights == (3.0, 4.0)
+    with pytest.raises(UsageError, match="'class_weights'"):
+        segkit.create_loss("ce", class_weights="12]")  # a bracket without its pair is not a list
+    assert segkit.create_loss("ce", class_weights=[1e6, 0]).class_weights == (1e6, 0.0)
+    with pytest.raises(UsageError, match="'class_weights'"):
+        segkit.create_loss("ce", class_weights=[1.01e6, 1])
+
+
+class MatmulLoss(MulticlassLoss):
+    """Uses an op that autocast would run in bfloat16: the base must keep it in float32."""
+
+    def compute(self, logits, target, one_hot, valid):
+        flat = logits.flatten(1)
+        return (flat @ flat.T).mean()
+
+
+def test_a_multiclass_loss_computes_in_float32_under_autocast():
+    logits, target = torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert MatmulLoss()(logits, target).dtype == torch.float32
+
+
+def test_inputs_that_are_not_tensors_are_refused_by_the_multiclass_checks():
+    from segkit.losses import prepare_multiclass
+
+    message = r"^a loss takes tensors: loss\(logits, target, ignore=None\)$"
+    with pytest.raises(DataError, match=message):
+        MatmulLoss()(torch.zeros(1, 2, 2, 2), [[0, 1], [1, 0]])
+    with pytest.raises(DataError, match=message):
+        prepare_multiclass(torch.zeros(1, 2, 2, 2), [[0, 1], [1, 0]], None)
+
+
+def test_loss_tasks_and_their_messages_for_every_shape_of_metadata():
+    from segkit.losses import loss_tasks
+
+    assert loss_tasks({"tasks": "multiclass"}) == ("multiclass",)
+    assert loss_tasks({"tasks": ["binary", "multiclass", "multilabel"]}) == (
+        "binary",
+        "multiclass",
+        "multilabel",
+    )
+    assert loss_tasks(None) == DEFAULT_LOSS_TASKS
+    with pytest.raises(UsageError, match=r"^loss 'x' is for binary, multiclass and multilabel tasks; "):
+        check_loss_task("x", {"tasks": ("binary", "multiclass", "multilabel")}, "panoptic")
+    with pytest.raises(
+        UsageError, match=r"^loss 'x' serves no task; no registered loss serves a panoptic task$"
+    ):
+        check_loss_task("x", {"tasks": ()}, "panoptic")
+    # Only losses are listed, never a model or a dataset of the same task.
+    binary = losses_for_task("binary")
+    assert set(BINARY_LOSSES) <= set(binary) and "unet" not in binary and "synthetic" not in binary
+
+
+def test_multiclass_inputs_are_checked_with_messages_that_name_the_input():
+    loss_fn = MatmulLoss()
+    logits = torch.zeros(1, 3, 2, 2)
+    with pytest.raises(DataError, match=r"^loss: the target holds class 3, outside \[0, 3\)"):
+        loss_fn(logits, torch.full((1, 2, 2), 3))
+    with pytest.raises(DataError, match=r"^loss: a multiclass target holds class indices.*got torch.bool$"):
+        loss_fn(logits, torch.zeros(1, 2, 2, dtype=torch.bool))
+    with pytest.raises(DataError, match=r"^loss: target shape \(1, 2, 3\) does not fit"):
+        loss_fn(logits, torch.zeros(1, 2, 3, dtype=torch.long))
+    with pytest.raises(DataError, match=r"^loss: ignore shape \(1, 3, 2\) does not fit"):
+        loss_fn(logits, torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 3, 2, dtype=torch.bool))
+    # A loss made without a name is named after its class in messages.
+    with pytest.raises(UsageError, match=r"^loss 'MatmulLoss': option 'class_weights' has 2 values"):
+        MatmulLoss(class_weights=[1, 2])(logits, torch.zeros(1, 2, 2, dtype=torch.long))

@@ -127,3 +127,159 @@ def test_multiclass_predictions_are_written_as_index_pngs_in_the_class_colours()
     (image,) = task.mask_images(mask).values()
     assert image.mode == "P" and np.array_equal(np.asarray(image), mask)
     assert image.convert("RGB").getpixel((0, 1)) == (0, 255, 0)
+
+
+# --- gaps found by mutation testing (MUTATION.md) ------
+
+
+def test_the_dataset_passes_its_names_palette_and_background_on():
+    palette = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    multi = task_for_dataset(
+        Named(task="multiclass", class_names=[1, "sky", "road"], palette=palette, background_index=2), 0.5
+    )
+    assert multi == MulticlassTask(("1", "sky", "road"), ((1, 2, 3), (4, 5, 6), (7, 8, 9)), 2)
+    assert multi.averaged == [0, 1]
+    labels = task_for_dataset(Named(task="multilabel", class_names=["a", "b"], palette=palette[:2]), 0.3)
+    assert labels == MultilabelTask(("a", "b"), 0.3, ((1, 2, 3), (4, 5, 6)))
+    # A task attribute of None (or empty) means binary, as a missing one does.
+    assert task_for_dataset(Named(task=None), 0.4) == BinaryTask(0.4)
+    assert task_for_dataset(Named(task=""), 0.4) == BinaryTask(0.4)
+    with pytest.raises(
+        DataError,
+        match=r"^the dataset asks for a 'panoptic' task; known tasks: binary, multiclass, multilabel$",
+    ):
+        task_for_dataset(Named(task="panoptic"), 0.5)
+
+
+def test_a_binary_checkpoint_defaults_to_one_channel_and_threshold_one_half():
+    assert task_from_checkpoint({"task": "binary"}) == BinaryTask(0.5)
+    assert task_from_checkpoint({}) == BinaryTask(0.5)
+    # A multi-class checkpoint that does not say its channel count is taken at its class count.
+    assert task_from_checkpoint({"task": "multiclass", "class_names": ["a", "b"]}).out_channels == 2
+    with pytest.raises(
+        CheckpointError,
+        match=r"^checkpoint has a malformed binary task: out_channels 2; a binary task has 1$",
+    ):
+        task_from_checkpoint({"task": "binary", "out_channels": 2})
+    with pytest.raises(CheckpointError, match=r"\(it knows: binary, multiclass, multilabel\)$"):
+        task_from_checkpoint({"task": "panoptic"})
+
+
+def test_multiclass_records_name_every_column_and_label_it_in_words():
+    task = MulticlassTask(("background", "cat", "dog"))
+    scores = {
+        "dice_macro_dataset": 0.1,
+        "iou_macro_dataset": 0.2,
+        "dice_macro_per_image": 0.3,
+        "iou_macro_per_image": 0.4,
+        "iou_macro_all_dataset": 0.5,
+        "iou_background": 0.6,
+        "iou_cat": 0.7,
+        "iou_dog": 0.8,
+        "dice_background": 0.9,
+        "dice_cat": 0.15,
+        "dice_dog": 0.25,
+    }
+    assert task.record_fields(scores) == {
+        "valid_dice": 0.1,
+        "valid_iou": 0.2,
+        "valid_dice_per_image": 0.3,
+        "valid_iou_per_image": 0.4,
+        "valid_iou_all_classes": 0.5,
+        "valid_iou_background": 0.6,
+        "valid_iou_cat": 0.7,
+        "valid_iou_dog": 0.8,
+        "valid_dice_background": 0.9,
+        "valid_dice_cat": 0.15,
+        "valid_dice_dog": 0.25,
+    }
+    means = "macro over 2 foreground classes (cat, dog), argmax, 64x48 network input)"
+    per_class = "argmax, 64x48 network input)"
+    assert task.record_labels((64, 48)) == {
+        "valid_dice": f"valid mean Dice (pooled over the dataset, {means}",
+        "valid_dice_per_image": f"valid mean Dice (per-image mean, {means}",
+        "valid_iou": f"valid mean IoU (pooled over the dataset, {means}",
+        "valid_iou_per_image": f"valid mean IoU (per-image mean, {means}",
+        "valid_iou_all_classes": "valid mean IoU (pooled over the dataset, macro over 3 classes "
+        "(all, background included), argmax, 64x48 network input)",
+        **{
+            f"valid_{metric}_{name}": f"valid {word} of class {name} (pooled over the dataset, {per_class}"
+            for metric, word in (("iou", "IoU"), ("dice", "Dice"))
+            for name in ("background", "cat", "dog")
+        },
+    }
+    # Without a background every class is averaged, and there is no all-classes column.
+    plain = MulticlassTask(("sky", "road"))
+    assert "valid_iou_all_classes" not in plain.record_labels(32)
+    assert "valid_iou_all_classes" not in plain.record_fields(
+        {**scores, "iou_sky": 0, "iou_road": 0, "dice_sky": 0, "dice_road": 0}
+    )
+    assert plain.record_labels("original")["valid_dice"] == (
+        "valid mean Dice (pooled over the dataset, macro over 2 classes (all), argmax, original mask size)"
+    )
+    assert plain.record_labels("tiles of 256")["valid_iou_sky"].endswith("argmax, tiles of 256)")
+
+
+@pytest.mark.parametrize(
+    "palette",
+    [[[0, 0, 0]], [[0, 0, 0], [1, 2]], [[0, 0, 0], [1, 2, 256]], [[0, 0, 0], [-1, 2, 3]]],
+)
+def test_a_palette_needs_a_colour_of_three_values_0_to_255_per_class(palette):
+    with pytest.raises(ValueError, match=r"^a palette needs 2 colours of three values 0-255"):
+        MulticlassTask(("a", "b"), palette)
+    assert MulticlassTask(("a", "b"), [[0, 0, 0], [255, 255, 255], [9, 9, 9]]).palette == (
+        (0, 0, 0),
+        (255, 255, 255),
+    )
+
+
+def test_the_binary_task_scores_and_records_at_its_own_threshold():
+    task = BinaryTask(0.75)
+    # Probability exactly at the threshold is background: the mask is "above", not "at least".
+    at = torch.full((1, 1, 1, 2), float(np.log(0.75 / 0.25)))
+    assert not task.predict_mask(at).any()
+    assert not BinaryTask(0.5).predict_mask(torch.zeros(1, 1, 2, 2)).any()
+    # Probability 0.6 on a full mask: Dice 1 at threshold 0.5, 0 at 0.75.
+    logits, masks = torch.full((2, 1, 2, 2), float(np.log(0.6 / 0.4))), torch.ones(2, 1, 2, 2)
+    assert task.batch_score(logits, masks) == 0.0 and BinaryTask(0.5).batch_score(logits, masks) == 1.0
+    accumulator = task.new_accumulator(empty_score=0.0)
+    accumulator.update(logits, masks)
+    accumulator.update(torch.full((1, 1, 2, 2), -5.0), torch.zeros(1, 1, 2, 2))  # empty: scores 0 here
+    assert accumulator.compute()["dice_per_image"] == 0.0
+    assert task.record_fields({"dice_per_image": 0.1, "dice_dataset": 0.2, "iou_per_image": 0.3}) == {
+        "valid_dice": 0.1,
+        "valid_dice_dataset": 0.2,
+        "valid_iou": 0.3,
+    }
+    assert task.record_labels(64) == {
+        "valid_dice": "valid Dice (per-image mean, threshold 0.75, 64x64 network input)"
+    }
+    assert task.metric_label("iou", "dataset", 32, "test") == (
+        "test IoU (pooled over the dataset, threshold 0.75, 32x32 network input)"
+    )
+    assert task.checkpoint_fields() == {"task": "binary", "out_channels": 1, "threshold": 0.75}
+
+
+def test_levers_left_out_say_why_in_words_for_each_task():
+    multi, labels = MulticlassTask(("background", "a")), MultilabelTask(("a", "b"))
+    assert settings_left_out(multi, {"calibrate_threshold": True, "fill_holes": True}) == {
+        "calibrate_threshold": "an argmax has no threshold",
+        "fill_holes": "post-processing works on binary masks, not on multiclass ones",
+    }
+    assert settings_left_out(labels, {"calibrate_threshold": True, "keep_largest": True}) == {
+        "calibrate_threshold": "one threshold sweep per label is not built; "
+        "--threshold applies to every label",
+        "keep_largest": "post-processing works on binary masks, not on multilabel ones",
+    }
+
+
+def test_the_progress_figure_of_several_classes_averages_the_classes_present():
+    task = MulticlassTask(("background", "a", "b"))
+    masks = torch.zeros(1, 1, 2, 2, dtype=torch.long)
+    masks[0, 0, 0] = 1  # class a on the top row; class b nowhere
+    logits = torch.zeros(1, 3, 2, 2)
+    logits[0, 1, 0, 0] = 5.0  # class a predicted on one of its two pixels: Dice 2/3
+    assert task.batch_score(logits, masks) == pytest.approx(2 / 3)
+    logits = torch.zeros(1, 3, 2, 2)
+    logits[0, 0] = 5.0  # only background, as the truth: no class to score
+    assert task.batch_score(logits, torch.zeros(1, 1, 2, 2, dtype=torch.long)) == 1.0

@@ -146,3 +146,44 @@ def test_an_epoch_counts_optimizer_steps_and_asks_the_budget_before_each():
     )
     assert stats.steps == 3 and len(asked) == 3  # 2 + 2 + the partial step of 1 at the epoch's end
     assert stats.images == 10 and not stats.stopped_early
+
+
+# --- gaps found by mutation testing (MUTATION.md) ------
+
+
+def test_ignored_pixels_reach_the_loss_and_the_averaged_weights_follow_the_trained_module():
+    from segkit.engine.weight_average import WeightAverage
+
+    images, masks = data(7, count=4)
+    ignore = torch.zeros_like(masks, dtype=torch.bool)
+    ignore[:, :, :6] = True  # the top half of every image counts for nothing
+    model, reference = small_model(3), small_model(3)
+    average = WeightAverage(model, decay=0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    step = TrainingStep(
+        model,
+        segkit.create_loss("bce"),
+        optimizer,
+        BinaryTask(),
+        device=CPU,
+        amp_dtype=None,
+        channels_last=False,
+        weight_average=average,
+    )
+    result = step([{"image": images, "mask": masks, "ignore": ignore, "name": list("abcd")}])
+    # Plain PyTorch: BCE averaged over the counted pixels only.
+    logits = reference(images)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, masks, reduction="none")
+    expected = per_pixel[~ignore].mean()
+    expected.backward()
+    assert result.loss == pytest.approx(float(expected), rel=1e-5)
+    for parameter, trained, before in zip(
+        reference.parameters(), model.parameters(), small_model(3).parameters(), strict=True
+    ):
+        assert torch.allclose(before - parameter.grad, trained, atol=1e-5)
+    # The first update of an average moves it 9/11 of the way (decay min(0.5, 2/11)) to the weights.
+    for averaged, trained, before in zip(
+        average.averaged.parameters(), model.parameters(), small_model(3).parameters(), strict=True
+    ):
+        assert torch.allclose(averaged, before + 9 / 11 * (trained.detach() - before), atol=1e-6)
+    assert average.updates == 1
