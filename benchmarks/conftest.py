@@ -405,8 +405,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for line in format_table(rows, getattr(config, "segkit_bench_peak", None), settings_from(config)):
             terminalreporter.write_line(line)
         terminalreporter.write_line(
-            "fast: segkit.speed (channels_last where it pays, BatchNorm folded for inference); compiled: the "
-            "same under torch.compile (--bench-compile); eager: plain NCHW fp32; reference: "
+            "fast: segkit.execution.fast_path (channels_last where it pays, BatchNorm folded for inference); "
+            "compiled: the same under torch.compile (--bench-compile); eager: plain NCHW fp32; reference: "
             "segmentation_models_pytorch Unet-ResNet34 (channels_last), timed in the same test. img/s and "
             "GFLOP/s from the median round; x eager: eager median time over this row's, (best): the same "
             "from the fastest rounds; x ref: GFLOP/s over the reference row's; 1st s: the untimed warm-up "

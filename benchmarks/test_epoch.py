@@ -66,7 +66,7 @@ def plain_epoch(model_name: str, device: torch.device) -> float:
 
 
 def segkit_epoch(model_name: str, device: torch.device, out: Path) -> float:
-    from segkit.config import resolve_run_config
+    from segkit.config.resolve import resolve_run_config
     from segkit.engine.trainer import fit
 
     flags = {

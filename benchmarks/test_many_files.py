@@ -1,6 +1,6 @@
 """Time from ``segkit run`` to its first training step on folders of 1k, 10k and 100k small photos.
 
-A folder dataset checks every photo and mask before training (``segkit.file_checks``). The first
+A folder dataset checks every photo and mask before training (``segkit.data.file_checks``). The first
 run on a folder checks them all, in parallel over the cores; later runs read the file index kept in
 ``ROOT/.segkit-cache/`` and only ``stat`` each file. Each measurement is a fresh Python process
 running ``segkit run`` (unet, base_channels=4, 64x64, batch 32, no loader workers, 1% valid) with the

@@ -6,7 +6,7 @@ For each registered model (third-party plugins included) and each mode:
 - ``training``: one full step on a batch: ``zero_grad``, forward, loss (``bce_dice`` when
   registered, else BCE with logits), backward, Adam step.
 
-Variants run interleaved (A B C A B C ...) in the same test: ``fast`` (``segkit.speed``'s
+Variants run interleaved (A B C A B C ...) in the same test: ``fast`` (``segkit.execution.fast_path``'s
 ``prepare_for_inference`` / ``prepare_for_training``, inputs through ``to_input_format``; bf16
 autocast on CUDA, as ``segkit run`` does there), ``eager`` (the plain NCHW fp32 path: the model as
 built, on the device), ``reference`` (segmentation_models_pytorch's ``Unet("resnet34",
@@ -28,8 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import segkit
 from segkit.errors import UnknownComponentError
+from segkit.execution.fast_path import prepare_for_inference, prepare_for_training, to_input_format
 from segkit.models import count_flops
-from segkit.speed import prepare_for_inference, prepare_for_training, to_input_format
 
 SEED = 0
 LEARNING_RATE = 1e-3  # the seed report's Adam learning rate
@@ -47,7 +47,7 @@ SMP_VARIANTS = (
 
 def split_spec(spec: str) -> tuple[str, dict]:
     """``"smp_fpn:encoder=mobilenet_v2:encoder_depth=4"`` -> the model name and its options."""
-    from segkit.options import parse_options
+    from segkit.config.options import parse_options
 
     name, *pairs = spec.split(":")
     return name, parse_options(pairs, "--bench-models")

@@ -1,4 +1,5 @@
-"""Tiled inference at native resolution: time and peak memory of ``segkit.tiling.predict_tiled_mask``.
+"""Tiled inference at native resolution: time and peak memory of
+``segkit.inference.tiling.predict_tiled_mask``.
 
 One binary UNet with ``base_channels=4`` (random weights, BatchNorm folded as ``segkit predict`` loads
 it), tile 256, overlap 0.25, Gaussian blend, batch 4, on a synthetic uint8 RGB photo of each size.
@@ -21,7 +22,7 @@ and 20000x20000 (~11000 tiles, a 1.2 GB photo) are marked ``slow``::
     python -m pytest benchmarks/test_tiling.py -p no:randomly -m slow       # 8000 and 20000
 
 ``test_predict_tiled_tiff_time_and_peak_memory`` measures the same sizes from a tiled TIFF photo read
-band by band (``segkit.tiff``, the photo never held) to a tiled TIFF mask; ``-k tiff`` selects it.
+band by band (``segkit.data.tiff``, the photo never held) to a tiled TIFF mask; ``-k tiff`` selects it.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import segkit
-from segkit.inference import IMAGENET_NORMALIZATION, TrainedModel
-from segkit.speed import prepare_for_inference
+from segkit.inference.predictor import IMAGENET_NORMALIZATION, TrainedModel
+from segkit.execution.fast_path import prepare_for_inference
 from segkit.task import BinaryTask
-from segkit.tiling import TilingStats, predict_tiled_mask, tile_positions
+from segkit.inference.tiling import TilingStats, predict_tiled_mask, tile_positions
 
 arguments = json.loads(sys.argv[1])
 size, tile, overlap, batch_size, base_channels = (arguments[key] for key in
@@ -148,15 +149,15 @@ def test_predict_tiled_mask_time_and_peak_memory(benchmark, pytestconfig, size):
 # -- a TIFF photo streamed band by band, the mask written as a tiled TIFF ----------------------------------
 
 #: The same model and tiling, on a tiled (256 x 256, deflate) RGB TIFF of the photo, read band by band
-#: through ``segkit.tiff.open_tiff_rows`` (the photo is never held whole), the mask written with
-#: ``segkit.tiff.write_mask_tiffs`` (tile by tile): what ``segkit predict photo.tif --mask-format tiff``
+#: through ``segkit.data.tiff.open_tiff_rows`` (the photo is never held whole), the mask written with
+#: ``segkit.data.tiff.write_mask_tiffs`` (tile by tile): what ``segkit predict photo.tif --mask-format tiff``
 #: does. The TIFF is generated tile by tile in the parent, so the child holds no photo at all.
 TIFF_CHILD = (
     SETUP
     + r"""
 import tifffile
-from segkit.imageio import pixel_limit
-from segkit.tiff import TiffRows, open_tiff_rows, write_mask_tiffs
+from segkit.data.imageio import pixel_limit
+from segkit.data.tiff import TiffRows, open_tiff_rows, write_mask_tiffs
 
 photo, out = Path(arguments["photo"]), Path(arguments["out"])
 warm_up = np.zeros((tile, tile, 3), np.uint8)

@@ -16,7 +16,7 @@ from segkit.components import (
 )
 
 if TYPE_CHECKING:
-    from segkit.inference import TrainedModel
+    from segkit.inference.predictor import TrainedModel
 
 __all__ = [
     "create_callback",
@@ -37,13 +37,13 @@ def load_model(run_or_checkpoint: str | os.PathLike, device: str = "cpu") -> Tra
         mask = model.predict("photo.jpg")  # bool (H, W) at the photo's size, as segkit predict makes it
         model.model, model.image_size, model.threshold, model.epoch, model.task.class_names
 
-    The result is a ``segkit.inference.TrainedModel``: ``.model`` is the ``nn.Module`` in eval mode
+    The result is a ``segkit.inference.predictor.TrainedModel``: ``.model`` is the ``nn.Module`` in eval mode
     (BatchNorm folded) mapping normalised ``(N, C, H, W)`` images to logits; ``.predict(image)``
     resizes, normalises, predicts and thresholds with the run's own inference choices. Checkpoints
     load with ``torch.load(weights_only=True)``; a bad one is a ``segkit.errors.CheckpointError``.
     """
     from pathlib import Path
 
-    from segkit.inference import load_trained_model
+    from segkit.inference.predictor import load_trained_model
 
     return load_trained_model(Path(run_or_checkpoint), device=device)

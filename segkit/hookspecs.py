@@ -135,10 +135,10 @@ def register_augmentations(register):
     Contract: ``builder(image_size=int, train=bool)`` returns a callable taking and returning a dict
     with ``tv_tensors.Image`` ``"image"`` and ``tv_tensors.Mask`` ``"mask"`` (torchvision transforms v2),
     so geometric transforms move image and mask together. It ends with the image as normalised floats
-    (``segkit.transforms.to_float_and_normalize``). A builder that also accepts ``crop=bool`` works
+    (``segkit.data.transforms.to_float_and_normalize``). A builder that also accepts ``crop=bool`` works
     with ``--crop-size``: with ``crop=True`` it receives an ``image_size`` x ``image_size`` crop cut at
     native resolution and must augment it without resizing it (no ``RandomResizedCrop``); builders
-    without that parameter are refused with ``--crop-size`` (see ``segkit.sampling``).
+    without that parameter are refused with ``--crop-size`` (see ``segkit.data.sampling``).
     """
 
 

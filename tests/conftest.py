@@ -56,7 +56,7 @@ def cpu_only():
 
 @pytest.fixture(scope="session", autouse=True)
 def data_caches_in_tmp(tmp_path_factory):
-    """Dataset caches (file index, fingerprint: ``segkit.data_cache``) go to a session folder, not
+    """Dataset caches (file index, fingerprint: ``segkit.data.data_cache``) go to a session folder, not
     beside the data: tests must not write into ../shared's sample. Tests of the beside-the-data
     default unset ``SEGKIT_CACHE_DIR`` themselves. Subprocesses inherit it."""
     with pytest.MonkeyPatch.context() as patch:

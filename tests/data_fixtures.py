@@ -372,7 +372,7 @@ IMAGE_CASES = [
     Case(
         "10000x10000-png",
         SKIPPED,
-        r"10000x10000 = 100,000,000 pixels, more than segkit\.imageio\.MAX_IMAGE_PIXELS",
+        r"10000x10000 = 100,000,000 pixels, more than segkit\.data\.imageio\.MAX_IMAGE_PIXELS",
         image=image_bytes(huge_png, "{}.png", size=(10_000, 10_000)),
         mask=mask_bytes(lambda size: huge_png()),
     ),

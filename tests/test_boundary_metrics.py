@@ -1,4 +1,4 @@
-"""segkit.boundary_metrics against brute-force numpy computations on small random masks."""
+"""segkit.metrics.boundary against brute-force numpy computations on small random masks."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from skimage.metrics import hausdorff_distance as skimage_hausdorff
 
-from segkit.boundary_metrics import (
+from segkit.errors import DataError, UsageError
+from segkit.metrics.boundary import (
     BoundaryAccumulator,
     boundary_f_score,
     hausdorff_distance,
     mask_boundary,
 )
-from segkit.errors import DataError, UsageError
 
 PROPERTY = settings(max_examples=80, deadline=None)
 shapes = st.tuples(st.integers(1, 10), st.integers(1, 10))

@@ -1,4 +1,4 @@
-"""Threshold calibration (segkit.calibration): with ``--calibrate-threshold`` the run picks the
+"""Threshold calibration (segkit.metrics.calibration): with ``--calibrate-threshold`` the run picks the
 threshold of its grid (0.3-0.7) with the best per-image validation Dice."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segkit.calibration import CALIBRATION_GRID, ThresholdSweep
+from segkit.metrics.calibration import CALIBRATION_GRID, ThresholdSweep
 
 
 def numpy_dice(logits: np.ndarray, truth: np.ndarray, threshold: float) -> float:
-    predicted = logits > np.log(threshold / (1 - threshold))  # segkit.metrics' definition
+    predicted = logits > np.log(threshold / (1 - threshold))  # segkit.metrics.binary' definition
     overlap = 2 * np.logical_and(predicted, truth).sum()
     total = predicted.sum() + truth.sum()
     return 1.0 if total == 0 else overlap / total

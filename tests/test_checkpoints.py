@@ -1,4 +1,4 @@
-"""Checkpoints (segkit.checkpoint) as they are read: a checkpoint may come from anyone.
+"""Checkpoints (segkit.checkpoint_files) as they are read: a checkpoint may come from anyone.
 
 - A checkpoint crafted to execute code when unpickled is refused by every command that reads
   checkpoints (predict, evaluate, export, run --resume) with a ``CheckpointError``, and the code does
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import segkit
-from segkit.checkpoint import FORMAT_VERSION, load_checkpoint
+from segkit.checkpoint_files import FORMAT_VERSION, load_checkpoint
 from segkit.errors import CheckpointError
 
 
@@ -354,7 +354,7 @@ CHECKPOINT_FIELDS = [
 
 @pytest.fixture(scope="module")
 def genuine_payload() -> dict:
-    from segkit.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     model = segkit.create_model("unet", in_channels=3, out_channels=1, base_channels=2)
     return {
@@ -378,9 +378,9 @@ def genuine_payload() -> dict:
 def test_crafted_checkpoint_fields_load_and_predict_or_give_a_checkpoint_error(
     tmp_path_factory, genuine_payload, changes, dropped
 ):
-    from segkit.checkpoint import save_checkpoint
+    from segkit.checkpoint_files import save_checkpoint
     from segkit.errors import CheckpointError, SegkitError
-    from segkit.inference import load_trained_model, predict_probability
+    from segkit.inference.predictor import load_trained_model, predict_probability
 
     if isinstance(changes.get("model_options"), dict):  # small widths only: a real model gets built
         options = changes["model_options"]

@@ -1,4 +1,4 @@
-"""Per-class metrics (segkit.class_metrics) against an independent numpy computation."""
+"""Per-class metrics (segkit.metrics.classes) against an independent numpy computation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segkit.class_metrics import ClassMetricAccumulator, multiclass_counts, multilabel_counts
 from segkit.errors import DataError
+from segkit.metrics.classes import ClassMetricAccumulator, multiclass_counts, multilabel_counts
 
 
 @st.composite

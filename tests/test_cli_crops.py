@@ -14,10 +14,10 @@ from fixtures import error_line, invoke, only_run_dir, run_cli, tiny_run
 from PIL import Image
 
 import segkit
-from segkit.checkpoint import load_checkpoint
-from segkit.inference import IMAGENET_NORMALIZATION, TrainedModel
+from segkit.checkpoint_files import load_checkpoint
+from segkit.inference.predictor import IMAGENET_NORMALIZATION, TrainedModel
+from segkit.inference.tiling import predict_tiled_mask, sliding_window_logits
 from segkit.task import MulticlassTask
-from segkit.tiling import predict_tiled_mask, sliding_window_logits
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_evaluate_tiles_by_default(crop_run):
 
 
 def test_max_pixels_lets_predict_read_a_photo_beyond_the_default_limit(crop_run, tmp_path, monkeypatch):
-    import segkit.imageio as imageio
+    import segkit.data.imageio as imageio
 
     _, run_dir, _ = crop_run
     photo = tmp_path / "large.png"
@@ -199,7 +199,7 @@ def test_tiled_validation_evaluate_and_predict_score_the_whole_photo_pass(square
 )
 def test_a_tile_without_crops_or_smaller_than_them_is_a_usage_error(tmp_path, flags, message):
     """Tiles run the network at native resolution: a run without crops trains on resized photos, and
-    a tile smaller than the crop shows the network less than it learned from (segkit.config)."""
+    a tile smaller than the crop shows the network less than it learned from (segkit.config.resolve)."""
     result = run_cli("run", *tiny_run(train_size=4, valid_size=2, **flags), "--out", tmp_path / "o")
     assert result.exit_code == 2, result.output
     assert message in error_line(result) and "Traceback" not in result.output

@@ -1,4 +1,4 @@
-"""``segkit evaluate`` (segkit.evaluation): the figures and files it writes for a trained run, its
+"""``segkit evaluate`` (segkit.reporting.evaluation): the figures and files it writes for a trained run, its
 post-processing, and what it does with bad data files, missing splits and output folders it cannot
 make. Runs come from conftest: ``pets_run`` (a tiny Oxford-layout dataset) and ``tiny_checkpoint``.
 """
@@ -35,7 +35,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from segkit.evaluation import cleaned_logits
+from segkit.reporting.evaluation import cleaned_logits
 from segkit.task import BinaryTask
 from segkit_builtin.folder import SkippedFilesWarning
 

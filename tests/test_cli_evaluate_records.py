@@ -10,7 +10,7 @@ import pytest
 from data_fixtures import write_folder_layout
 from fixtures import error_line, expect_named_failure, invoke, only_run_dir, tiny_run
 
-from segkit.checkpoint import load_checkpoint, save_checkpoint
+from segkit.checkpoint_files import load_checkpoint, save_checkpoint
 
 EVALUATE = ("--split", "valid", "--no-boundary", "-q", "--device", "cpu")
 

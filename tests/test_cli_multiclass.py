@@ -12,7 +12,7 @@ from data_fixtures import write_multiclass_folder
 from fixtures import invoke, only_run_dir, tiny_run
 from PIL import Image
 
-from segkit.checkpoint import load_checkpoint
+from segkit.checkpoint_files import load_checkpoint
 
 SYNTHETIC_CLASSES = ["background", "ellipse", "polygon", "star"]
 

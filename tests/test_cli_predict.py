@@ -28,10 +28,10 @@ from scipy import ndimage
 from torch import nn
 
 import segkit
-from segkit.checkpoint import save_checkpoint
-from segkit.forward import model_logits
+from segkit.checkpoint_files import save_checkpoint
+from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from segkit.inference.forward import model_logits
 from segkit.plugins import get_host
-from segkit.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def truth_mask(root, name):
@@ -211,8 +211,8 @@ def test_model_logits_flip_tta_against_plain_pytorch():
 def test_the_recipes_inference_choices_are_predict_and_evaluates_defaults(
     pets_run_with_inference_choices, tmp_path
 ):
-    from segkit.calibration import CALIBRATION_GRID
-    from segkit.checkpoint import load_checkpoint
+    from segkit.checkpoint_files import load_checkpoint
+    from segkit.metrics.calibration import CALIBRATION_GRID
 
     root, run_dir = pets_run_with_inference_choices
     best = load_checkpoint(run_dir / "best.pt")

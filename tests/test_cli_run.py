@@ -15,7 +15,7 @@ from fixtures import error_line, expect_named_failure, invoke, only_run_dir, run
 
 import segkit
 from segkit.callbacks import Callback
-from segkit.checkpoint import load_checkpoint
+from segkit.checkpoint_files import load_checkpoint
 from segkit.plugins import get_host
 
 TINY = tiny_run(loss="bce_dice", batch_size=8, train_size=32, valid_size=16)
@@ -169,7 +169,7 @@ def test_run_output_folder_that_cannot_be_made(tmp_path, regular_file, where):
 def test_run_output_folder_without_write_permission(tmp_path, monkeypatch):
     import os
 
-    import segkit.run_folder as rundir
+    import segkit.config.run_folder as rundir
 
     class OsWhereLockedIsReadOnly:
         """``os`` as the run-folder code sees it, with ``locked`` read-only (root ignores chmod)."""
@@ -320,7 +320,7 @@ def test_per_epoch_lines_go_to_stdout_and_no_progress_bars_off_a_terminal(tmp_pa
 
 
 def test_print_config_writes_a_config_file_that_resolves_to_the_same_settings(tmp_path):
-    from segkit.config import resolve_run_config
+    from segkit.config.resolve import resolve_run_config
 
     result = invoke("run", *TINY, "--epochs", "3", "--callback", "early_stopping", "--print-config")
     assert result.exit_code == 0, result.output
@@ -336,7 +336,7 @@ def test_print_config_writes_a_config_file_that_resolves_to_the_same_settings(tm
 
 
 def test_a_runs_config_json_can_be_passed_back_to_config(finished_run, tmp_path):
-    from segkit.config import resolve_run_config
+    from segkit.config.resolve import resolve_run_config
 
     _, run_dir, _ = finished_run
     recorded = json.loads((run_dir / "config.json").read_text())["config"]

@@ -1,4 +1,4 @@
-"""segkit.component_options: the one way components declare and check their keyword options."""
+"""segkit.config.component_options: the one way components declare and check their keyword options."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import segkit
-from segkit.component_options import (
+from segkit.config.component_options import (
     Option,
     boolean,
     choice,
@@ -154,7 +154,7 @@ def test_built_in_components_register_their_option_spec(kind, name):
 
 
 def test_the_oxford_pet_registration_carries_its_download_spec():
-    from segkit.download import RemoteDataset
+    from segkit.data.download import RemoteDataset
 
     spec = segkit.get_component("dataset", "oxford_pet").metadata["download"]
     assert isinstance(spec, RemoteDataset) and spec.name == "oxford-pet"
@@ -164,9 +164,9 @@ def test_the_oxford_pet_registration_carries_its_download_spec():
 
 
 def test_moved_names_are_still_importable_from_the_builtin_plugin():
-    import segkit.blocks
-    import segkit.datasets
+    import segkit.data.datasets
     import segkit.losses
+    import segkit.models.blocks
     from segkit_builtin import folder, losses, unet
 
     assert losses.SegmentationLoss is segkit.losses.SegmentationLoss
@@ -174,17 +174,17 @@ def test_moved_names_are_still_importable_from_the_builtin_plugin():
     assert losses.soft_dice_coefficient is segkit.losses.soft_dice_coefficient
     assert losses.soft_tversky_index is segkit.losses.soft_tversky_index
     assert losses.Option is Option
-    assert folder.PairedImageDataset is segkit.datasets.PairedImageDataset
-    assert folder.Pair is segkit.datasets.Pair
-    assert folder.SkippedFilesWarning is segkit.datasets.SkippedFilesWarning
-    assert folder.match_pairs is segkit.datasets.match_pairs
-    assert folder.check_root is segkit.datasets.check_root
-    assert unet.double_conv is segkit.blocks.double_conv
-    assert unet.UpBlock is segkit.blocks.UpBlock
+    assert folder.PairedImageDataset is segkit.data.datasets.PairedImageDataset
+    assert folder.Pair is segkit.data.datasets.Pair
+    assert folder.SkippedFilesWarning is segkit.data.datasets.SkippedFilesWarning
+    assert folder.match_pairs is segkit.data.datasets.match_pairs
+    assert folder.check_root is segkit.data.datasets.check_root
+    assert unet.double_conv is segkit.models.blocks.double_conv
+    assert unet.UpBlock is segkit.models.blocks.UpBlock
 
 
 def test_the_checkpoint_module_still_offers_atomic_write():
-    import segkit.checkpoint
-    import segkit.files
+    import segkit.atomic_files
+    import segkit.checkpoint_files
 
-    assert segkit.checkpoint.atomic_write is segkit.files.atomic_write
+    assert segkit.checkpoint_files.atomic_write is segkit.atomic_files.atomic_write

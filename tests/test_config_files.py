@@ -1,4 +1,4 @@
-"""Config files and recipes (segkit.config): the layers of a run's settings under the flags.
+"""Config files and recipes (segkit.config.resolve): the layers of a run's settings under the flags.
 
 - Files are read, layered and checked: unreadable TOML, unknown settings and values of the wrong
   type are usage errors naming the file and the setting (one ``Error:`` line through the CLI), also
@@ -7,7 +7,7 @@
 - Names in a config file or in a run folder's config.json are looked up in the plugin registries
   only: a module path there is an unknown name, and the module is never imported.
 
-(The settings table itself, segkit.settings, is tested in test_settings.py.)
+(The settings table itself, segkit.config.settings, is tested in test_settings.py.)
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import segkit
-from segkit.config import ResolvedConfig, read_config_file, resolve_run_config, validate
+from segkit.config.resolve import ResolvedConfig, read_config_file, resolve_run_config, validate
+from segkit.config.settings import DEFAULTS
 from segkit.errors import UsageError
-from segkit.settings import DEFAULTS
 
 #: ``segkit run`` as test_cli_run.py runs it.
 TINY = tiny_run(loss="bce_dice", batch_size=8, train_size=32, valid_size=16)
@@ -288,7 +288,7 @@ def test_config_file_is_overridden_by_flags(tmp_path):
 
 
 def test_a_named_recipe_beats_dataset_defaults_and_loses_to_flags():
-    from segkit.config import resolve_run_config
+    from segkit.config.resolve import resolve_run_config
 
     config = resolve_run_config({"epochs": 3}, None, "seed")
     assert config["image_size"] == 256 and config.sources["image_size"] == "recipe seed"
@@ -300,7 +300,7 @@ def test_a_named_recipe_beats_dataset_defaults_and_loses_to_flags():
 
 def test_every_registered_recipe_resolves_to_valid_settings():
     """A recipe is checked like a config file: known settings, valid values (third-party ones too)."""
-    from segkit.config import resolve_run_config
+    from segkit.config.resolve import resolve_run_config
 
     names = [component.name for component in segkit.list_components("recipe")]
     assert {"seed", "budget"} <= set(names)
@@ -311,7 +311,7 @@ def test_every_registered_recipe_resolves_to_valid_settings():
 
 
 def test_the_budget_recipe_plans_for_fifteen_minutes_unless_told_otherwise():
-    from segkit.config import resolve_run_config
+    from segkit.config.resolve import resolve_run_config
 
     config = resolve_run_config({}, None, "budget")
     assert config["time_budget"] == 900 and config.sources["time_budget"] == "recipe budget"

@@ -1,4 +1,4 @@
-"""Where and how the computation runs (segkit.device): the device and mixed-precision choices,
+"""Where and how the computation runs (segkit.execution.device): the device and mixed-precision choices,
 autocast, and fp16's GradScaler path through the training step.
 
 Most of it runs on the CPU: the choices only read what torch says is available (faked here), and
@@ -20,10 +20,10 @@ from fixtures import invoke, only_run_dir, run_cli, tiny_run
 from torch import nn
 
 import segkit
-from segkit.checkpoint import load_checkpoint
-from segkit.device import autocast, resolve_amp, resolve_device
+from segkit.checkpoint_files import load_checkpoint
 from segkit.engine.step import TrainingStep
 from segkit.errors import UsageError
+from segkit.execution.device import autocast, resolve_amp, resolve_device
 from segkit.task import BinaryTask
 
 CPU = torch.device("cpu")

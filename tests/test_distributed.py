@@ -39,13 +39,13 @@ import torch.distributed as dist
 from fixtures import only_run_dir, tiny_run
 
 import segkit
-from segkit.calibration import ThresholdSweep
-from segkit.checkpoint import load_checkpoint
-from segkit.class_metrics import ClassMetricAccumulator, multiclass_counts
+from segkit.checkpoint_files import load_checkpoint
 from segkit.engine import distributed
 from segkit.engine.distributed import ProcessGroup, any_across, broadcast, sum_across
 from segkit.errors import SegkitError, UsageError
-from segkit.metrics import MetricAccumulator
+from segkit.metrics.binary import MetricAccumulator
+from segkit.metrics.calibration import ThresholdSweep
+from segkit.metrics.classes import ClassMetricAccumulator, multiclass_counts
 
 # -- a fake process group: rank 0 of two, the other rank's contributions given -----------------------
 
@@ -577,11 +577,11 @@ import torch
 from torch.nn import functional as F
 
 import segkit
-import segkit.files
+import segkit.atomic_files
 from segkit.plugins import get_host
 
 RANK = int(os.environ.get("RANK", "0"))
-real_move_into_place = segkit.files._move_into_place
+real_move_into_place = segkit.atomic_files._move_into_place
 
 
 def logged_move_into_place(temp, path):
@@ -590,7 +590,7 @@ def logged_move_into_place(temp, path):
         log.write(f"{RANK} {path}\\n")
 
 
-segkit.files._move_into_place = logged_move_into_place
+segkit.atomic_files._move_into_place = logged_move_into_place
 
 
 class RankFaultyBCE(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""segkit.download and ``segkit data download``: verified downloads and safe extraction, all local."""
+"""segkit.data.download and ``segkit data download``: verified downloads and safe extraction, all local."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import segkit
 from segkit.cli import SegkitGroup
 from segkit.cli.data_cmd import data
-from segkit.download import download_dataset, safe_extract, unsafe_members
+from segkit.data.download import download_dataset, safe_extract, unsafe_members
 from segkit.errors import DataError, UsageError
 from segkit.testing import check_dataset
 

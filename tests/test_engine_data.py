@@ -1,5 +1,5 @@
-"""The run's data (segkit.engine.data, segkit.splits): how many loader workers "auto" means, and photos
-decoded once per run when the splits are read in the training process (segkit.datasets.DecodedCache)."""
+"""The run's data (segkit.engine.data, segkit.data.splits): how many loader workers "auto" means, and photos
+decoded once per run when the splits are read in the training process (segkit.data.datasets.DecodedCache)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import segkit
-import segkit.datasets
-from segkit import splits
-from segkit.datasets import DecodedCache
+import segkit.data.datasets
+from segkit.config.settings import DEFAULTS
+from segkit.data import splits
+from segkit.data.datasets import DecodedCache
+from segkit.data.splits import resolve_workers
 from segkit.engine.data import RunData
 from segkit.engine.distributed import ProcessGroup
-from segkit.settings import DEFAULTS
-from segkit.splits import resolve_workers
 
 
 class Plain:
@@ -90,13 +90,13 @@ def run_values(root, **changes):
 def decodes(monkeypatch):
     """Counts each photo's decodes, by file name."""
     counted: dict[str, int] = {}
-    real = segkit.datasets.read_image
+    real = segkit.data.datasets.read_image
 
     def counting(path, *args, **kwargs):
         counted[path.name] = counted.get(path.name, 0) + 1
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(segkit.datasets, "read_image", counting)
+    monkeypatch.setattr(segkit.data.datasets, "read_image", counting)
     return counted
 
 

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from fixtures import run_cli
 
 import segkit
-from segkit.checkpoint import save_checkpoint
+from segkit.checkpoint_files import save_checkpoint
 from segkit.cli.export_cmd import export
 from segkit.errors import CheckpointError, SegkitError, UsageError
-from segkit.export import compare_with_pytorch, export_model, resolve_normalization
+from segkit.inference.export import compare_with_pytorch, export_model, resolve_normalization
 
 NORMALIZATION = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
 TOLERANCE = 1e-4

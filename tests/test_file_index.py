@@ -1,7 +1,8 @@
-"""The dataset file index (segkit.file_checks, segkit.data_cache): checks kept per file and reused while
-files are unchanged, many files checked in parallel, the cache beside the data or in the user's cache.
+"""The dataset file index (segkit.data.file_checks, segkit.data.data_cache): checks kept per file and
+reused while files are unchanged, many files checked in parallel, the cache beside the data or in the user's
+cache.
 
-The reference for every result is segkit.imageio.check_image_file called on each file directly, the
+The reference for every result is segkit.data.imageio.check_image_file called on each file directly, the
 check a dataset made per run before the index existed.
 """
 
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import segkit
-from segkit import file_checks, imageio
+from segkit.data import file_checks, imageio
 from segkit.errors import DataError
 
 NAMES = ["a", "b", "c", "d", "e", "f"]
@@ -156,7 +157,7 @@ def test_a_same_sized_rewrite_with_a_new_mtime_is_checked_again(tmp_path, monkey
 def test_the_cache_file_read_is_not_remembered_past_a_same_sized_rewrite(tmp_path):
     """``read_cached`` keeps the last file it parsed; a rewrite of the same length with a new mtime
     (another process updating the index) must be read again, not answered from memory."""
-    from segkit import data_cache
+    from segkit.data import data_cache
 
     data_cache.write_cached(tmp_path, "facts.json", 1, {"value": "aaaa"})
     assert data_cache.read_cached(tmp_path, "facts.json", 1)["value"] == "aaaa"

@@ -1,4 +1,4 @@
-"""segkit.files: the one atomic-write helper (checkpoints, export, recorders, run files)."""
+"""segkit.atomic_files: the one atomic-write helper (checkpoints, export, recorders, run files)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from segkit.files import atomic_replace, atomic_write, atomic_write_text
+from segkit.atomic_files import atomic_replace, atomic_write, atomic_write_text
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
 

@@ -37,8 +37,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import segkit
+from segkit.data.imageio import check_image_file
 from segkit.errors import DataError, UsageError
-from segkit.imageio import check_image_file
 from segkit.testing import check_dataset
 from segkit_builtin.folder import SkippedFilesWarning, random_split
 
@@ -189,8 +189,8 @@ def test_mask_of_another_size_names_both_files(tmp_path):
 def test_the_options_the_engine_sets_are_declared_once_for_every_paired_image_dataset(module):
     from importlib import import_module
 
-    from segkit.datasets import PAIRED_DATASET_OPTIONS
-    from segkit.settings import ENGINE_DATASET_OPTIONS
+    from segkit.config.settings import ENGINE_DATASET_OPTIONS
+    from segkit.data.datasets import PAIRED_DATASET_OPTIONS
 
     options = import_module(f"segkit_builtin.{module}").OPTIONS
     assert list(PAIRED_DATASET_OPTIONS) == list(ENGINE_DATASET_OPTIONS)

@@ -1,4 +1,4 @@
-"""segkit.imageio: decoding by content, colour modes, masks, and clean errors for bad files."""
+"""segkit.data.imageio: decoding by content, colour modes, masks, and clean errors for bad files."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from segkit import imageio
+from segkit.data import imageio
+from segkit.data.imageio import check_image_file, read_image, read_mask
 from segkit.errors import DataError
-from segkit.imageio import check_image_file, read_image, read_mask
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -261,7 +261,7 @@ def test_pixel_limit_is_the_module_constant(tmp_path, monkeypatch):
     assert read_image(path).size == (10, 10)
     monkeypatch.setattr(imageio, "MAX_IMAGE_PIXELS", 99)
     with pytest.raises(
-        DataError, match=r"10x10 = 100 pixels, more than segkit.imageio.MAX_IMAGE_PIXELS = 99"
+        DataError, match=r"10x10 = 100 pixels, more than segkit.data.imageio.MAX_IMAGE_PIXELS = 99"
     ):
         read_image(path)
 

@@ -1,4 +1,5 @@
-"""``segkit run --init-from`` (segkit.init_weights) and ``--freeze-encoder`` (segkit.engine.freezing)."""
+"""``segkit run --init-from`` (segkit.models.init_weights) and ``--freeze-encoder``
+(segkit.engine.freezing)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from torch import nn
 
 import segkit
 from segkit.callbacks import Callback
-from segkit.checkpoint import load_checkpoint
+from segkit.checkpoint_files import load_checkpoint
 from segkit.engine.freezing import EncoderFreeze
 from segkit.errors import CheckpointError, UsageError
-from segkit.init_weights import init_from_file, read_state_dict
 from segkit.models import PadToMultiple
+from segkit.models.init_weights import init_from_file, read_state_dict
 
 
 def three_class_folder(root: Path, count: int = 10) -> Path:

@@ -36,21 +36,21 @@ PUBLIC_MODULES = {
     "segkit.blocks",
     "segkit.losses",
     "segkit.datasets",
-    "segkit.transforms",
+    "segkit.data.transforms",
     "segkit.download",
     "segkit.callbacks",
-    "segkit.files",
+    "segkit.atomic_files",
     "segkit.testing",
     # for the deeper kinds: planners, recipes, trackers
     "segkit.planning",
     "segkit.planning.auto",
-    "segkit.config",
-    "segkit.settings",
-    "segkit.run_folder",
-    "segkit.plotting",
-    "segkit.report",
-    "segkit.inference",
-    "segkit.splits",
+    "segkit.config.resolve",
+    "segkit.config.settings",
+    "segkit.config.run_folder",
+    "segkit.reporting.plotting",
+    "segkit.reporting.report",
+    "segkit.inference.predictor",
+    "segkit.data.splits",
 }
 
 
@@ -144,3 +144,16 @@ def test_the_public_modules_exist():
 
     for name in sorted(PUBLIC_MODULES):
         importlib.import_module(name)
+
+
+def test_every_room_is_a_package_that_installs():
+    """A folder of segkit/ left out of pyproject.toml's ``packages`` works in an editable install and is
+    missing from a wheel: every folder with an ``__init__.py`` must be listed."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(init.parent.relative_to(REPO).parts) for init in CORE.rglob("__init__.py")}
+    assert folders - listed == set(), "add to [tool.setuptools] packages in pyproject.toml"

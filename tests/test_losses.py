@@ -14,8 +14,8 @@ from hypothesis.extra import numpy as hnp
 
 import segkit
 from segkit.api import list_components
+from segkit.config.options import parse_value
 from segkit.errors import DataError, UsageError
-from segkit.options import parse_value
 from segkit.testing import check_loss
 
 BUILTIN_LOSSES = ("bce", "dice", "tversky", "focal", "bce_dice", "bce_tversky")

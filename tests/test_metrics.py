@@ -1,4 +1,4 @@
-"""Properties of segkit.metrics: counts, scores, reductions and the streaming accumulator."""
+"""Properties of segkit.metrics.binary: counts, scores, reductions and the streaming accumulator."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from segkit.errors import DataError, SegkitError, UsageError
-from segkit.metrics import (
+from segkit.metrics.binary import (
     METRICS,
     MetricAccumulator,
     batch_dice,

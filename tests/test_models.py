@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.models import resnet18, resnet34
 
 import segkit
+from segkit.config.options import parse_value
 from segkit.errors import SegkitError, UsageError
 from segkit.models import (
     Padding,
@@ -25,7 +26,6 @@ from segkit.models import (
     count_parameters,
     describe_model,
 )
-from segkit.options import parse_value
 from segkit.plugins import PluginHost
 from segkit.testing import check_model
 from segkit_builtin import resnet_unet, unet

@@ -29,16 +29,16 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 
 import segkit
-from segkit.datasets import (
+from segkit.data.datasets import (
     BINARY_PALETTE,
     DISTINCT_COLOURS,
     SkippedFilesWarning,
     dataset_task_info,
     read_class_names,
 )
+from segkit.data.imageio import read_mask
+from segkit.data.transforms import FILL, IGNORE_INDEX, SampleTransform, build_sample_transform
 from segkit.errors import DataError, UsageError
-from segkit.imageio import read_mask
-from segkit.transforms import FILL, IGNORE_INDEX, SampleTransform, build_sample_transform
 
 PIPELINES = ("none", "default", "strong")
 NAMES = [f"img{index}" for index in range(6)]

@@ -1,4 +1,4 @@
-"""KEY=VALUE options (segkit.options) and durations: typed values, and clear errors for bad input.
+"""KEY=VALUE options (segkit.config.options) and durations: typed values, and clear errors for bad input.
 
 The fuzzers: whatever a user types after ``--model-option`` and the like, segkit accepts it or refuses
 it with a ``UsageError``, which the CLI prints as one ``Error:`` line; never a crash or a traceback.
@@ -12,9 +12,9 @@ from fixtures import QUICK, invoke, option_names, value_texts
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from segkit.config import parse_duration
+from segkit.config.options import parse_options, parse_value
+from segkit.config.resolve import parse_duration
 from segkit.errors import UsageError
-from segkit.options import parse_options, parse_value
 
 identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)
 

@@ -26,9 +26,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import segkit
+from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segkit.errors import DataError, UnknownComponentError, UsageError
 from segkit.testing import check_dataset
-from segkit.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segkit_builtin.folder import SkippedFilesWarning
 from segkit_builtin.oxford_pet import VALID_EVERY, read_split_file, split_trainval
 

@@ -158,7 +158,7 @@ def test_a_same_sized_mask_rewrite_with_a_new_mtime_computes_the_fingerprint_aga
 def test_a_fingerprint_of_files_written_just_now_is_not_kept(tmp_path, monkeypatch):
     """A file system clock ticks coarser than a nanosecond (a second on some): a same-sized rewrite
     within the tick keeps the mtime, so a fingerprint of files that recent is computed again next time
-    rather than kept (as the file index does, ``segkit.file_checks.RACY_SECONDS``)."""
+    rather than kept (as the file index does, ``segkit.data.file_checks.RACY_SECONDS``)."""
     write_folder_layout(tmp_path, ["a", "b", "c"])
     mask = tmp_path / "masks" / "b.png"
     full = np.full((20, 28), 255, np.uint8)
@@ -260,7 +260,7 @@ class Request(PlanRequest):
         device="cpu",
         **values,
     ):
-        base = dict(segkit.settings.DEFAULTS)
+        base = dict(segkit.config.settings.DEFAULTS)
         base.update(values)
         super().__init__(base, frozenset(chosen) | frozenset(values))
         self._cache.update(fingerprint=found, device=torch.device(device))
@@ -494,7 +494,7 @@ def test_planner_plugins_are_listed():
 
 
 def test_time_items_times_making_items_of_photos_decoded_once(tmp_path, monkeypatch):
-    import segkit.datasets
+    import segkit.data.datasets
     from segkit.planning.machine import time_items
 
     write_folder_layout(tmp_path, [f"p{i}" for i in range(12)], size=(40, 48))
@@ -502,8 +502,10 @@ def test_time_items_times_making_items_of_photos_decoded_once(tmp_path, monkeypa
         "folder", root=tmp_path, split="train", image_size=32, valid_fraction=0, test_fraction=0
     )
     decoded = []
-    real = segkit.datasets.read_image
-    monkeypatch.setattr(segkit.datasets, "read_image", lambda path: decoded.append(path.name) or real(path))
+    real = segkit.data.datasets.read_image
+    monkeypatch.setattr(
+        segkit.data.datasets, "read_image", lambda path: decoded.append(path.name) or real(path)
+    )
     assert time_items(dataset, count=4) > 0
     assert len(decoded) == len(set(decoded)) == 4, "four photos spread through the split, each decoded once"
 

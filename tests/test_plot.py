@@ -18,7 +18,7 @@ from PIL import Image
 
 from segkit.cli.plot_cmd import plot
 from segkit.errors import DataError, UsageError
-from segkit.plotting import (
+from segkit.reporting.plotting import (
     axis_label,
     comparison_figure,
     read_run,

@@ -1,4 +1,4 @@
-"""segkit.postprocess: the optional clean-up of predicted masks, against a pure-Python flood fill.
+"""segkit.inference.postprocess: the optional clean-up of predicted masks, against a pure-Python flood fill.
 
 The reference labels connected components with a breadth-first search of its own (4-neighbours for
 specks and holes, 8-neighbours for the largest component, as the module's scikit-image and scipy calls
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from segkit.postprocess import postprocess_mask
+from segkit.inference.postprocess import postprocess_mask
 
 FOUR = ((0, 1), (1, 0), (0, -1), (-1, 0))
 EIGHT = FOUR + ((1, 1), (1, -1), (-1, 1), (-1, -1))

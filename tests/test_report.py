@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from segkit.report import Case, ReportContent, render_html, worst_and_best
+from segkit.reporting.report import Case, ReportContent, render_html, worst_and_best
 
 
 class PageParts(HTMLParser):

@@ -1,4 +1,4 @@
-"""Crops at native resolution (segkit.sampling) and their use through the datasets."""
+"""Crops at native resolution (segkit.data.sampling) and their use through the datasets."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import segkit
+from segkit.data.sampling import Sampling, foreground_pixels, random_crop, rescale
+from segkit.data.transforms import build_sample_transform
 from segkit.engine.step import TrainingStep
-from segkit.sampling import Sampling, foreground_pixels, random_crop, rescale
 from segkit.task import BinaryTask, MulticlassTask, MultilabelTask
-from segkit.transforms import build_sample_transform
 
 sizes = st.tuples(st.integers(4, 60), st.integers(4, 60))
 

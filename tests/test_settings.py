@@ -11,16 +11,15 @@ from hypothesis import strategies as st
 
 from segkit.cli import cli
 from segkit.cli.run_cmd import run
-from segkit.config import (
-    REPORT_DEFAULTS,
+from segkit.config.resolve import (
     RESUME_OVERRIDES,
     ResolvedConfig,
     resolve_resumed_config,
     resolve_run_config,
     validate,
 )
+from segkit.config.settings import BY_NAME, DEFAULTS, SETTINGS, flag_layer, format_value, parse_sizes
 from segkit.errors import UsageError
-from segkit.settings import BY_NAME, SETTINGS, flag_layer, format_value, parse_sizes
 
 FLAGGED = [setting for setting in SETTINGS if setting.cli]
 
@@ -37,12 +36,12 @@ def run_cli(*args):
 def test_the_table_declares_each_setting_once_with_a_default_and_help():
     names = [setting.name for setting in SETTINGS]
     assert len(names) == len(set(names))
-    assert list(REPORT_DEFAULTS) == names
+    assert list(DEFAULTS) == names
     for setting in SETTINGS:
         assert setting.help.strip(), setting.name
-        assert REPORT_DEFAULTS[setting.name] == setting.default
+        assert DEFAULTS[setting.name] == setting.default
     config = ResolvedConfig()
-    config.apply(REPORT_DEFAULTS, "default")
+    config.apply(DEFAULTS, "default")
     validate(config)  # the defaults pass their own checks
 
 
@@ -171,7 +170,7 @@ def test_describe_lists_every_setting_in_table_order_with_its_source(tmp_path):
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "2", None])
 def test_accumulate_steps_must_be_a_positive_integer(tmp_path, value):
     config = ResolvedConfig()
-    config.apply(REPORT_DEFAULTS, "default")
+    config.apply(DEFAULTS, "default")
     config.apply({"accumulate_steps": value}, "flag")
     with pytest.raises(UsageError, match=r"^--accumulate-steps must be a positive integer, got "):
         validate(config)
@@ -187,7 +186,7 @@ def test_accumulate_steps_must_be_a_positive_integer(tmp_path, value):
 
 def test_accumulate_steps_is_declared_the_new_way():
     setting = BY_NAME["accumulate_steps"]
-    assert REPORT_DEFAULTS["accumulate_steps"] == 1
+    assert DEFAULTS["accumulate_steps"] == 1
     assert resolve_run_config({}, None, None)["accumulate_steps"] == 1
     assert resolve_run_config({"accumulate_steps": 4}, None, None)["accumulate_steps"] == 4
     assert setting.flag == "--accumulate-steps"

@@ -1,4 +1,4 @@
-"""segkit.speed: the fast path computes what the plain path computes.
+"""segkit.execution.fast_path: the fast path computes what the plain path computes.
 
 For every model of segkit itself (plugins check theirs with the same functions): the inference copy
 (BatchNorm folded, channels_last) gives the plain eval-mode logits, and a model prepared for training
@@ -21,7 +21,7 @@ from torch import nn
 
 import segkit
 from segkit.errors import UsageError
-from segkit.speed import (
+from segkit.execution.fast_path import (
     configure_threads,
     fold_batchnorm,
     physical_cores,
@@ -223,7 +223,7 @@ def test_folding_a_conv_and_its_batchnorm_keeps_the_output(config, height, width
         expected = block(images)
         folded = fold_batchnorm(copy.deepcopy(block))
         got = folded(images)
-    # Transposed convolutions with groups > 1 are left alone (see segkit.speed._foldable).
+    # Transposed convolutions with groups > 1 are left alone (see segkit.execution.fast_path._foldable).
     should_fold = not (config["transposed"] and config["groups"] > 1)
     assert isinstance(folded[1], nn.Identity) == should_fold
     scale_aware_close(got, expected, f"folded {config}")

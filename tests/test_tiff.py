@@ -1,4 +1,4 @@
-"""TIFF photos read band by band (``segkit.tiff.TiffRows``) and TIFF masks written tile by tile, alone
+"""TIFF photos read band by band (``segkit.data.tiff.TiffRows``) and TIFF masks written tile by tile, alone
 and through ``segkit predict``: the rows equal the whole-image decode, the written mask reads back
 equal, a streamed prediction equals the one from a PNG of the same photo and never decodes it whole."""
 
@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import segkit.imageio as imageio
+import segkit.data.imageio as imageio
+from segkit.data.imageio import pixel_limit, read_image
+from segkit.data.tiff import TiffRows, open_tiff_rows, read_photo, write_mask_tiffs, write_tiled_mask
 from segkit.errors import DataError
-from segkit.imageio import pixel_limit, read_image
 from segkit.task import BinaryTask, MulticlassTask, MultilabelTask
-from segkit.tiff import TiffRows, open_tiff_rows, read_photo, write_mask_tiffs, write_tiled_mask
 
 EXAMPLES = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -1,4 +1,4 @@
-"""segkit.tiling: sliding-window inference at native resolution, whole-image and band by band."""
+"""segkit.inference.tiling: sliding-window inference at native resolution, whole-image and band by band."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
-from segkit.forward import model_logits
-from segkit.inference import IMAGENET_NORMALIZATION, TrainedModel, predict_probability
-from segkit.task import BinaryTask, MulticlassTask, MultilabelTask
-from segkit.tiling import (
+from segkit.inference.forward import model_logits
+from segkit.inference.predictor import IMAGENET_NORMALIZATION, TrainedModel, predict_probability
+from segkit.inference.tiling import (
     TilingStats,
     blend_weights,
     normalise_pixels,
@@ -27,6 +26,7 @@ from segkit.tiling import (
     tile_positions,
     tile_stride,
 )
+from segkit.task import BinaryTask, MulticlassTask, MultilabelTask
 
 # -- helpers -------------------------------------------------------------------------------------------
 

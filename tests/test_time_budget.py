@@ -21,7 +21,7 @@ import segkit.engine.step as step
 import segkit.engine.trainer as trainer
 import segkit.engine.validation as validation
 from segkit.callbacks import Callback
-from segkit.checkpoint import load_checkpoint
+from segkit.checkpoint_files import load_checkpoint
 from segkit.engine.budget import RunClock
 from segkit.plugins import get_host
 

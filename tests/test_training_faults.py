@@ -38,8 +38,8 @@ from hypothesis import strategies as st
 from torch.nn import functional as F
 
 import segkit
-from segkit import run_folder as rundir
-from segkit.checkpoint import load_checkpoint
+from segkit.checkpoint_files import load_checkpoint
+from segkit.config import run_folder as rundir
 from segkit.plugins import get_host
 
 STEPS_PER_EPOCH = 2
@@ -274,7 +274,7 @@ def test_sigint_mid_step_keeps_the_last_epoch_and_resume_repeats_the_run(
 def test_sigint_during_a_checkpoint_write_keeps_the_previous_checkpoint(
     tmp_path, faulty_loss, monkeypatch, uninterrupted, python_sigint_handler
 ):
-    import segkit.checkpoint as checkpoint_module
+    import segkit.checkpoint_files as checkpoint_module
 
     real_atomic_write = checkpoint_module.atomic_write
     last_pt_writes = []
@@ -369,7 +369,7 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(
     """The disk fills up when the ``failing_write``-th write of ``target`` has put half its bytes down:
     the run stops with the error, the previous file of that name (if any) is still whole, no temp file
     is left, and ``--resume`` carries on from last.pt."""
-    import segkit.checkpoint as checkpoint_module
+    import segkit.checkpoint_files as checkpoint_module
 
     real_atomic_write = checkpoint_module.atomic_write
     writes: dict[str, int] = {}
@@ -425,7 +425,7 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(
 
 
 def test_records_are_complete_after_resuming_a_run_that_failed_writing_best_pt(tmp_path, monkeypatch):
-    import segkit.checkpoint as checkpoint_module
+    import segkit.checkpoint_files as checkpoint_module
 
     real_atomic_write = checkpoint_module.atomic_write
 
@@ -456,12 +456,12 @@ from pathlib import Path
 # own handler whatever the parent left.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
-import segkit.checkpoint
-import segkit.run_folder
+import segkit.checkpoint_files
+import segkit.config.run_folder
 
 markers = Path(os.environ["SEGKIT_TEST_MARKERS"])
 pause_at = os.environ.get("SEGKIT_TEST_PAUSE_AT", "")
-real_atomic_write = segkit.checkpoint.atomic_write
+real_atomic_write = segkit.checkpoint_files.atomic_write
 counts = {}
 
 
@@ -485,8 +485,8 @@ def instrumented(path, write):
     (markers / f"after-{label}").touch()
 
 
-segkit.checkpoint.atomic_write = instrumented
-segkit.run_folder.atomic_write = instrumented
+segkit.checkpoint_files.atomic_write = instrumented
+segkit.config.run_folder.atomic_write = instrumented
 from segkit.cli import main
 
 main(sys.argv[1:])

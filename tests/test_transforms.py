@@ -1,4 +1,4 @@
-"""segkit.transforms and the built-in augmentation pipelines: image and mask move together."""
+"""segkit.data.transforms and the built-in augmentation pipelines: image and mask move together."""
 
 from __future__ import annotations
 
@@ -15,9 +15,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 import segkit
 from segkit import plugins
-from segkit.errors import SegkitError, UnknownComponentError, UsageError
-from segkit.plugins import get_host
-from segkit.transforms import (
+from segkit.data.transforms import (
     FILL,
     IGNORE_INDEX,
     IMAGENET_MEAN,
@@ -27,6 +25,8 @@ from segkit.transforms import (
     resize_and_normalize,
     to_float_and_normalize,
 )
+from segkit.errors import SegkitError, UnknownComponentError, UsageError
+from segkit.plugins import get_host
 
 PIPELINES = ("none", "default", "strong")
 NEAREST = InterpolationMode.NEAREST

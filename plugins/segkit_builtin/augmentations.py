@@ -5,15 +5,15 @@ Each builder takes ``image_size`` and ``train`` and returns a transform over
 resizes and normalises, so validation and test numbers never depend on the augmentation chosen.
 Invented pixels (rotation corners, shifts) are black in the image and get the mask fill 0: background
 for binary and multilabel masks, ignore for multiclass masks (which pipelines carry as id + 1); see
-``segkit.transforms``. Masks of every task are ``uint8`` ``tv_tensors.Mask`` (one channel, or one per
+``segkit.data.transforms``. Masks of every task are ``uint8`` ``tv_tensors.Mask`` (one channel, or one per
 label): geometric transforms sample them by nearest neighbour, colour transforms leave them alone.
 """
 
 from __future__ import annotations
 
 import segkit
+from segkit.data.transforms import fill_values, resize_and_normalize, to_float_and_normalize
 from segkit.lazy import lazy_module
-from segkit.transforms import fill_values, resize_and_normalize, to_float_and_normalize
 
 v2 = lazy_module("torchvision.transforms.v2")  # imported when a pipeline is built, not at startup
 

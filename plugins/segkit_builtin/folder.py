@@ -53,6 +53,7 @@ import numpy as np
 import segkit
 from segkit.component_options import Option, Parser, choice, integer, optional, parse_component_options
 from segkit.component_options import fraction as fraction_parser
+from segkit.data.transforms import BACKGROUND, FOREGROUND, build_sample_transform
 from segkit.datasets import (  # noqa: F401 - PairedImageDataset, Pair, ... re-exported for old imports
     IMAGE_EXTENSIONS,
     MAX_LISTED,
@@ -73,7 +74,6 @@ from segkit.datasets import (  # noqa: F401 - PairedImageDataset, Pair, ... re-e
     read_class_names,
 )
 from segkit.errors import DataError, UsageError
-from segkit.transforms import BACKGROUND, FOREGROUND, build_sample_transform
 
 #: The class names file a multiclass folder keeps in its root.
 CLASSES_FILE = "classes.txt"

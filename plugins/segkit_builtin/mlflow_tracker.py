@@ -201,7 +201,7 @@ class MlflowTracker(Callback):
             self.client = None
 
     def _log_curves(self) -> None:
-        from segkit.plotting import plot_runs, read_run
+        from segkit.reporting.plotting import plot_runs, read_run
 
         if not (self.run_dir / "metrics.csv").is_file():
             return

@@ -32,6 +32,7 @@ import numpy as np
 
 import segkit
 from segkit.component_options import Option, choice, parse_component_options
+from segkit.data.transforms import BACKGROUND, FOREGROUND, IGNORE_INDEX, build_sample_transform
 from segkit.datasets import (
     PAIRED_DATASET_OPTIONS,
     STRICT,
@@ -42,7 +43,6 @@ from segkit.datasets import (
 )
 from segkit.download import Archive, RemoteDataset
 from segkit.errors import DataError, UsageError
-from segkit.transforms import BACKGROUND, FOREGROUND, IGNORE_INDEX, build_sample_transform
 
 #: One listed trainval image in this many goes to the validation split (those at positions 0, 10, ...).
 VALID_EVERY = 10

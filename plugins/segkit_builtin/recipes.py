@@ -5,12 +5,12 @@
   unless ``--time-budget`` says otherwise. Tuned on the train/valid split of the Oxford-IIIT Pet
   sample with resnet34_unet on a 2-core CPU; the measurements behind each choice are in the README.
 
-A recipe is a plain dict of settings; its keys and values are checked against ``segkit.settings``
+A recipe is a plain dict of settings; its keys and values are checked against ``segkit.config.settings``
 when a run resolves it, like a config file's.
 """
 
 import segkit
-from segkit.settings import DEFAULTS
+from segkit.config.settings import DEFAULTS
 
 # These are segkit's base defaults too, so the recipe is read from them: naming it explicitly makes
 # them win over a dataset's own defaults.

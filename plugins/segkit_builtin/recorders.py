@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import segkit
+from segkit.atomic_files import atomic_write, atomic_write_text
 from segkit.callbacks import Callback, RunContext
 from segkit.component_options import Option, Parser, parse_component_options
 from segkit.component_options import path as path_parser
 from segkit.component_options import text as text_parser
-from segkit.files import atomic_write, atomic_write_text
 from segkit_builtin.tracking import WarnOnce
 
 CSV_NAME = "metrics.csv"

@@ -360,7 +360,7 @@ class SyntheticShapes(Dataset):
     ``MULTICLASS_NAMES``, see ``generate_multiclass_sample``) ``mask`` is int64 ``(1, H, W)`` class
     ids and ``ignore`` bool ``(1, H, W)`` (True only where an augmentation invented pixels, whose id
     is then ``IGNORE_INDEX``). The augmentation pipeline ``augment`` runs
-    on every access (``segkit.transforms.build_sample_transform``), on the image quantised to uint8
+    on every access (``segkit.data.transforms.build_sample_transform``), on the image quantised to uint8
     like a photo. Generated images are cached in memory per instance unless ``cache=False``: about
     3 ms to generate and 16 KiB to keep at 64x64.
     """
@@ -381,7 +381,7 @@ class SyntheticShapes(Dataset):
         task: str = "binary",
         sampling: Any = None,
     ) -> None:
-        from segkit.transforms import IGNORE_INDEX, build_sample_transform
+        from segkit.data.transforms import IGNORE_INDEX, build_sample_transform
 
         if task not in TASK_CHOICES:
             raise ValueError(f"task must be one of {', '.join(TASK_CHOICES)}, got {task!r}")

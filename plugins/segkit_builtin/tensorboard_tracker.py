@@ -131,9 +131,9 @@ def validation_pictures(run_dir: Path, count: int) -> list[tuple[str, Any]]:
     (| errors), the prediction by the run's ``last.pt`` as ``segkit evaluate`` would make it."""
     import numpy as np
 
-    from segkit.inference import load_trained_model
-    from segkit.report import pictures_of_item, side_by_side
-    from segkit.splits import evaluation_split
+    from segkit.data.splits import evaluation_split
+    from segkit.inference.predictor import load_trained_model
+    from segkit.reporting.report import pictures_of_item, side_by_side
 
     trained = load_trained_model(Path(run_dir) / "last.pt", device="cpu")
     _, dataset = evaluation_split(trained, "valid", None, None, ())

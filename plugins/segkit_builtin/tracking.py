@@ -20,9 +20,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from segkit.atomic_files import atomic_write_text
+from segkit.config.run_folder import read_run_config
 from segkit.errors import SegkitError, UsageError
-from segkit.files import atomic_write_text
-from segkit.run_folder import read_run_config
 
 TRACKERS_FILE = "trackers.json"
 
@@ -136,8 +136,8 @@ def numeric_metrics(record: dict[str, Any], kind: str, threshold: Any) -> dict[s
 
 
 def metric_descriptions(record: dict[str, Any], description: dict[str, Any]) -> dict[str, str]:
-    """Tracker name -> full description of each figure (``segkit.plotting.describe_column``)."""
-    from segkit.plotting import describe_column
+    """Tracker name -> full description of each figure (``segkit.reporting.plotting.describe_column``)."""
+    from segkit.reporting.plotting import describe_column
 
     config = description.get("config") if isinstance(description.get("config"), dict) else {}
     kind, threshold = task_kind(description), (config or {}).get("threshold")
@@ -191,7 +191,7 @@ def finite(value: Any) -> bool:
 
 def settings_table(description: dict[str, Any], values: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(setting, value as ``segkit run`` prints it, where it came from) for every resolved setting."""
-    from segkit.settings import format_value
+    from segkit.config.settings import format_value
 
     sources = description.get("sources") if isinstance(description.get("sources"), dict) else {}
     return [(key, format_value(value), str((sources or {}).get(key, ""))) for key, value in values.items()]

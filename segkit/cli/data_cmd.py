@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from segkit.download import RemoteDataset, download_dataset, downloadable_datasets, find_downloadable
+from segkit.data.download import RemoteDataset, download_dataset, downloadable_datasets, find_downloadable
 
 
 @click.group("data")

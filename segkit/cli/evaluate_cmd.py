@@ -98,12 +98,12 @@ def evaluate(
     multi-class model: the mean over classes (foreground classes where one is the background), a
     per-class table, and confusion_matrix.png.
     """
-    from segkit.device import resolve_device
+    from segkit.data.splits import evaluation_split
     from segkit.errors import UsageError
-    from segkit.evaluation import evaluate_dataset
-    from segkit.inference import load_trained_model
-    from segkit.splits import evaluation_split
-    from segkit.tiling import Tiles
+    from segkit.execution.device import resolve_device
+    from segkit.inference.predictor import load_trained_model
+    from segkit.inference.tiling import Tiles
+    from segkit.reporting.evaluation import evaluate_dataset
 
     trained = load_trained_model(checkpoint, device=resolve_device(device))
     threshold = trained.threshold if threshold is None else threshold
@@ -175,9 +175,10 @@ def _print_report(what: str, summary: dict, rows: list[dict], worst: int) -> Non
 
 
 def _write_report_page(page: Path, trained, name: str, data, result, worst: int) -> Path:
-    """The worst-cases gallery of this evaluation as one self-contained HTML page (segkit.report)."""
+    """The worst-cases gallery of this evaluation as one self-contained HTML page
+    (segkit.reporting.report)."""
     from segkit.errors import UsageError
-    from segkit.report import evaluation_content, write_page
+    from segkit.reporting.report import evaluation_content, write_page
 
     content = evaluation_content(
         trained,
@@ -282,8 +283,8 @@ def _output_folder(checkpoint, split: str, out: Path | None, settings: dict | No
 
 def _write_results(out: Path, trained, name: str, summary: dict, rows: list[dict]) -> list[Path]:
     """summary.json, per_image.csv and, for a multiclass model, the confusion matrix as a picture."""
+    from segkit.config.run_folder import write_json
     from segkit.errors import UsageError
-    from segkit.run_folder import write_json
 
     written = [out / "summary.json", out / "per_image.csv"]
     try:
@@ -293,7 +294,7 @@ def _write_results(out: Path, trained, name: str, summary: dict, rows: list[dict
             writer.writeheader()
             writer.writerows(rows)
         if "confusion_matrix" in summary:
-            from segkit.plotting import plot_confusion_matrix
+            from segkit.reporting.plotting import plot_confusion_matrix
 
             written.append(plot_confusion_matrix(summary["confusion_matrix"], out / "confusion_matrix.png"))
     except OSError as error:

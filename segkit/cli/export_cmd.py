@@ -48,7 +48,7 @@ def export(source: Path, out: str | None, export_format: str | None, opset: int 
     [0, 1], normalisation mean and std, the training input size, the threshold or argmax, the classes.
     """
     from segkit.errors import UsageError
-    from segkit.export import DEFAULT_OPSET, export_model, format_for_output
+    from segkit.inference.export import DEFAULT_OPSET, export_model, format_for_output
 
     export_format = format_for_output(out, export_format)
     if opset is not None and export_format != "onnx":

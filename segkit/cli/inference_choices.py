@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from segkit.settings import BY_NAME
+from segkit.config.settings import BY_NAME
 
 
 def device_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -59,8 +59,8 @@ def models(
     segkit models smp_unet smp_fpn --model-option encoder=mobilenet_v2
     """
     from segkit.api import get_component, list_components
+    from segkit.config.options import parse_options
     from segkit.models import describe_model
-    from segkit.options import parse_options
 
     options = parse_options(model_options, "--model-option")
     if options and not names:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from segkit.config import is_planner, to_toml
+from segkit.config.resolve import is_planner, to_toml
+from segkit.config.settings import click_options, flag_layer
 from segkit.errors import UsageError
-from segkit.settings import click_options, flag_layer
 
 
 @click.command("plan")

@@ -25,7 +25,7 @@ def plot(run_dirs: tuple[Path, ...], out_dir: Path | None) -> None:
     Axis labels say what the numbers are (split, reduction, threshold, resolution).
     """
     from segkit.errors import UsageError
-    from segkit.plotting import (
+    from segkit.reporting.plotting import (
         SUMMARY_FILE,
         format_summary_table,
         plot_runs,

@@ -123,12 +123,12 @@ def predict(
     reported and skipped; the exit code is then 1."""
     from tqdm.auto import tqdm
 
-    from segkit.device import resolve_device
+    from segkit.data.imageio import pixel_limit
+    from segkit.data.tiff import read_photo
     from segkit.errors import DataError, UsageError
-    from segkit.imageio import pixel_limit
-    from segkit.inference import load_trained_model
-    from segkit.postprocess import postprocess_mask
-    from segkit.tiff import read_photo
+    from segkit.execution.device import resolve_device
+    from segkit.inference.postprocess import postprocess_mask
+    from segkit.inference.predictor import load_trained_model
 
     files = collect_inputs(inputs)
     trained = load_trained_model(checkpoint, device=resolve_device(device))
@@ -182,8 +182,8 @@ def predict(
 def predict_mask(trained, image, task, tta: bool, tiling, keep_probability: bool):
     """``(probability or None, mask)`` of one photo. A tiled run whose probabilities are not wanted
     goes band by band: never a float copy of the whole photo (bounded memory for huge photos)."""
-    from segkit.inference import predict_probability
-    from segkit.tiling import predict_tiled_mask
+    from segkit.inference.predictor import predict_probability
+    from segkit.inference.tiling import predict_tiled_mask
 
     if band_by_band(tiling, keep_probability):
         tile_args = (tiling["tile"], tiling["overlap"], tiling["blend"])
@@ -205,8 +205,8 @@ def write_prediction(
     import numpy as np
     from PIL import Image
 
-    from segkit.overlays import binary_overlay, class_overlay
-    from segkit.tiff import TiffRows, write_mask_tiffs
+    from segkit.data.tiff import TiffRows, write_mask_tiffs
+    from segkit.reporting.overlays import binary_overlay, class_overlay
 
     if mask_format == "tiff":
         write_mask_tiffs(out, stem, task, mask)

@@ -46,13 +46,13 @@ def report(run, split, worst, best, data_path, out, batch_size, device, quiet):
     (threshold, test-time augmentation, clean-up) are the run's own, as `segkit evaluate` uses them.
     """
     from segkit.cli.inference_choices import resolve_inference_choices
-    from segkit.device import resolve_device
+    from segkit.config.run_folder import read_run_config
+    from segkit.data.splits import evaluation_split
     from segkit.errors import UsageError
-    from segkit.evaluation import evaluate_dataset
-    from segkit.inference import load_trained_model
-    from segkit.report import curve_pngs, evaluation_content, run_facts, settings_rows, write_page
-    from segkit.run_folder import read_run_config
-    from segkit.splits import evaluation_split
+    from segkit.execution.device import resolve_device
+    from segkit.inference.predictor import load_trained_model
+    from segkit.reporting.evaluation import evaluate_dataset
+    from segkit.reporting.report import curve_pngs, evaluation_content, run_facts, settings_rows, write_page
 
     if not run.is_dir():
         raise UsageError(f"{run} is not a run folder (segkit report takes the folder segkit run made)")

@@ -1,7 +1,7 @@
 """``segkit run``: train a model.
 
-The settings' flags come from the table in ``segkit.settings``; resolving them (with the dataset's
-defaults, a recipe, a config file, or a resumed run's record) is ``segkit.config``'s job.
+The settings' flags come from the table in ``segkit.config.settings``; resolving them (with the dataset's
+defaults, a recipe, a config file, or a resumed run's record) is ``segkit.config.resolve``'s job.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import click
 
-from segkit.config import (
+from segkit.config.resolve import (
     RESUME_OVERRIDES,
     resolve_resumed_config,
     to_toml,
 )
+from segkit.config.settings import BY_NAME, SETTINGS, click_options, flag_layer
 from segkit.errors import UsageError
 from segkit.planning import resolve_planned_config
-from segkit.settings import BY_NAME, SETTINGS, click_options, flag_layer
 
 __all__ = ["run"]
 

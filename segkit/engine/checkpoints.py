@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import numpy as np
 import torch
 
-from segkit.checkpoint import load_checkpoint, save_checkpoint
+from segkit.checkpoint_files import load_checkpoint, save_checkpoint
 from segkit.engine.state import TrainingState
 from segkit.errors import CheckpointError
-from segkit.inference import load_state
+from segkit.inference.predictor import load_state
 from segkit.version import __version__
 
 if TYPE_CHECKING:

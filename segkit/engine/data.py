@@ -7,12 +7,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from segkit.datasets import DecodedCache
+from segkit.data.datasets import DecodedCache
+from segkit.data.sampling import Sampling
+from segkit.data.splits import build_split, resolve_workers
 from segkit.engine import distributed
 from segkit.engine.schedule import train_image_size
 from segkit.errors import UsageError
-from segkit.sampling import Sampling
-from segkit.splits import build_split, resolve_workers
 
 
 def make_loader(

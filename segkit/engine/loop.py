@@ -10,14 +10,14 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from segkit.calibration import ThresholdSweep
-from segkit.class_metrics import ClassMetricAccumulator
-from segkit.device import autocast
 from segkit.engine.step import TrainingStep, compute_loss, move_batch
-from segkit.forward import model_logits
-from segkit.metrics import MetricAccumulator
+from segkit.execution.device import autocast
+from segkit.inference.forward import model_logits
+from segkit.inference.tiling import Tiles
+from segkit.metrics.binary import MetricAccumulator
+from segkit.metrics.calibration import ThresholdSweep
+from segkit.metrics.classes import ClassMetricAccumulator
 from segkit.task import Task
-from segkit.tiling import Tiles
 
 
 @dataclass

@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from segkit.device import autocast
 from segkit.engine import distributed
 from segkit.engine.weight_average import WeightAverage
 from segkit.errors import SegkitError
-from segkit.speed import to_input_format
+from segkit.execution.device import autocast
+from segkit.execution.fast_path import to_input_format
 from segkit.task import Task
 
 

@@ -29,8 +29,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from segkit.callbacks import RunContext
 from segkit.components import create_callback, create_loss, create_model, get_component
-from segkit.config import ResolvedConfig, enabled_callbacks
-from segkit.device import resolve_amp, resolve_device
+from segkit.config.resolve import ResolvedConfig, enabled_callbacks
+from segkit.config.run_folder import CONFIG_FILE, create_run_dir, write_json
 from segkit.engine import checkpoints, distributed
 from segkit.engine.budget import RunClock
 from segkit.engine.data import RunData
@@ -42,9 +42,9 @@ from segkit.engine.step import TrainingStep
 from segkit.engine.validation import Validation, validate
 from segkit.engine.weight_average import WeightAverage
 from segkit.errors import SegkitError, UsageError
-from segkit.init_weights import init_from_file
-from segkit.run_folder import CONFIG_FILE, create_run_dir, write_json
-from segkit.speed import prepare_for_training, resolve_channels_last
+from segkit.execution.device import resolve_amp, resolve_device
+from segkit.execution.fast_path import prepare_for_training, resolve_channels_last
+from segkit.models.init_weights import init_from_file
 from segkit.task import selection_label, settings_left_out, task_for_dataset
 from segkit.version import __version__
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
-from segkit.calibration import ThresholdSweep
 from segkit.engine import distributed
 from segkit.engine.loop import evaluate_loader
-from segkit.speed import prepare_for_inference, resolve_channels_last
+from segkit.execution.fast_path import prepare_for_inference, resolve_channels_last
+from segkit.inference.tiling import Tiles
+from segkit.metrics.calibration import ThresholdSweep
 from segkit.task import Task
-from segkit.tiling import Tiles
 
 
 def validation_tiles(values: dict[str, Any]) -> Tiles | None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from segkit.components import get_component
-from segkit.config import ResolvedConfig, resolve_run_config
+from segkit.config.resolve import ResolvedConfig, resolve_run_config
 from segkit.errors import UsageError
 
 __all__ = ["Plan", "PlanRequest", "describe_plan", "make_plan", "resolve_planned_config", "PLAN_FILE"]
@@ -44,7 +44,7 @@ PLAN_FILE = "plan.json"
 
 @dataclass
 class Plan:
-    """A planner's choices: ``settings`` (names as in ``segkit.settings``), the ``reasons`` for them,
+    """A planner's choices: ``settings`` (names as in ``segkit.config.settings``), the ``reasons`` for them,
     ``facts`` it based them on (fingerprint, timings, estimates: JSON-friendly) and the ``seconds``
     planning took (counted in the run's time budget)."""
 
@@ -68,13 +68,13 @@ class Plan:
         }
 
     def write(self, run_dir: Path) -> None:
-        from segkit.files import atomic_write_text
+        from segkit.atomic_files import atomic_write_text
 
         atomic_write_text(Path(run_dir) / PLAN_FILE, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
 
     def table(self, overridden: dict[str, str] | None = None) -> list[str]:
         """Lines of a short table: each choice, its value and why (and what overrode it)."""
-        from segkit.settings import format_value
+        from segkit.config.settings import format_value
 
         overridden = overridden or {}
         width = max((len(key) for key in self.settings), default=0)
@@ -106,7 +106,7 @@ class PlanRequest:
     @property
     def device(self):
         if "device" not in self._cache:
-            from segkit.device import resolve_device
+            from segkit.execution.device import resolve_device
 
             self._cache["device"] = resolve_device(self.values["device"])
         return self._cache["device"]
@@ -116,7 +116,7 @@ class PlanRequest:
         """The autocast dtype the run will train under (``--amp`` on this device; None: fp32), which
         timed steps use too: a bf16 step on a GPU can take half an fp32 one's time."""
         if "amp" not in self._cache:
-            from segkit.device import resolve_amp
+            from segkit.execution.device import resolve_amp
 
             self._cache["amp"] = resolve_amp(self.values["amp"], self.device)
         return self._cache["amp"]
@@ -124,7 +124,7 @@ class PlanRequest:
     def train_dataset(self) -> Any:
         """The training split as the run will build it (resized, no crops), built once."""
         if "train" not in self._cache:
-            from segkit.splits import build_split
+            from segkit.data.splits import build_split
 
             self._cache["train"] = build_split(self.values, "train", self.values["image_size"])
         return self._cache["train"]
@@ -148,7 +148,7 @@ class PlanRequest:
 
     def loader_workers(self) -> int:
         """The loader workers the run will use (``--workers``, or what auto means here)."""
-        from segkit.splits import resolve_workers
+        from segkit.data.splits import resolve_workers
 
         return resolve_workers(self.values["workers"], self.train_dataset(), self.device)
 
@@ -172,7 +172,7 @@ class PlanRequest:
 def resolve_planned_config(
     flags: Mapping[str, Any], config_file: Path | None, recipe: str | None
 ) -> ResolvedConfig:
-    """``segkit.config.resolve_run_config`` with planners: a recipe that names one (``--recipe auto``)
+    """``segkit.config.resolve.resolve_run_config`` with planners: a recipe that names one (``--recipe auto``)
     is planned here, around the user's layers (what ``segkit run`` and ``segkit plan`` resolve)."""
     return resolve_run_config(flags, config_file, recipe, plan=make_plan)
 

@@ -28,10 +28,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from segkit.config.settings import parse_duration
 from segkit.planning import Plan, PlanRequest
 from segkit.planning.fingerprint import Fingerprint
 from segkit.planning.machine import Candidate
-from segkit.settings import parse_duration
 
 # How each number was measured: benchmarks/README.md, "How --recipe auto's rules were measured".
 RULES: dict[str, Any] = {

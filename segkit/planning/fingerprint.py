@@ -8,10 +8,10 @@ sizes, and how thin the structures are (``structure_width_px``: twice the area o
 number of pixel edges around it, a line's width in pixels; a disc of radius r gives about 0.8 r).
 
 For datasets built from files (``PairedImageDataset``) the result is cached beside the data
-(``fingerprint.json`` in ``segkit.data_cache.cache_folder``), keyed by every file's size and
+(``fingerprint.json`` in ``segkit.data.data_cache.cache_folder``), keyed by every file's size and
 modification time, the dataset's description and this module's ``VERSION``: a changed, added or
 removed file computes it again. A fingerprint is not kept while any file was modified in the last
-``RACY_SECONDS`` (as the file index does, ``segkit.file_checks``): a file system's clock ticks coarser
+``RACY_SECONDS`` (as the file index does, ``segkit.data.file_checks``): a file system's clock ticks coarser
 than a nanosecond, and a same-sized rewrite within one tick would otherwise look unchanged.
 """
 
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-import segkit.data_cache as data_cache
-from segkit.file_checks import RACY_SECONDS
+import segkit.data.data_cache as data_cache
+from segkit.data.file_checks import RACY_SECONDS
 
 VERSION = 2
 CACHE_NAME = "fingerprint.json"
@@ -108,7 +108,7 @@ def fingerprint(dataset: Any, sample: int = MASK_SAMPLE) -> Fingerprint:
 
 
 def compute_fingerprint(dataset: Any, sample: int = MASK_SAMPLE) -> Fingerprint:
-    from segkit.datasets import dataset_task_info
+    from segkit.data.datasets import dataset_task_info
 
     info = dataset_task_info(dataset)
     task, names = info["task"], info["class_names"]
@@ -228,7 +228,7 @@ def _spread(values: list[int]) -> list[float]:
 def _cache_place(dataset: Any, sample: int) -> tuple[Any, str, int]:
     """The cache folder of a dataset of files, the key of this fingerprint and the newest file's
     modification time (nanoseconds); (None, "", 0) otherwise."""
-    from segkit.datasets import data_folder
+    from segkit.data.datasets import data_folder
 
     pairs = getattr(dataset, "pairs", None)
     if not pairs:

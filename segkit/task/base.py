@@ -106,7 +106,7 @@ _REDUCTIONS = {"dataset": "pooled over the dataset", "per_image": "per-image mea
 
 class SeveralClasses:
     """What the multiclass and multilabel tasks share: K output channels, per-class metrics
-    (``segkit.class_metrics``) and their labels. A subclass gives ``class_names``, ``averaged`` (the
+    (``segkit.metrics.classes``) and their labels. A subclass gives ``class_names``, ``averaged`` (the
     classes the means cover), ``mask_rule`` (how a mask is made, in words) and ``_count(logits,
     target, ignore) -> (counts, confusion or None)``."""
 
@@ -129,13 +129,13 @@ class SeveralClasses:
         raise NotImplementedError
 
     def new_accumulator(self) -> Any:
-        from segkit.class_metrics import ClassMetricAccumulator
+        from segkit.metrics.classes import ClassMetricAccumulator
 
         return ClassMetricAccumulator(self.class_names, self.averaged, counter=self._count)
 
     def batch_score(self, logits: Any, masks: Any) -> float:
         """Macro Dice over the averaged classes, pooled over the batch (the progress bar's figure)."""
-        from segkit.class_metrics import class_scores
+        from segkit.metrics.classes import class_scores
 
         counts, _ = self._count(logits.detach(), masks, None)
         dice = class_scores(counts.sum(dim=0))["dice"][self.averaged]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.metrics import MetricAccumulator, batch_dice, check_threshold, describe_metric
+from segkit.metrics.binary import MetricAccumulator, batch_dice, check_threshold, describe_metric
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.class_metrics import IGNORE_INDEX, multiclass_counts
+from segkit.metrics.classes import IGNORE_INDEX, multiclass_counts
 from segkit.task.base import SeveralClasses, checked_palette
 
 

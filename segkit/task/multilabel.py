@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.class_metrics import multilabel_counts
-from segkit.metrics import check_threshold
+from segkit.metrics.binary import check_threshold
+from segkit.metrics.classes import multilabel_counts
 from segkit.task.base import SeveralClasses, checked_palette
 
 

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from segkit.checkpoint import load_checkpoint, save_checkpoint
+from segkit.checkpoint_files import load_checkpoint, save_checkpoint
 from segkit.cli import cli
 
 TINY = ["--device", "cpu", "--image-size", "32", "--batch-size", "2", "--workers", "0", "--quiet"]

@@ -126,8 +126,9 @@ def test_models_command_describes_a_chosen_encoder():
     assert 2e6 < row["parameters"] < 6e6 and row["flops"] > 0
 
 
-#: (architecture, encoder, whether segkit.speed folds every BatchNorm: not timm's deep stem, whose
-#: BatchNorm follows a Sequential of convolutions, nor the blocks of a dilated stage fx cannot trace).
+#: (architecture, encoder, whether segkit.execution.fast_path folds every BatchNorm: not timm's deep
+#: stem, whose BatchNorm follows a Sequential of convolutions, nor the blocks of a dilated stage fx
+#: cannot trace).
 FAST_PATHS = [
     ("fpn", "mobilenet_v2", True),
     ("pspnet", "resnet18", True),
@@ -137,13 +138,13 @@ FAST_PATHS = [
 
 @pytest.mark.parametrize("architecture, encoder, folds_all", FAST_PATHS)
 def test_segkits_fast_paths_compute_what_the_plain_model_computes(architecture, encoder, folds_all):
-    """segkit.speed's inference copy (BatchNorm folded, channels_last) and training path (dropout off:
-    it draws its masks in memory order) give the plain model's logits."""
+    """segkit.execution.fast_path's inference copy (BatchNorm folded, channels_last) and training path
+    (dropout off: it draws its masks in memory order) give the plain model's logits."""
     import copy
 
     from torch import nn
 
-    from segkit.speed import prepare_for_inference, prepare_for_training, to_input_format
+    from segkit.execution.fast_path import prepare_for_inference, prepare_for_training, to_input_format
 
     torch.manual_seed(0)
     model = segkit.create_model(f"smp_{architecture}", encoder=encoder).eval()

@@ -11,7 +11,7 @@ A loss is an ``nn.Module`` called as ``loss(logits, target, ignore=None)``:
 Subclass ``SegmentationLoss`` and implement ``compute(logits, target, valid)``: the base checks the
 inputs, neutralises ignored pixels and runs ``compute`` in float32 with autocast disabled, so bf16 or
 fp16 training cannot overflow the sums. ``valid`` is a float32 mask, 1 where a pixel counts. Declare
-the factory's options with ``segkit.component_options``. A plugin's loss::
+the factory's options with ``segkit.config.component_options``. A plugin's loss::
 
     import torch
     from segkit.losses import SegmentationLoss, valid_mean
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.component_options import Option, Parser, integer, number, optional
+from segkit.config.component_options import Option, Parser, integer, number, optional
 from segkit.errors import DataError, UsageError
 
 __all__ = [
@@ -192,7 +192,7 @@ def class_mean(scores: torch.Tensor, weights: torch.Tensor | None = None) -> tor
 
 def _class_weights(value: Any) -> tuple[float, ...]:
     # From Python: a list or tuple; from a config file: a list; from --loss-option: "[1, 2]" is already
-    # a list (segkit.options.parse_value), and "1,2" stays text.
+    # a list (segkit.config.options.parse_value), and "1,2" stays text.
     if isinstance(value, str):
         value = value.strip()
         if value[:1] in "[(" and value[-1:] in ")]":

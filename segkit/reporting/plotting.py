@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from segkit.config.run_folder import read_run_config
 from segkit.errors import DataError, SegkitError, UsageError
-from segkit.run_folder import read_run_config
 
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.csv"
@@ -47,7 +47,7 @@ _PLAIN_LABELS = {
     "train_images_per_s": "training throughput (images per second)",
     "skipped_steps": "training steps skipped (non-finite loss)",
 }
-# Score columns: (metric, reduction, split) for segkit.metrics.describe_metric.
+# Score columns: (metric, reduction, split) for segkit.metrics.binary.describe_metric.
 _SCORE_COLUMNS = {
     "train_dice": ("dice", "per_image", "train"),
     "valid_dice": ("dice", "per_image", "valid"),
@@ -205,7 +205,7 @@ def describe_column(column: str, config: dict[str, Any]) -> str:
     if column in _SCORE_COLUMNS:
         metric, reduction, split = _SCORE_COLUMNS[column]
         try:
-            from segkit.metrics import describe_metric
+            from segkit.metrics.binary import describe_metric
 
             text = describe_metric(metric, reduction, settings["threshold"], settings["image_size"], split)
         except (KeyError, TypeError, ValueError, SegkitError):

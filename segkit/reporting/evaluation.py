@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from segkit.boundary_metrics import boundary_f_score, hausdorff_distance
-from segkit.inference import TrainedModel, predict_logits, resize_logits
-from segkit.metrics import MetricAccumulator
-from segkit.postprocess import postprocess_mask
-from segkit.speed import to_input_format
+from segkit.execution.fast_path import to_input_format
+from segkit.inference.postprocess import postprocess_mask
+from segkit.inference.predictor import TrainedModel, predict_logits, resize_logits
+from segkit.inference.tiling import Tiles
+from segkit.metrics.binary import MetricAccumulator
+from segkit.metrics.boundary import boundary_f_score, hausdorff_distance
 from segkit.task import Task
-from segkit.tiling import Tiles
 
 
 @dataclass
@@ -129,8 +129,8 @@ def evaluate_dataset(
 ) -> Evaluation:
     """Score ``trained`` on ``dataset``. ``postprocess`` (``fill_holes``, ``keep_largest``) cleans each
     thresholded mask up before it is scored, at every resolution, as ``predict`` would. ``tiles``
-    (``segkit.tiling.Tiles``) runs the model through tiles of each photo at native resolution
-    (the dataset then yields whole photos, see ``segkit.sampling.Sampling.native``)."""
+    (``segkit.inference.tiling.Tiles``) runs the model through tiles of each photo at native resolution
+    (the dataset then yields whole photos, see ``segkit.data.sampling.Sampling.native``)."""
     steps: dict[str, bool] = {k: v for k, v in (postprocess or {}).items() if v}
     task = trained.task.with_threshold(threshold)
     network = task.new_accumulator()

@@ -7,7 +7,7 @@
 - ``count_parameters``, ``count_flops`` and ``describe_model``: the size and cost figures that
   ``segkit models`` prints.
 - ``IN_CHANNELS``, ``OUT_CHANNELS`` and ``PAD_MODE``: the options most model factories share, declared
-  with ``segkit.component_options`` for a factory's own option spec.
+  with ``segkit.config.component_options`` for a factory's own option spec.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segkit.component_options import Option, choice, parse_component_options, positive_int
+from segkit.config.component_options import Option, choice, parse_component_options, positive_int
 from segkit.errors import UsageError
 
 PAD_MODES = ("reflect", "zeros")

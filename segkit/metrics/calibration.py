@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from segkit.metrics import MetricAccumulator
+from segkit.metrics.binary import MetricAccumulator
 
 CALIBRATION_GRID: tuple[float, ...] = tuple(round(0.3 + 0.05 * step, 2) for step in range(9))
 

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from segkit.components import create_dataset, get_component
+from segkit.config.options import parse_options
+from segkit.data.sampling import Sampling
 from segkit.errors import DataError, SegkitError, UsageError
-from segkit.options import parse_options
-from segkit.sampling import Sampling
 
 #: How dataset messages name the options the engine fills from flags, and how a user types them.
 _FLAG_WORDS = (
@@ -94,13 +94,15 @@ def evaluation_split(
     dataset_option: Any,
     tiling: dict[str, Any] | None = None,
 ):
-    """``(name, dataset)`` to score a trained model (``segkit.inference.TrainedModel``) on: the run's
-    dataset unless ``dataset`` names another, with the run's options and ``dataset_option``
+    """``(name, dataset)`` to score a trained model (``segkit.inference.predictor.TrainedModel``) on:
+    the run's dataset unless ``dataset`` names another, with the run's options and ``dataset_option``
     (``KEY=VALUE`` strings) over them; with ``tiling``, whole photos at native resolution (after the
     run's scale). What evaluate, report and the trackers score on."""
 
     recorded = trained.checkpoint.get("config") or {}
     name = dataset or trained.checkpoint.get("dataset") or recorded.get("dataset")
+    if not isinstance(name, str):
+        raise DataError(f"{trained.path} does not say which dataset it was trained on: give --dataset")
     options = dict(recorded.get("dataset_options") or {}) if name == recorded.get("dataset") else {}
     given = parse_options(dataset_option, "--dataset-option")
     for key in set(given) & set(SET_BY_EVALUATION):

@@ -1,18 +1,18 @@
 """TIFF photos read row band by row band, and TIFF masks written tile by tile, for huge images.
 
 PNG and JPEG can only be decoded whole; a TIFF is stored in independent strips or tiles (segments),
-so tiled prediction (``segkit.tiling.predict_tiled_mask``) can read just the segments covering the
+so tiled prediction (``segkit.inference.tiling.predict_tiled_mask``) can read just the segments covering the
 band it works on, and the photo is never held whole:
 
 - ``open_tiff_rows(path)``: a ``TiffRows`` row source (``height``, ``width``, ``read_rows(top,
-  bottom)`` giving uint8 RGB rows ``(rows, W, 3)``, exactly what ``segkit.imageio.read_image`` would
+  bottom)`` giving uint8 RGB rows ``(rows, W, 3)``, exactly what ``segkit.data.imageio.read_image`` would
   give for those rows) when the file can be streamed, else ``None``. Streamed: 8-bit greyscale, RGB
   and RGBA (alpha dropped), greyscale with alpha, 16-bit greyscale (scaled to 8 bits as
   ``read_image`` does), stripped or tiled, contiguous samples (or one sample), uncompressed or with a
   codec tifffile has without extra packages (deflate, LZMA, PackBits, ...), EXIF orientation 1.
   Anything else (JPEG or LZW compression without ``imagecodecs``, palette, CMYK, YCbCr, separate
   planes, rotated photos, associated alpha, several samples of 16 bits) is ``None``: read it whole.
-  The pixel limit (``segkit.imageio.MAX_IMAGE_PIXELS``, predict's ``--max-pixels``) is checked
+  The pixel limit (``segkit.data.imageio.MAX_IMAGE_PIXELS``, predict's ``--max-pixels``) is checked
   from the header alone, and segments past the end of the file (a truncated file) are found then
   too; both are a ``DataError`` naming the file, as is a segment that does not decode.
 - ``read_photo(path, stream)``: the ``TiffRows`` of a streamable TIFF when ``stream``, else the
@@ -36,7 +36,7 @@ import tifffile
 from PIL import Image
 from tifffile import TIFF
 
-import segkit.imageio as imageio
+import segkit.data.imageio as imageio
 from segkit.errors import DataError
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class TiffRows:
         return np.asarray(segment).reshape(-1, *segment.shape[-2:])
 
     def _rgb(self, pixels: np.ndarray) -> np.ndarray:
-        if self.sixteen_bit:  # as segkit.imageio.read_image: round to nearest, exactly linear
+        if self.sixteen_bit:  # as segkit.data.imageio.read_image: round to nearest, exactly linear
             pixels = ((pixels.astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)
         if self.samples <= 2:  # greyscale, with or without alpha
             return np.repeat(pixels[..., :1], 3, axis=-1)
@@ -130,7 +130,7 @@ class TiffRows:
 
 def read_photo(path: str | os.PathLike, stream: bool) -> Image.Image | TiffRows:
     """With ``stream``, the ``TiffRows`` of a TIFF that can be streamed; otherwise (or for any other
-    file) the photo decoded whole by ``segkit.imageio.read_image``."""
+    file) the photo decoded whole by ``segkit.data.imageio.read_image``."""
     rows = open_tiff_rows(path) if stream else None
     return rows if rows is not None else imageio.read_image(path)
 
@@ -216,7 +216,7 @@ def _check_pixels(path: Path, height: int, width: int) -> None:
     if width * height > imageio.MAX_IMAGE_PIXELS:
         raise DataError(
             f"image {path} is {width}x{height} = {width * height:,} pixels, more than "
-            f"segkit.imageio.MAX_IMAGE_PIXELS = {imageio.MAX_IMAGE_PIXELS:,}; refusing to decode it "
+            f"segkit.data.imageio.MAX_IMAGE_PIXELS = {imageio.MAX_IMAGE_PIXELS:,}; refusing to decode it "
             "(downscale the file, or raise the limit if you trust it)"
         )
 

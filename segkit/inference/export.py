@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from segkit.atomic_files import atomic_replace, atomic_write
 from segkit.errors import SegkitError, UsageError
-from segkit.files import atomic_replace, atomic_write
-from segkit.inference import IMAGENET_NORMALIZATION, TrainedModel, load_trained_model
+from segkit.inference.predictor import IMAGENET_NORMALIZATION, TrainedModel, load_trained_model
 from segkit.version import __version__
 
 FORMATS = ("onnx", "torchscript")

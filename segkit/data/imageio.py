@@ -27,7 +27,7 @@ from segkit.errors import DataError
 #: Largest image (width x height, in pixels) segkit decodes. Bigger files are refused before any
 #: pixel data is decompressed, so a decompression bomb or a 10000x10000 scan fails cleanly instead
 #: of exhausting memory. 50 megapixels is about 150 MB as RGB bytes, and well above any photo a
-#: segmentation dataset needs. Change it (``segkit.imageio.MAX_IMAGE_PIXELS = ...``) if you must.
+#: segmentation dataset needs. Change it (``segkit.data.imageio.MAX_IMAGE_PIXELS = ...``) if you must.
 MAX_IMAGE_PIXELS = 50_000_000
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -181,7 +181,7 @@ def _opened(path: Path, what: str) -> Iterator[Image.Image]:
             image = Image.open(path)
     except Image.DecompressionBombError as error:
         raise DataError(
-            f"{what} {path} is too large to decode safely (limit segkit.imageio.MAX_IMAGE_PIXELS = "
+            f"{what} {path} is too large to decode safely (limit segkit.data.imageio.MAX_IMAGE_PIXELS = "
             f"{MAX_IMAGE_PIXELS:,} pixels): {error}"
         ) from None
     except UnidentifiedImageError:
@@ -193,7 +193,7 @@ def _opened(path: Path, what: str) -> Iterator[Image.Image]:
         if width * height > MAX_IMAGE_PIXELS:
             raise DataError(
                 f"{what} {path} is {width}x{height} = {width * height:,} pixels, more than "
-                f"segkit.imageio.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,}; refusing to decode it "
+                f"segkit.data.imageio.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,}; refusing to decode it "
                 "(downscale the file, or raise the limit if you trust it)"
             )
         yield image

@@ -2,8 +2,8 @@
 
 ``check_files([(path, role), ...], data_folder)`` returns ``FileFacts`` for every file: its displayed
 size and colour mode, or the reason it is unusable (the ``DataError`` message of
-``segkit.imageio.check_image_file``). Results are kept in the data folder's index
-(``file-index.json`` in ``segkit.data_cache.cache_folder``), keyed by the file's path and role, and
+``segkit.data.imageio.check_image_file``). Results are kept in the data folder's index
+(``file-index.json`` in ``segkit.data.data_cache.cache_folder``), keyed by the file's path and role, and
 reused while the file's size, modification time (nanoseconds) and inode are what they were when it
 was checked; only new or changed files are opened. A file modified in the last ``RACY_SECONDS`` when
 it is checked is not remembered (as git does with its index): a file system's clock ticks coarser
@@ -29,8 +29,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-import segkit.data_cache as data_cache
-import segkit.imageio as imageio
+import segkit.data.data_cache as data_cache
+import segkit.data.imageio as imageio
 from segkit.errors import DataError
 
 INDEX_NAME = "file-index.json"
@@ -62,7 +62,7 @@ class FileFacts:
 
 
 def check_file(path: Path, role: str) -> FileFacts:
-    """Check one file (``segkit.imageio.image_file_facts``), a ``DataError`` becoming ``error``."""
+    """Check one file (``segkit.data.imageio.image_file_facts``), a ``DataError`` becoming ``error``."""
     try:
         height, width, mode = imageio.image_file_facts(path, role)
     except DataError as error:

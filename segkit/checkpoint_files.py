@@ -1,6 +1,6 @@
 """Checkpoints: written atomically, loaded safely.
 
-Writing goes through ``segkit.files.atomic_write``: a temporary file in the same folder, flushed to
+Writing goes through ``segkit.atomic_files.atomic_write``: a temporary file in the same folder, flushed to
 disk, then renamed over the old file, so a crash or a full disk leaves the previous checkpoint
 intact. Loading uses ``torch.load(weights_only=True)``: a checkpoint crafted to run code when
 unpickled fails to load instead. segkit stores only tensors, numbers, strings, lists, tuples and dicts.
@@ -15,10 +15,9 @@ from typing import Any
 
 import torch
 
+# Re-exported: other modules and tests import (and patch) ``segkit.checkpoint_files.atomic_write``.
+from segkit.atomic_files import atomic_write
 from segkit.errors import CheckpointError
-
-# Re-exported: other modules and tests import (and patch) ``segkit.checkpoint.atomic_write``.
-from segkit.files import atomic_write
 
 __all__ = ["FORMAT_VERSION", "atomic_write", "load_checkpoint", "save_checkpoint"]
 

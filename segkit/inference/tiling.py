@@ -1,6 +1,6 @@
 """Tiled (sliding-window) inference at native resolution, for photos far larger than the network's input.
 
-``segkit.inference.predict_probability`` resizes a photo to the network's square input; a 8000x8000
+``segkit.inference.predictor.predict_probability`` resizes a photo to the network's square input; a 8000x8000
 scan shrunk to 256x256 loses everything small. Here the network runs on ``tile`` x ``tile`` windows
 of the photo at its own resolution, and their logits are blended into one map, as MONAI's
 ``sliding_window_inference`` and nnU-Net's Gaussian-weighted tiles do (the code is segkit's own)::
@@ -78,10 +78,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
 
-from segkit.forward import input_logits, model_logits
+from segkit.inference.forward import input_logits, model_logits
 
-if TYPE_CHECKING:  # segkit.inference imports much of segkit: loaded lazily where it is used
-    from segkit.inference import TrainedModel
+if TYPE_CHECKING:  # segkit.inference.predictor imports much of segkit: loaded lazily where it is used
+    from segkit.inference.predictor import TrainedModel
     from segkit.task import Task
 
 __all__ = [
@@ -268,7 +268,7 @@ def normalise_pixels(
 ) -> torch.Tensor:
     """``(rows, W, C)`` or ``(rows, W)`` pixels (numpy or torch) -> a float32 ``(C, rows, W)`` tensor on
     ``device``: divided by 255 and normalised with ``normalization``'s mean and std exactly as
-    ``segkit.inference.image_to_tensor`` does; cast as they are when ``normalization`` is None."""
+    ``segkit.inference.predictor.image_to_tensor`` does; cast as they are when ``normalization`` is None."""
     if isinstance(pixels, np.ndarray):  # PIL's arrays are read-only: copy those (one band, uint8)
         pixels = np.ascontiguousarray(pixels) if pixels.flags.writeable else pixels.copy()
     values = torch.as_tensor(pixels)
@@ -474,7 +474,7 @@ def sliding_window_rows(
 def _pixels(image: Image.Image | np.ndarray | Any) -> tuple[int, int, ReadRows]:
     """Height, width and a ``read_rows`` of a PIL image (cropped band by band, never copied whole), a
     ``(H, W[, C])`` array or a row source with ``height``, ``width`` and ``read_rows`` (such as
-    ``segkit.tiff.TiffRows``, which decodes only the rows asked for)."""
+    ``segkit.data.tiff.TiffRows``, which decodes only the rows asked for)."""
     source: Any = image
     if callable(getattr(source, "read_rows", None)):
         return source.height, source.width, source.read_rows
@@ -506,8 +506,9 @@ def predict_tiled(
     margin: int = 0,
     pad_mode: str = "reflect",
 ) -> np.ndarray:
-    """Probabilities at the image's own resolution, float32, as ``segkit.inference.predict_probability``
-    gives them (binary ``(H, W)``, multiclass and multilabel ``(K, H, W)``), without resizing: the photo,
+    """Probabilities at the image's own resolution, float32, as
+    ``segkit.inference.predictor.predict_probability`` gives them (binary ``(H, W)``, multiclass and
+    multilabel ``(K, H, W)``), without resizing: the photo,
     normalised as in training, runs tile by tile (``sliding_window_logits``; with ``tta``, each tile is
     averaged with its horizontal flip). Holds float logits of the whole image: for big photos and
     masks only, ``predict_tiled_mask``."""
@@ -547,7 +548,7 @@ def predict_tiled_mask(
     256 classes), a multilabel one a bool ``(K, H, W)``. ``task`` (default ``trained.task``) decides,
     with its threshold. Memory: the uint8 photo, the mask and one band of floats, whatever the height
     (``image`` may be a PIL image, cropped band by band, an ``(H, W[, C])`` uint8 array, or a row
-    source such as ``segkit.tiff.TiffRows``, read band by band: then not even the photo is held). Bands
+    source such as ``segkit.data.tiff.TiffRows``, read band by band: then not even the photo is held). Bands
     are normalised and blended on ``trained.device``."""
     task = trained.task if task is None else task
     height, width, read_rows = _pixels(image)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segkit.checkpoint import load_checkpoint
+from segkit.checkpoint_files import load_checkpoint
 from segkit.errors import CheckpointError
 
 #: How many skipped names the summary lists before "and N more".

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from segkit.speed import to_input_format
+from segkit.execution.fast_path import to_input_format
 
 
 def model_logits(model: torch.nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:

@@ -18,14 +18,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
 
-from segkit.checkpoint import load_checkpoint
+from segkit.checkpoint_files import load_checkpoint
 from segkit.components import create_model
+from segkit.data.imageio import MAX_IMAGE_PIXELS
+from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segkit.errors import CheckpointError, UnknownComponentError, UsageError
-from segkit.forward import input_logits
-from segkit.imageio import MAX_IMAGE_PIXELS
-from segkit.speed import prepare_for_inference
+from segkit.execution.fast_path import prepare_for_inference
+from segkit.inference.forward import input_logits
 from segkit.task import BinaryTask, Task, task_from_checkpoint
-from segkit.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGENET_NORMALIZATION = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
@@ -48,7 +48,7 @@ class TrainedModel:
     #: What the model's outputs mean (see ``segkit.task``), at the checkpoint's threshold.
     task: Task = field(default_factory=BinaryTask)
     #: Tiled inference at native resolution, for runs trained on crops: ``{"tile", "overlap",
-    #: "blend", "scale"}``; None: resize photos to ``image_size`` (see ``segkit.tiling``).
+    #: "blend", "scale"}``; None: resize photos to ``image_size`` (see ``segkit.inference.tiling``).
     tiling: dict[str, Any] | None = None
 
     @property
@@ -65,8 +65,8 @@ class TrainedModel:
         ``segkit predict`` makes it with the run's defaults (threshold, flip TTA, clean-up, tiling):
         a bool ``(H, W)`` array for a binary model, class ids ``(H, W)`` for a multiclass one, a bool
         ``(K, H, W)`` array for a multilabel one. ``tta`` overrides the run's flip TTA."""
-        from segkit.imageio import read_image
-        from segkit.postprocess import postprocess_mask
+        from segkit.data.imageio import read_image
+        from segkit.inference.postprocess import postprocess_mask
 
         if not isinstance(image, Image.Image):
             image = read_image(Path(image))
@@ -85,7 +85,7 @@ def load_trained_model(
 ) -> TrainedModel:
     """Load a run folder (its best.pt) or a checkpoint file; mismatches are clear ``CheckpointError``s.
 
-    The model is an eval-only copy prepared by ``segkit.speed.prepare_for_inference``."""
+    The model is an eval-only copy prepared by ``segkit.execution.fast_path.prepare_for_inference``."""
     path = Path(path)
     payload = load_checkpoint(path)
     if path.is_dir():
@@ -141,7 +141,7 @@ def load_trained_model(
     )
 
 
-#: Post-processing steps a checkpoint may ask for by default (see ``segkit.postprocess``).
+#: Post-processing steps a checkpoint may ask for by default (see ``segkit.inference.postprocess``).
 POSTPROCESS_STEPS = ("fill_holes", "keep_largest")
 
 
@@ -275,7 +275,7 @@ def predict_probability(
 def _tiled_probability(
     trained: TrainedModel, image: Image.Image, tta: bool, tiling: dict[str, Any]
 ) -> np.ndarray:
-    from segkit.tiling import predict_tiled
+    from segkit.inference.tiling import predict_tiled
 
     scale = float(tiling.get("scale", 1.0))
     seen = image

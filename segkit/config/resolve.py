@@ -5,7 +5,7 @@ Precedence, lowest first: the seed report's defaults; the dataset's own defaults
 flags. A resumed run (``--resume RUN``) starts from the settings its ``config.json`` recorded instead;
 flags may change only the settings in ``RESUME_OVERRIDES``, and any other flag that would change a
 recorded setting is a usage error. Which settings exist, their defaults and their checks are declared
-once, in ``segkit.settings``; ``to_toml`` writes resolved settings back as a config file.
+once, in ``segkit.config.settings``; ``to_toml`` writes resolved settings back as a config file.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from segkit.components import get_component, list_components
-from segkit.errors import UnknownComponentError, UsageError
-from segkit.settings import (
+from segkit.config.settings import (
     ALIASES,
     BY_NAME,
     DEFAULTS,
@@ -34,6 +33,7 @@ from segkit.settings import (
     format_value,
     parse_duration,
 )
+from segkit.errors import UnknownComponentError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -190,7 +190,7 @@ def resolve_run_config(
 ) -> ResolvedConfig:
     """A new run's settings: defaults, the dataset's defaults, the recipe, the config file, the flags.
 
-    ``flags`` holds values (``segkit.settings.flag_layer`` converts what click parsed); None means not
+    ``flags`` holds values (``segkit.config.settings.flag_layer`` converts what click parsed); None means not
     given. The recipe may also be named by the config file's ``recipe`` key; ``--recipe`` wins. A
     recipe that names a planner is planned with ``plan`` (``segkit.planning.resolve_planned_config``
     passes it); without one, naming a planner is a usage error.
@@ -305,7 +305,7 @@ def resolve_resumed_config(run_dir: Path, flags: Mapping[str, Any]) -> ResolvedC
     """A resumed run's settings: those its ``config.json`` recorded (defaults for any it predates),
     then the flags. Only the settings in ``RESUME_OVERRIDES`` may change; a flag that would change
     another one is a usage error naming it (one repeating the recorded value is accepted)."""
-    from segkit.run_folder import read_run_config
+    from segkit.config.run_folder import read_run_config
 
     record = read_run_config(run_dir)
     recorded = record.get("config") if isinstance(record, dict) else None

@@ -4,7 +4,7 @@ What is cached (each a JSON file, rebuilt when its files change):
 
 - ``file-index.json``: the result of checking every photo and mask (size, colour mode, or why the file
   is unusable), keyed by file and reused while the file's size and modification time are unchanged
-  (``segkit.file_checks``).
+  (``segkit.data.file_checks``).
 - ``fingerprint.json``: the dataset fingerprint the planner reads (``segkit.planning.fingerprint``).
 
 The cache folder is ``.segkit-cache/`` inside the data folder when that folder is writable (and not
@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from segkit.files import atomic_write_text
+from segkit.atomic_files import atomic_write_text
 
 #: Name of the cache folder segkit makes inside a writable data folder.
 CACHE_FOLDER = ".segkit-cache"

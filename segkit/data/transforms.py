@@ -12,7 +12,7 @@ Labels inside a pipeline: the mask is ``uint8`` ``(1, H, W)`` holding ``BACKGROU
 trimap border). Pixels a transform invents (rotation corners, shifted-in borders, padding) get
 ``IMAGE_FILL`` in the image (black) and ``MASK_FILL`` (background) in the mask: they show no object,
 so "background" is their true label, and every loss can use them, ignore-aware or not. A crop larger
-than the photo (``--crop-size``, ``segkit.sampling.random_crop``) is different: its padding, a band
+than the photo (``--crop-size``, ``segkit.data.sampling.random_crop``) is different: its padding, a band
 beyond the photo that may be most of the crop, is ignored for every task (as torchvision's
 segmentation reference pads masks with 255), so it never teaches "background".
 
@@ -39,9 +39,9 @@ import torch
 from PIL import Image
 
 from segkit.components import get_component, list_components
+from segkit.data.sampling import IGNORE_INDEX, Sampling, random_crop, rescale
 from segkit.errors import SegkitError, UsageError
 from segkit.lazy import lazy_module
-from segkit.sampling import IGNORE_INDEX, Sampling, random_crop, rescale
 
 #: Per-channel RGB mean and standard deviation of ImageNet, for images scaled to [0, 1]. Models see
 #: ``(image - mean) / std``; checkpoints and exported models record these so inference matches.
@@ -50,7 +50,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BACKGROUND = 0
 FOREGROUND = 1
-# IGNORE_INDEX (255, defined in segkit.sampling, which this module imports): the mask value for
+# IGNORE_INDEX (255, defined in segkit.data.sampling, which this module imports): the mask value for
 # pixels that count neither as foreground nor as background.
 #: Value written into image pixels a geometric transform invents (0 = black, before normalisation).
 IMAGE_FILL = 0
@@ -116,7 +116,7 @@ def build_sample_transform(
     core's ``resize_and_normalize`` stands in for it. Raises ``UsageError`` for an unknown name or a
     bad ``image_size``.
 
-    ``sampling`` (``segkit.sampling.Sampling``; default: resize) switches to native resolution: for
+    ``sampling`` (``segkit.data.sampling.Sampling``; default: resize) switches to native resolution: for
     ``Sampling.crops(...)`` the photo is cropped first and the pipeline is built with
     ``builder(image_size=crop size, train=True, crop=True)``, meaning "augment this crop, do not
     resize it"; for ``Sampling.native(...)`` no pipeline runs, the photo is only normalised.
@@ -212,7 +212,7 @@ class SampleTransform:
         if not image.is_floating_point():
             raise SegkitError(
                 f"{where} returned a {image.dtype} image; pipelines must end by converting to float and "
-                "normalising (see segkit.transforms.to_float_and_normalize)"
+                "normalising (see segkit.data.transforms.to_float_and_normalize)"
             )
         if image.shape[-2:] != labels.shape[-2:] or labels.dim() != 3 or labels.shape[0] != channels:
             raise SegkitError(

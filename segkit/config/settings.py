@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterable
 
 import click
 
+from segkit.config.options import parse_options, parse_value
 from segkit.errors import UsageError
-from segkit.options import parse_options, parse_value
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 from segkit.errors import DataError, UsageError
-from segkit.metrics import check_threshold
+from segkit.metrics.binary import check_threshold
 
 DEFAULT_TOLERANCE = 2.0  # pixels: a 2-pixel wobble of an outline at 256x256 is not an error worth counting
 DEFAULT_PERCENTILE = 95.0
@@ -138,7 +138,7 @@ def _binary_batch(tensor: torch.Tensor, what: str) -> torch.Tensor:
 class BoundaryAccumulator:
     """Per-image HD95 and boundary F-score over a split, from logits and {0, 1} targets.
 
-    ``threshold`` is on the sigmoid probability (as in ``segkit.metrics``); ``tolerance`` is the
+    ``threshold`` is on the sigmoid probability (as in ``segkit.metrics.binary``); ``tolerance`` is the
     boundary F-score's in pixels; ``percentile`` the Hausdorff distance's (95 for HD95).
     """
 

@@ -1,7 +1,7 @@
 """How a photo becomes training samples: resized whole (the default), or cropped at native resolution.
 
 ``Sampling`` is what the engine hands a dataset (its ``sampling`` option) and the dataset hands
-``segkit.transforms.build_sample_transform``:
+``segkit.data.transforms.build_sample_transform``:
 
 - ``Sampling()`` (mode ``"resize"``): today's path; the augmentation pipeline resizes the photo to
   ``image_size`` x ``image_size``.
@@ -13,7 +13,7 @@
   then augments the crop without resizing it (it is built with ``crop=True``).
 - ``Sampling.native(scale)`` (mode ``"native"``, for validation and evaluation): the whole photo,
   rescaled by ``scale``, normalised, never resized to a square. Photos differ in size, so loaders
-  batch them one at a time and models see them through tiles (``segkit.tiling``).
+  batch them one at a time and models see them through tiles (``segkit.inference.tiling``).
 
 Foreground for the crop centre: binary, the foreground pixels; multilabel, pixels of any label;
 multiclass, a class chosen uniformly among those the crop's photo holds (the ignore value aside),
@@ -32,7 +32,7 @@ from segkit.lazy import lazy_module
 v2 = lazy_module("torchvision.transforms.v2")  # imported on first use: plugins import this at startup
 
 MODES = ("resize", "crop", "native")
-#: Mask value for pixels that count neither as foreground nor as background (segkit.transforms, which
+#: Mask value for pixels that count neither as foreground nor as background (segkit.data.transforms, which
 #: imports this module, names it too).
 IGNORE_INDEX = 255
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from segkit.atomic_files import atomic_write
 from segkit.errors import DataError, UsageError
-from segkit.files import atomic_write
 
 CONFIG_FILE = "config.json"
 

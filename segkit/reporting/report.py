@@ -3,7 +3,7 @@
 ``segkit report RUN`` and ``segkit evaluate --report PAGE.html`` build it. The page holds:
 
 - the run's settings, each with where it came from (config.json's ``config`` and ``sources``);
-- its training curves (``segkit.plotting``) and the scores of the evaluated split;
+- its training curves (``segkit.reporting.plotting``) and the scores of the evaluated split;
 - the distribution of per-image scores (a histogram);
 - the k worst and k best images: the photo, the truth and the prediction tinted over it and, for a
   binary task, where they disagree (missed pixels blue, false alarms orange), with each image's scores;
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.overlays import binary_overlay, class_overlay
+from segkit.reporting.overlays import binary_overlay, class_overlay
 
 #: Colours of the pictures: truth green, prediction red, missed pixels blue, false alarms orange.
 TRUTH_COLOUR = (40, 200, 60)
@@ -126,8 +126,8 @@ def predicted_of(logits: torch.Tensor, task: Any) -> np.ndarray:
 
 def pictures_of_item(trained: Any, item: dict[str, Any], *, tta: bool = False, postprocess=None):
     """Predict one dataset item with ``trained`` as evaluate does; its ``case_pictures``."""
-    from segkit.evaluation import cleaned_logits
-    from segkit.inference import predict_logits
+    from segkit.inference.predictor import predict_logits
+    from segkit.reporting.evaluation import cleaned_logits
 
     task = trained.task
     logits = predict_logits(trained, item["image"][None], tta=tta).cpu()
@@ -436,7 +436,7 @@ def evaluation_content(
     title: str,
     subtitle: str = "",
 ) -> ReportContent:
-    """The page of one evaluation (``segkit.evaluation.Evaluation``): scores, histogram, worst and
+    """The page of one evaluation (``segkit.reporting.evaluation.Evaluation``): scores, histogram, worst and
     best images (pictures made by predicting them again, as evaluate did) and per-class figures."""
     summary = evaluation.summary()
     rows = evaluation.per_image_rows()
@@ -484,7 +484,7 @@ def _confusion_png(confusion: dict[str, Any]) -> bytes:
     import tempfile
     from pathlib import Path
 
-    from segkit.plotting import plot_confusion_matrix
+    from segkit.reporting.plotting import plot_confusion_matrix
 
     with tempfile.TemporaryDirectory() as folder:
         path = plot_confusion_matrix(confusion, Path(folder) / "confusion.png")
@@ -493,7 +493,7 @@ def _confusion_png(confusion: dict[str, Any]) -> bytes:
 
 def curve_pngs(run_dir: Any) -> list[tuple[str, bytes]]:
     """The run's loss and Dice curves (and IoU per class) as ``segkit plot`` draws them."""
-    from segkit.plotting import FAMILIES, class_columns, class_figure, read_run, run_figure
+    from segkit.reporting.plotting import FAMILIES, class_columns, class_figure, read_run, run_figure
 
     run = read_run(run_dir)
     curves = [
@@ -508,7 +508,7 @@ def curve_pngs(run_dir: Any) -> list[tuple[str, bytes]]:
 
 def settings_rows(recorded: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(setting, value, where it came from) of a run's config.json, as ``segkit run`` prints them."""
-    from segkit.settings import format_value
+    from segkit.config.settings import format_value
 
     values = recorded.get("config") if isinstance(recorded.get("config"), dict) else {}
     sources = recorded.get("sources") if isinstance(recorded.get("sources"), dict) else {}
@@ -538,6 +538,6 @@ def run_facts(recorded: dict[str, Any], trained: Any) -> list[tuple[str, str]]:
 def write_page(path: Any, content: ReportContent) -> None:
     from pathlib import Path
 
-    from segkit.files import atomic_write_text
+    from segkit.atomic_files import atomic_write_text
 
     atomic_write_text(Path(path), render_html(content))

@@ -1,0 +1,2 @@
+"""Execution: where and how computation runs (the device, mixed precision, the fast path's memory format and
+threads)."""

@@ -1,0 +1,1 @@
+"""Reporting: evaluation of a trained model on a split, the report page, training curves and overlays."""
