@@ -18,13 +18,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from segkit.components import get_component
+from segkit.losses import loss_tasks
+
 ODD_SIZES = ((97, 131), (64, 64), (33, 50))
 
 
 def _factory(kind: str, name_or_factory: str | Callable) -> Callable:
     if isinstance(name_or_factory, str):
-        from segkit.components import get_component
-
         return get_component(kind, name_or_factory).factory
     return name_or_factory
 
@@ -113,9 +114,6 @@ def check_loss(
     if task is None:
         tasks = ("binary",)
         if isinstance(name_or_factory, str):
-            from segkit.components import get_component
-            from segkit.losses import loss_tasks
-
             tasks = loss_tasks(get_component("loss", name_or_factory).metadata)
     else:
         tasks = (task,)

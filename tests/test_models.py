@@ -535,7 +535,7 @@ def model_host(monkeypatch):
     """A process-wide host holding the two built-in model plugins and the inline one only."""
     host = PluginHost(load_entry_points=False)
     host.register_plugin(unet, "unet", "segkit", "0.1.0")
-    host.register_plugin(resnet_unet, "resnet34_unet", "segkit", "0.1.0")
+    host.register_plugin(resnet_unet, "resnet_unet", "segkit", "0.1.0")
     host.register_plugin(TinyModelPlugin(), "tiny-plugin", "segkit-tiny", "2.0")
     monkeypatch.setattr("segkit.plugins._host", host)
     return host

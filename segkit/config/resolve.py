@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from segkit.components import get_component, list_components
+from segkit.config.run_folder import read_run_config
 from segkit.config.settings import (
     ALIASES,
     BY_NAME,
@@ -305,7 +306,6 @@ def resolve_resumed_config(run_dir: Path, flags: Mapping[str, Any]) -> ResolvedC
     """A resumed run's settings: those its ``config.json`` recorded (defaults for any it predates),
     then the flags. Only the settings in ``RESUME_OVERRIDES`` may change; a flag that would change
     another one is a usage error naming it (one repeating the recorded value is accepted)."""
-    from segkit.config.run_folder import read_run_config
 
     record = read_run_config(run_dir)
     recorded = record.get("config") if isinstance(record, dict) else None

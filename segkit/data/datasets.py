@@ -52,6 +52,7 @@ from segkit.config.component_options import path as path_parser
 from segkit.config.component_options import text as text_parser
 from segkit.data.file_checks import RACY_SECONDS, check_files
 from segkit.data.imageio import read_image, read_mask
+from segkit.data.sampling import Sampling
 from segkit.data.transforms import (
     FOREGROUND,
     IGNORE_INDEX,
@@ -135,7 +136,6 @@ STRICT = Option(False, boolean, help="make unreadable files an error instead of 
 
 
 def _sampling(value: Any) -> Any:
-    from segkit.data.sampling import Sampling
 
     if value is None or isinstance(value, Sampling):
         return value

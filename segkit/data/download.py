@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from segkit.components import list_components
 from segkit.errors import DataError, UsageError
 from segkit.lazy import lazy_module
 
@@ -75,7 +76,6 @@ class RemoteDataset:
 
 def downloadable_datasets() -> dict[str, RemoteDataset]:
     """The download specs registered datasets carry (their ``download`` metadata), by spec name."""
-    from segkit.components import list_components
 
     found: dict[str, RemoteDataset] = {}
     for component in list_components("dataset"):
@@ -88,7 +88,6 @@ def downloadable_datasets() -> dict[str, RemoteDataset]:
 def find_downloadable(name: str) -> RemoteDataset | None:
     """The download spec called ``name``, or carried by the dataset registered as ``name``; None if
     there is none. ``-`` and ``_`` are interchangeable and case does not matter (``oxford_pet``)."""
-    from segkit.components import list_components
 
     wanted = _spelling(name)
     for component in list_components("dataset"):

@@ -44,6 +44,7 @@ from segkit.engine.weight_average import WeightAverage
 from segkit.errors import SegkitError, UsageError
 from segkit.execution.device import resolve_amp, resolve_device
 from segkit.execution.fast_path import prepare_for_training, resolve_channels_last
+from segkit.losses import check_loss_task as check_loss_metadata
 from segkit.models.init_weights import init_from_file
 from segkit.task import selection_label, settings_left_out, task_for_dataset
 from segkit.version import __version__
@@ -386,9 +387,8 @@ class Trainer:
 
 def check_loss_task(loss_name: str, task_kind: str) -> None:
     """A loss made for another kind of task is a usage error naming the losses that fit."""
-    from segkit.losses import check_loss_task as check
 
-    check(loss_name, get_component("loss", loss_name).metadata, task_kind)
+    check_loss_metadata(loss_name, get_component("loss", loss_name).metadata, task_kind)
 
 
 def _validation_resolution(values: dict[str, Any]) -> str:

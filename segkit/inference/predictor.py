@@ -20,11 +20,13 @@ from torchvision.transforms import v2
 
 from segkit.checkpoint_files import load_checkpoint
 from segkit.components import create_model
-from segkit.data.imageio import MAX_IMAGE_PIXELS
+from segkit.data.imageio import MAX_IMAGE_PIXELS, read_image
 from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segkit.errors import CheckpointError, UnknownComponentError, UsageError
 from segkit.execution.fast_path import prepare_for_inference
 from segkit.inference.forward import input_logits
+from segkit.inference.postprocess import postprocess_mask
+from segkit.inference.tiling import predict_tiled
 from segkit.task import BinaryTask, Task, task_from_checkpoint
 
 IMAGENET_NORMALIZATION = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
@@ -65,8 +67,6 @@ class TrainedModel:
         ``segkit predict`` makes it with the run's defaults (threshold, flip TTA, clean-up, tiling):
         a bool ``(H, W)`` array for a binary model, class ids ``(H, W)`` for a multiclass one, a bool
         ``(K, H, W)`` array for a multilabel one. ``tta`` overrides the run's flip TTA."""
-        from segkit.data.imageio import read_image
-        from segkit.inference.postprocess import postprocess_mask
 
         if not isinstance(image, Image.Image):
             image = read_image(Path(image))
@@ -275,7 +275,6 @@ def predict_probability(
 def _tiled_probability(
     trained: TrainedModel, image: Image.Image, tta: bool, tiling: dict[str, Any]
 ) -> np.ndarray:
-    from segkit.inference.tiling import predict_tiled
 
     scale = float(tiling.get("scale", 1.0))
     seen = image

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit.components import list_components
 from segkit.config.component_options import Option, Parser, integer, number, optional
 from segkit.errors import DataError, UsageError
 
@@ -350,7 +351,6 @@ def loss_tasks(component_metadata: Mapping[str, Any] | None) -> tuple[str, ...]:
 
 def losses_for_task(task_kind: str) -> list[str]:
     """The names of the registered losses serving ``task_kind``, sorted."""
-    from segkit.components import list_components  # the registry imports plugins, which import this module
 
     return [c.name for c in list_components("loss") if task_kind in loss_tasks(c.metadata)]
 

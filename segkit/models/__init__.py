@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from segkit.components import get_component
 from segkit.config.component_options import Option, choice, parse_component_options, positive_int
 from segkit.errors import UsageError
 
@@ -203,7 +204,6 @@ def describe_model(
     and ``out_channels``. The model is built on the ``meta`` device when its factory allows it, so
     describing a 30M-parameter network allocates no weights.
     """
-    from segkit.components import get_component
 
     height, width = _as_size(image_size)
     component = get_component("model", name)

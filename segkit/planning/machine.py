@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from segkit.components import create_model
+from segkit.data.datasets import DecodedCache
 from segkit.execution.device import autocast
 from segkit.execution.fast_path import ChannelsLast, prepare_for_training, to_input_format
 
@@ -129,7 +130,6 @@ def time_items(dataset: Any, count: int = 8) -> float:
     items spread through it, with their photos already decoded, as a run that loads its data in its
     own process keeps them (``segkit.data.datasets.DecodedCache``, which a dataset without one is given);
     the decoding is not timed."""
-    from segkit.data.datasets import DecodedCache
 
     indices = sorted({round(i * (len(dataset) - 1) / max(1, count - 1)) for i in range(count)})
     if hasattr(dataset, "decoded_cache") and dataset.decoded_cache is None:

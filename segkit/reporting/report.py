@@ -30,7 +30,19 @@ import numpy as np
 import torch
 from PIL import Image
 
+from segkit.atomic_files import atomic_write_text
+from segkit.config.settings import format_value
+from segkit.inference.predictor import predict_logits
+from segkit.reporting.evaluation import cleaned_logits
 from segkit.reporting.overlays import binary_overlay, class_overlay
+from segkit.reporting.plotting import (
+    FAMILIES,
+    class_columns,
+    class_figure,
+    plot_confusion_matrix,
+    read_run,
+    run_figure,
+)
 
 #: Colours of the pictures: truth green, prediction red, missed pixels blue, false alarms orange.
 TRUTH_COLOUR = (40, 200, 60)
@@ -126,8 +138,6 @@ def predicted_of(logits: torch.Tensor, task: Any) -> np.ndarray:
 
 def pictures_of_item(trained: Any, item: dict[str, Any], *, tta: bool = False, postprocess=None):
     """Predict one dataset item with ``trained`` as evaluate does; its ``case_pictures``."""
-    from segkit.inference.predictor import predict_logits
-    from segkit.reporting.evaluation import cleaned_logits
 
     task = trained.task
     logits = predict_logits(trained, item["image"][None], tta=tta).cpu()
@@ -484,8 +494,6 @@ def _confusion_png(confusion: dict[str, Any]) -> bytes:
     import tempfile
     from pathlib import Path
 
-    from segkit.reporting.plotting import plot_confusion_matrix
-
     with tempfile.TemporaryDirectory() as folder:
         path = plot_confusion_matrix(confusion, Path(folder) / "confusion.png")
         return path.read_bytes()
@@ -493,7 +501,6 @@ def _confusion_png(confusion: dict[str, Any]) -> bytes:
 
 def curve_pngs(run_dir: Any) -> list[tuple[str, bytes]]:
     """The run's loss and Dice curves (and IoU per class) as ``segkit plot`` draws them."""
-    from segkit.reporting.plotting import FAMILIES, class_columns, class_figure, read_run, run_figure
 
     run = read_run(run_dir)
     curves = [
@@ -508,7 +515,6 @@ def curve_pngs(run_dir: Any) -> list[tuple[str, bytes]]:
 
 def settings_rows(recorded: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(setting, value, where it came from) of a run's config.json, as ``segkit run`` prints them."""
-    from segkit.config.settings import format_value
 
     values = recorded.get("config") if isinstance(recorded.get("config"), dict) else {}
     sources = recorded.get("sources") if isinstance(recorded.get("sources"), dict) else {}
@@ -537,7 +543,5 @@ def run_facts(recorded: dict[str, Any], trained: Any) -> list[tuple[str, str]]:
 
 def write_page(path: Any, content: ReportContent) -> None:
     from pathlib import Path
-
-    from segkit.atomic_files import atomic_write_text
 
     atomic_write_text(Path(path), render_html(content))
