@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import segkit
+from segkit.callbacks import Callback
 from segkit.cli import cli
 
 #: A module a test puts on sys.path (conftest's ``evil_module``) that segkit must never import.
@@ -166,3 +167,20 @@ value_texts = st.one_of(
     ),
     st.text(max_size=30),
 )
+
+
+# -- a Ctrl-C at a chosen moment ---------------------------------------------------------------------
+
+
+class InterruptAfterEpoch2(Callback):
+    """Ctrl-C arriving during epoch 3, after epoch 2 was checkpointed."""
+
+    def on_epoch_end(self, context, metrics):
+        if metrics["epoch"] == 2:
+            raise KeyboardInterrupt
+
+
+class InterruptPlugin:
+    @segkit.hookimpl
+    def register_callbacks(self, register):
+        register("interrupt_after_2", lambda run_dir: InterruptAfterEpoch2(), description="test")

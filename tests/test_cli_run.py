@@ -11,10 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 from data_fixtures import write_folder_layout
-from fixtures import error_line, expect_named_failure, invoke, only_run_dir, run_cli, tiny_run
+from fixtures import (
+    InterruptPlugin,
+    error_line,
+    expect_named_failure,
+    invoke,
+    only_run_dir,
+    run_cli,
+    tiny_run,
+)
 
-import segkit
-from segkit.callbacks import Callback
 from segkit.checkpoint_files import load_checkpoint
 from segkit.plugins import get_host
 
@@ -61,20 +67,6 @@ def test_settings_and_epochs_are_printed_unless_quiet(finished_run, tmp_path):
     settings = {line.split()[0]: line.split()[-1] for line in output.splitlines() if line.startswith("  ")}
     assert settings["epochs"] == "flag" and settings["optimizer"] == "default"
     assert "epoch   1/1  train loss" in output and "valid loss" in output
-
-
-class InterruptAfterEpoch2(Callback):
-    """Ctrl-C arriving during epoch 3, after epoch 2 was checkpointed."""
-
-    def on_epoch_end(self, context, metrics):
-        if metrics["epoch"] == 2:
-            raise KeyboardInterrupt
-
-
-class InterruptPlugin:
-    @segkit.hookimpl
-    def register_callbacks(self, register):
-        register("interrupt_after_2", lambda run_dir: InterruptAfterEpoch2(), description="test")
 
 
 @pytest.mark.parametrize(

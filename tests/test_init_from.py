@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import QUICK, error_line, invoke, only_run_dir, run_cli, tiny_run
+from fixtures import QUICK, InterruptPlugin, error_line, invoke, only_run_dir, run_cli, tiny_run
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
 import segkit
-from segkit.callbacks import Callback
 from segkit.checkpoint_files import load_checkpoint
 from segkit.engine.freezing import EncoderFreeze
 from segkit.errors import CheckpointError, UsageError
@@ -246,20 +245,6 @@ def test_freeze_encoder_with_a_model_without_one_is_refused_in_a_run(tmp_path):
 def test_freeze_encoder_must_be_a_fraction(tmp_path, value):
     result = invoke("run", *tiny_run(), "--freeze-encoder", value, "--out", tmp_path)
     assert result.exit_code == 2
-
-
-class InterruptAfterEpoch2(Callback):
-    """Ctrl-C arriving during epoch 3, after epoch 2 was checkpointed."""
-
-    def on_epoch_end(self, context, metrics):
-        if metrics["epoch"] == 2:
-            raise KeyboardInterrupt
-
-
-class InterruptPlugin:
-    @segkit.hookimpl
-    def register_callbacks(self, register):
-        register("interrupt_after_2", lambda run_dir: InterruptAfterEpoch2(), description="test")
 
 
 #: Columns that time the run, not what it learned.
