@@ -37,6 +37,8 @@ import pytest
 import torch
 import torch.distributed as dist
 from fixtures import only_run_dir, tiny_run
+from hypothesis import given
+from hypothesis import strategies as st
 
 import segkit
 from segkit.checkpoint_files import load_checkpoint
@@ -367,6 +369,10 @@ def test_first_non_finite_names_the_lowest_rank_and_its_value(group_device, monk
     assert distributed.first_non_finite(group, 0.25) == (math.inf, 1)
     assert distributed.first_non_finite(group, math.inf) == (math.inf, 0)  # the lowest rank's value
     assert fake.calls == ["all_reduce"] * 5
+    fake.peer_numbers = [[0, 0], [0, 2]]
+    own_nan, rank = distributed.first_non_finite(group, math.nan)
+    assert math.isnan(own_nan) and rank == 0
+    assert distributed.first_non_finite(group, -1e300) == (math.inf, 1)  # a finite value, however large
 
 
 def test_first_non_finite_alone_calls_no_collective(monkeypatch):
@@ -477,6 +483,7 @@ def test_on_main_gives_rank_0s_result_to_every_rank(monkeypatch):
         (UsageError("callback 'x': no such metric"), "callback 'x': no such metric", 2),
         (SegkitError("disk full writing last.pt"), "disk full writing last.pt", 1),
         (ValueError("a bug\nmore lines"), "rank 0 failed with ValueError: a bug", 1),
+        (ValueError(), "rank 0 failed with ValueError: ", 1),  # a bug without a message
     ],
 )
 def test_on_main_stops_every_rank_with_rank_0s_error(monkeypatch, error, message, exit_code):
@@ -536,6 +543,63 @@ def test_setup_without_torchrun_is_a_single_process(monkeypatch):
     monkeypatch.setattr(dist, "init_process_group", None)  # must not be called
     group = distributed.setup(torch.device("cpu"))
     assert group == ProcessGroup() and not group.enabled and group.is_main
+
+
+def test_setup_without_local_rank_takes_the_first_gpu(monkeypatch):
+    calls: list[tuple] = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)  # already joined: not joined again
+    monkeypatch.setattr(dist, "init_process_group", None)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(index))
+    group = distributed.setup(torch.device("cuda"))
+    assert (group.local_rank, group.device, calls) == (0, torch.device("cuda", 0), [0])
+
+
+@pytest.mark.parametrize(
+    "enabled, initialized, destroyed", [(True, True, 1), (True, False, 0), (False, True, 0)]
+)
+def test_teardown_leaves_only_a_group_it_joined(monkeypatch, enabled, initialized, destroyed):
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: initialized)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    distributed.teardown(ProcessGroup(0, 2 if enabled else 1))
+    assert len(calls) == destroyed
+
+
+def test_broadcast_names_rank_0_as_the_source(monkeypatch):
+    """torch's ``broadcast_object_list`` has no default source (``src=None``): segkit must name it."""
+    sources = []
+
+    class Faithful:
+        @staticmethod
+        def broadcast_object_list(objects, src=None, group=None, device=None, group_src=None):
+            sources.append(src)
+
+    monkeypatch.setattr(distributed, "dist", Faithful)
+    assert broadcast(ProcessGroup(0, 2), "runs/a") == "runs/a"
+    assert sources == [0]
+
+
+def test_sum_across_adds_in_float64(monkeypatch):
+    """2**24 + 1 is the first integer float32 cannot hold: the pooled counts of a large split."""
+    fake = RefusesOtherDevices(torch.device("cpu"), peer_numbers=[[1.0, 0.0]])
+    monkeypatch.setattr(distributed, "dist", fake)
+    assert sum_across(ProcessGroup(0, 2), 2.0**24, 0.1) == [2.0**24 + 1, 0.1]
+
+
+@given(length=st.integers(0, 50), world_size=st.integers(1, 6))
+def test_the_shards_of_a_split_cover_it_once_in_order_without_padding(length, world_size):
+    shards = [distributed.shard_indices(length, ProcessGroup(rank, world_size)) for rank in range(world_size)]
+    assert sorted(index for shard in shards for index in shard) == list(range(length))
+    for rank, shard in enumerate(shards):
+        assert shard == [index for index in range(length) if index % world_size == rank]
+
+
+def test_stopped_on_main_defaults_to_exit_code_1():
+    assert distributed.StoppedOnMain("rank 0 failed").exit_code == 1
 
 
 # -- a real one-rank NCCL group (a single GPU cannot host two ranks) ----------------------------------------

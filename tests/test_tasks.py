@@ -283,3 +283,240 @@ def test_the_progress_figure_of_several_classes_averages_the_classes_present():
     logits = torch.zeros(1, 3, 2, 2)
     logits[0, 0] = 5.0  # only background, as the truth: no class to score
     assert task.batch_score(logits, torch.zeros(1, 1, 2, 2, dtype=torch.long)) == 1.0
+
+
+# --- what predict and export write (the file-writing side of each task), against plain numpy ------------
+
+
+def reference_counts(predicted: np.ndarray, truth: np.ndarray, valid: np.ndarray, classes: int) -> np.ndarray:
+    """(N, K, 3) tp, fp, fn per image and class, counted pixel by pixel in Python."""
+    counts = np.zeros((predicted.shape[0], classes, 3), np.int64)
+    for n, k in np.ndindex(predicted.shape[0], classes):
+        for p, t, v in zip(predicted[n].ravel(), truth[n].ravel(), valid[n].ravel(), strict=True):
+            if v:
+                counts[n, k] += [p == k and t == k, p == k and t != k, p != k and t == k]
+    return counts
+
+
+def test_binary_mask_image_is_255_on_the_foreground_and_0_elsewhere():
+    mask = np.array([[True, False, True], [False, False, True]])
+    (name, image), *rest = BinaryTask(0.3).mask_images(mask).items()
+    assert name == "mask" and rest == [] and image.mode == "L"
+    assert np.asarray(image).tolist() == [[255, 0, 255], [0, 0, 255]]
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.3, 0.875])
+def test_binary_export_description_and_its_steps_give_the_predicted_mask(threshold):
+    task = BinaryTask(threshold)
+    assert task.output_description() == {
+        "shape": ["batch", 1, "height", "width"],
+        "kind": "logits: apply a sigmoid to get the foreground probability",
+        "threshold": threshold,
+    }
+    lines = task.postprocessing_lines()
+    assert lines == ["probability = 1 / (1 + exp(-logits))", f"mask = probability > {threshold:g}"]
+    # The lines are what a caller runs: executed with numpy they give predict's mask.
+    logits = np.random.default_rng(3).normal(size=(1, 1, 6, 7)) * 3
+    names = {"exp": np.exp, "logits": logits}
+    for line in lines:
+        exec(line, names)
+    np.testing.assert_array_equal(names["mask"][:, 0], task.predict_mask(torch.from_numpy(logits)).numpy())
+    assert task.mask_from_probability(np.array([threshold, threshold + 0.01])).tolist() == [False, True]
+
+
+def test_multiclass_mask_image_holds_the_ids_and_the_palette_padded_to_256_colours():
+    palette = ((0, 0, 0), (200, 10, 20), (5, 250, 6), (7, 8, 255))
+    task = MulticlassTask(("background", "a", "b", "c"), palette)
+    mask = np.array([[0, 1, 2], [3, 3, 1]], dtype=np.int64)
+    (name, image), *rest = task.mask_images(mask).items()
+    assert name == "mask" and rest == [] and image.mode == "P"
+    assert np.asarray(image).tolist() == mask.tolist()
+    expected = [value for colour in palette for value in colour]
+    assert image.getpalette("RGB") == expected + [0] * (768 - len(expected))
+    rgb = np.asarray(image.convert("RGB"))
+    assert [[tuple(rgb[y, x]) for x in range(3)] for y in range(2)] == [
+        [palette[mask[y, x]] for x in range(3)] for y in range(2)
+    ]
+
+
+@pytest.mark.parametrize(
+    "names, background",
+    [(("background", "a", "b"), 0), (("a", "Background", "b"), 1), (("a", "b", "c"), None)],
+)
+def test_multiclass_colour_mask_tints_every_class_but_the_background(names, background):
+    palette = ((1, 2, 3), (40, 50, 60), (70, 80, 90))
+    task = MulticlassTask(names, palette)
+    mask = np.array([[0, 1], [2, 0], [1, 1]])
+    colours, tinted = task.colour_mask(mask)
+    assert colours.dtype == np.float32 and colours.shape == (3, 2, 3)
+    for y, x in np.ndindex(mask.shape):
+        assert tuple(colours[y, x]) == palette[mask[y, x]]
+        assert tinted[y, x] == (background is None or mask[y, x] != background)
+    assert tinted.dtype == bool and tinted.shape == mask.shape
+
+
+def test_multiclass_export_description_names_the_classes_in_order():
+    task = MulticlassTask(("sky", "road", "car"))
+    assert task.output_description() == {
+        "shape": ["batch", 3, "height", "width"],
+        "kind": "logits, one channel per class: the argmax over channels is the predicted class id",
+        "classes": ["sky", "road", "car"],
+    }
+    assert task.postprocessing_lines() == [
+        "mask = argmax over the class channel (class ids, in the order of 'classes')",
+        "probabilities, where wanted = softmax over the class channel",
+    ]
+    assert task.threshold is None and task.with_threshold(0.2) is task
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), channel_axis=st.booleans(), use_ignore=st.booleans())
+def test_multiclass_counts_per_image_and_class_match_a_pixel_count(seed, channel_axis, use_ignore):
+    rng = np.random.default_rng(seed)
+    task = MulticlassTask(("background", "a", "b"))
+    logits = torch.from_numpy(rng.normal(size=(2, 3, 3, 4)).astype(np.float32))
+    truth = rng.integers(0, 3, size=(2, 3, 4))
+    ignored = rng.random((2, 3, 4)) < 0.3 if use_ignore else np.zeros((2, 3, 4), bool)
+    target = torch.from_numpy(truth[:, None] if channel_axis else truth)
+    ignore = torch.from_numpy(ignored[:, None] if channel_axis else ignored) if use_ignore else None
+    counts = task.new_accumulator().update(logits, target, ignore)
+    expected = reference_counts(logits.numpy().argmax(axis=1), truth, ~ignored, 3)
+    np.testing.assert_array_equal(counts.numpy(), expected)
+
+
+def test_multilabel_mask_images_are_one_0_255_png_per_label():
+    task = MultilabelTask(("cat", "dog"))
+    mask = np.array([[[True, False], [False, False]], [[True, True], [False, True]]])
+    images = task.mask_images(mask)
+    assert list(images) == ["mask_cat", "mask_dog"]
+    assert [image.mode for image in images.values()] == ["L", "L"]
+    assert np.asarray(images["mask_cat"]).tolist() == [[255, 0], [0, 0]]
+    assert np.asarray(images["mask_dog"]).tolist() == [[255, 255], [0, 255]]
+
+
+def test_multilabel_colour_mask_shows_the_last_label_where_labels_overlap():
+    palette = ((10, 0, 0), (0, 20, 0), (0, 0, 30))
+    task = MultilabelTask(("a", "b", "c"), palette=palette)
+    mask = np.random.default_rng(5).random((3, 4, 5)) < 0.4
+    colours, tinted = task.colour_mask(mask)
+    assert colours.dtype == np.float32 and colours.shape == (4, 5, 3)
+    for y, x in np.ndindex(4, 5):
+        on = [index for index in range(3) if mask[index, y, x]]
+        assert tuple(colours[y, x]) == (palette[on[-1]] if on else (0, 0, 0))
+        assert tinted[y, x] == bool(on)
+
+
+def test_multilabel_default_palette_skips_the_black_of_class_zero():
+    from segkit.task.base import DEFAULT_PALETTE
+
+    assert MultilabelTask(("a", "b")).palette == tuple(tuple(colour) for colour in DEFAULT_PALETTE[1:3])
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.35])
+def test_multilabel_export_description_and_steps_give_the_predicted_masks(threshold):
+    task = MultilabelTask(("cat", "dog"), threshold)
+    assert task.output_description() == {
+        "shape": ["batch", 2, "height", "width"],
+        "kind": "logits, one independent channel per label: a sigmoid per channel gives its probability",
+        "classes": ["cat", "dog"],
+        "threshold": threshold,
+    }
+    assert task.postprocessing_lines() == [
+        "probability = 1 / (1 + exp(-logits)), per channel",
+        f"mask of each label = its probability > {threshold:g} (labels may overlap)",
+    ]
+    assert task.mask_rule == f"threshold {threshold:g} per class"
+    probability = np.array([[threshold, threshold + 0.01]])
+    assert task.mask_from_probability(probability).tolist() == [[False, True]]
+
+
+def test_multilabel_with_threshold_keeps_names_and_palette():
+    task = MultilabelTask(("a", "b"), 0.5, ((1, 2, 3), (4, 5, 6)))
+    assert task.with_threshold(0.2) == MultilabelTask(("a", "b"), 0.2, ((1, 2, 3), (4, 5, 6)))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), threshold=st.floats(0.1, 0.9), ignore_shape=st.sampled_from([1, 2, 0]))
+def test_multilabel_counts_and_loss_inputs_follow_each_channel_and_the_ignore_map(
+    seed, threshold, ignore_shape
+):
+    rng = np.random.default_rng(seed)
+    task = MultilabelTask(("a", "b"), threshold)
+    logits = torch.from_numpy(rng.normal(size=(2, 2, 3, 4)).astype(np.float32))
+    truth = rng.random((2, 2, 3, 4)) < 0.5
+    # ignore as one map for every channel (N, 1, H, W), per channel (N, K, H, W), or none
+    ignored = rng.random((2, ignore_shape or 1, 3, 4)) < 0.3
+    ignore = torch.from_numpy(ignored) if ignore_shape else None
+    valid = ~np.broadcast_to(ignored, truth.shape) if ignore_shape else np.ones(truth.shape, bool)
+    masks = torch.from_numpy(truth.astype(np.float32))
+    counts = task.new_accumulator().update(logits, masks, ignore)
+    predicted = 1 / (1 + np.exp(-logits.double().numpy())) > threshold
+    expected = np.zeros((2, 2, 3), np.int64)
+    for n, k in np.ndindex(2, 2):
+        p, t, v = predicted[n, k], truth[n, k], valid[n, k]
+        expected[n, k] = [(p & t & v).sum(), (p & ~t & v).sum(), (~p & t & v).sum()]
+    np.testing.assert_array_equal(counts.numpy(), expected)
+    loss_logits, loss_masks, loss_ignore = task.loss_inputs(logits.half(), masks, ignore)
+    assert loss_logits.dtype == torch.float32 and loss_masks is masks
+    if ignore_shape:
+        assert loss_ignore.shape == logits.shape
+        np.testing.assert_array_equal(loss_ignore.numpy(), ~valid)
+    else:
+        assert loss_ignore is None
+
+
+def test_checkpoint_fields_of_several_classes_are_plain_lists_and_read_back():
+    multi = MulticlassTask(("background", "a"), ((0, 0, 0), (9, 8, 7)), None, 250)
+    assert multi.checkpoint_fields() == {
+        "task": "multiclass",
+        "out_channels": 2,
+        "class_names": ["background", "a"],
+        "palette": [[0, 0, 0], [9, 8, 7]],
+        "background": 0,
+        "ignore_index": 250,
+    }
+    assert MulticlassTask.from_fields(multi.checkpoint_fields()) == multi
+    read = MulticlassTask.from_fields({"class_names": [1, 2], "background": "1"})
+    assert read == MulticlassTask(("1", "2"), background=1) and read.ignore_index == 255
+    labels = MultilabelTask(("a", "b"), 0.4, ((1, 2, 3), (4, 5, 6)))
+    assert labels.checkpoint_fields() == {
+        "task": "multilabel",
+        "out_channels": 2,
+        "class_names": ["a", "b"],
+        "palette": [[1, 2, 3], [4, 5, 6]],
+        "threshold": 0.4,
+    }
+    assert MultilabelTask.from_fields(labels.checkpoint_fields()) == labels
+    assert MultilabelTask.from_fields({"class_names": [7]}) == MultilabelTask(("7",), 0.5)
+
+
+def test_probabilities_are_the_sigmoid_or_the_softmax_in_float32():
+    logits = np.random.default_rng(9).normal(size=(2, 3, 4, 5)) * 3
+    half = torch.from_numpy(logits).half()
+    sigmoid = 1 / (1 + np.exp(-half.double().numpy()))
+    for task, channels in ((BinaryTask(), 1), (MultilabelTask(("a", "b", "c")), 3)):
+        probability = task.probabilities(half[:, :channels])
+        assert probability.dtype == torch.float32
+        np.testing.assert_allclose(probability.numpy(), sigmoid[:, :channels], rtol=1e-6)
+    exp = np.exp(half.double().numpy())
+    softmax = MulticlassTask(("a", "b", "c")).probabilities(half)
+    assert softmax.dtype == torch.float32
+    np.testing.assert_allclose(softmax.numpy(), exp / exp.sum(axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_threshold_changes_keep_the_task_and_a_probability_at_the_threshold_is_background():
+    assert BinaryTask(0.5).with_threshold(0.3) == BinaryTask(0.3)
+    labels = MultilabelTask(("a", "b"), 0.5)
+    at = torch.full((1, 2, 1, 1), float(np.log(0.5 / 0.5)))
+    assert not labels.predict_mask(at).any()
+    with pytest.raises(ValueError, match=r"^a multilabel task needs at least one class$"):
+        MultilabelTask(())
+
+
+def test_multiclass_counts_use_the_tasks_own_ignore_value():
+    task = MulticlassTask(("a", "b"), ignore_index=7)
+    logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 2.0]]]])  # predicted: a, b
+    ignore = torch.tensor([[[True, False]]])
+    counts = task.new_accumulator().update(logits, torch.tensor([[[1, 1]]]), ignore)
+    # the first pixel ignored; the second predicted b, truly b
+    assert counts.tolist() == [[[0, 0, 0], [1, 0, 0]]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
@@ -187,3 +188,145 @@ def test_ignored_pixels_reach_the_loss_and_the_averaged_weights_follow_the_train
     ):
         assert torch.allclose(averaged, before + 9 / 11 * (trained.detach() - before), atol=1e-6)
     assert average.updates == 1
+
+
+# --- what one step reports and how it drives the model (the mutation run's survivors) -----------------
+
+
+class Recording(nn.Module):
+    """``small_model`` that records, per call, the input's layout and the autocast state, and offers
+    ``no_sync`` as DistributedDataParallel does (recording the calls made inside it)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.inner = small_model(seed)
+        self.calls: list[dict] = []
+        self.syncing = True
+
+    def forward(self, images):
+        self.calls.append(
+            {
+                "channels_last": images.is_contiguous(memory_format=torch.channels_last)
+                and not images.is_contiguous(),
+                "autocast": torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"),
+                "synced": self.syncing,
+            }
+        )
+        return self.inner(images)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        self.syncing = False
+        try:
+            yield
+        finally:
+            self.syncing = True
+
+
+def recording_step(model, **options) -> TrainingStep:
+    values = {"device": CPU, "amp_dtype": None, "channels_last": False} | options
+    loss = values.pop("loss", segkit.create_loss("bce"))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return TrainingStep(model, loss, optimizer, BinaryTask(), **values)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_gradients_are_synchronised_on_the_last_micro_batch_only(count):
+    images, masks = data(1, count=2 * count)
+    model = Recording()
+    recording_step(model)([batch(images, masks, 2 * i, 2 * i + 2) for i in range(count)])
+    assert [call["synced"] for call in model.calls] == [False] * (count - 1) + [True]
+
+
+@pytest.mark.parametrize(
+    "channels_last, amp_dtype, expected",
+    [
+        ("auto", None, (False, False)),
+        (True, None, (True, False)),
+        (False, torch.bfloat16, (False, torch.bfloat16)),
+    ],
+)
+def test_the_model_trains_in_the_layout_and_precision_asked(channels_last, amp_dtype, expected):
+    """``auto`` trains the CPU in NCHW (``resolve_channels_last``); bf16 autocast wraps the forward."""
+    images, masks = data(2, count=2)
+    model = Recording()
+    recording_step(model, channels_last=channels_last, amp_dtype=amp_dtype)([batch(images, masks, 0, 2)])
+    (call,) = model.calls
+    assert (call["channels_last"], call["autocast"]) == expected
+
+
+def test_a_step_sums_loss_and_score_over_micro_batches_of_different_sizes():
+    images, masks = data(4, count=5)
+    model, reference = small_model(5), small_model(5)
+    micro_batches = [batch(images, masks, 0, 2), batch(images, masks, 2, 5)]
+    result = recording_step(model)(micro_batches)
+    # Plain PyTorch on the weights before the step: each micro-batch's mean BCE, each image's Dice.
+    losses, scores = [], []
+    for part in micro_batches:
+        logits = reference(part["image"]).detach()
+        losses.append(float(F.binary_cross_entropy_with_logits(logits, part["mask"])) * len(part["image"]))
+        for predicted, truth in zip((logits > 0).float(), part["mask"], strict=True):  # per image
+            overlap, total = float((predicted * truth).sum()), float(predicted.sum() + truth.sum())
+            scores.append(2 * overlap / total if total else 1.0)
+    assert result.images == 5 and not result.skipped
+    assert result.loss_sum == pytest.approx(sum(losses), rel=1e-5)
+    assert result.score_sum == pytest.approx(sum(scores), rel=1e-5)
+
+
+def test_a_loss_without_an_ignore_argument_is_called_without_one():
+    """A plugin loss may take only (logits, target): with no ignore map none is passed."""
+    images, masks = data(5, count=2)
+    seen = []
+
+    def plain_loss(logits, target):
+        seen.append(target.shape)
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+    result = recording_step(small_model(0), loss=plain_loss)([batch(images, masks, 0, 2)])
+    assert seen == [masks.shape] and result.images == 2
+
+
+def test_a_skipped_step_reports_nothing_and_a_stopped_one_says_where_in_one_sentence():
+    images, masks = data(6, count=2)
+    nan_loss = lambda logits, target: logits.sum() * math.nan  # noqa: E731
+    skipped = recording_step(small_model(0), loss=nan_loss, on_nan="skip")([batch(images, masks, 0, 2)])
+    assert skipped == type(skipped)(0.0, 0.0, 0, skipped=True)
+    assert (skipped.loss, skipped.score) == (0.0, 0.0)
+    with pytest.raises(NonFiniteLossError) as stopped:
+        recording_step(small_model(0), loss=nan_loss)([batch(images, masks, 0, 2)])
+    assert str(stopped.value) == (
+        "the training loss became nan at step 1 of this epoch; stopping with the last good checkpoint "
+        "intact (lower --learning-rate, or pass --on-nan skip to skip such steps)"
+    )
+
+
+def test_the_weight_average_follows_the_trained_module_not_the_wrapper_called():
+    from segkit.engine.weight_average import WeightAverage
+
+    class Wrapper(nn.Module):  # as DistributedDataParallel: the module inside, state of its own
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+            self.register_buffer("own", torch.zeros(3))
+
+        def forward(self, images):
+            return self.module(images)
+
+    images, masks = data(8, count=2)
+    inner = small_model(8)
+    before = copy.deepcopy(inner)
+    average = WeightAverage(inner, decay=0.5)
+    step = recording_step(Wrapper(inner), weight_average=average, trained_module=inner)
+    step([batch(images, masks, 0, 2)])
+    # The first update moves the average 9/11 of the way (decay min(0.5, 2/11)) to the new weights.
+    for averaged, trained, old in zip(
+        average.averaged.parameters(), inner.parameters(), before.parameters(), strict=True
+    ):
+        assert torch.allclose(averaged, old + 9 / 11 * (trained.detach() - old), atol=1e-6)
+
+
+def test_a_step_without_a_scaler_ignores_a_saved_scaler_state():
+    """Resuming an fp16 run's checkpoint in fp32 or bf16: there is no scale to restore."""
+    step = recording_step(small_model(0))
+    step.load_state_dict({"scale": 1024.0, "growth_factor": 2.0})
+    assert step.state_dict() == {}
