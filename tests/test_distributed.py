@@ -223,8 +223,9 @@ def test_binary_metrics_and_the_threshold_sweep_pool_with_all_gather_object(fake
     sweep, other_sweep = ThresholdSweep(), ThresholdSweep()
     sweep.update(*mine, names=names_mine)
     other_sweep.update(*theirs, names=names_theirs)
-    peer_objects = [(other.counts().tolist(), names_theirs)] + [
-        (a.counts().tolist(), names_theirs) for a in other_sweep.accumulators.values()
+    # What the other process sends: its counts, its names and nothing else (a binary accumulator)
+    peer_objects = [(other.counts().tolist(), names_theirs, None)] + [
+        (a.counts().tolist(), names_theirs, None) for a in other_sweep.accumulators.values()
     ]
     fake = fake_torch_distributed(peer_objects)
     accumulator.all_reduce()

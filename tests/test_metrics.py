@@ -464,7 +464,7 @@ def test_errors_name_the_argument_and_the_offending_values():
         describe_metric("f1", "dataset", 0.5, 64, "test")
     with pytest.raises(UsageError, match=r"reductions are: per_image, dataset$"):
         describe_metric("dice", "micro", 0.5, 64, "test")
-    with pytest.raises(UsageError, match=r"^MetricAccumulator\.compute\(\) before any update\(\)"):
+    with pytest.raises(UsageError, match=r"^MetricAccumulator\.compute\(\) before any images were added"):
         MetricAccumulator().compute()
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from segkit.errors import DataError, SegkitError, UsageError
+from segkit.metrics.accumulation import PerImageCounts
 
 METRICS = ("dice", "iou", "precision", "recall")
 REDUCTIONS = ("per_image", "dataset")
@@ -197,7 +198,7 @@ def describe_metric(
     return f"{split} {_DISPLAY_NAMES[name]} ({_REDUCTION_WORDS[reduction]}, threshold {threshold:g}, {where})"
 
 
-class MetricAccumulator:
+class MetricAccumulator(PerImageCounts):
     """Streams per-image counts over a split and reports both reductions.
 
     ``threshold`` is on the sigmoid probability; ``empty_score`` scores images with empty truth and
@@ -210,15 +211,8 @@ class MetricAccumulator:
         if not 0 <= empty_score <= 1:
             raise UsageError(f"empty_score must be in [0, 1], got {empty_score!r}")
         self.empty_score = float(empty_score)
+        self.count_shape = (len(COUNT_NAMES),)
         self.reset()
-
-    def reset(self) -> None:
-        self._counts: list[torch.Tensor] = []
-        self._names: list[str] = []
-        self._reduced = False
-
-    def __len__(self) -> int:
-        return len(self._names)
 
     def update(
         self,
@@ -228,30 +222,13 @@ class MetricAccumulator:
         names: Sequence[str] | None = None,
     ) -> torch.Tensor:
         """Add one batch; returns its ``(N, 4)`` counts. ``names`` default to running indices."""
-        if self._reduced:
-            raise UsageError("MetricAccumulator.update() after all_reduce(): call reset() first")
         counts = confusion_counts(logits, target, self.threshold, ignore).cpu()
-        if names is None:
-            names = [str(len(self._names) + index) for index in range(len(counts))]
-        elif isinstance(names, str) or len(names) != len(counts):
-            raise UsageError(f"names must be a list of {len(counts)} names (one per image), got {names!r}")
-        self._counts.append(counts)
-        self._names.extend(str(name) for name in names)
+        self._add(counts, names, "update")
         return counts
-
-    def counts(self) -> torch.Tensor:
-        """All per-image counts so far, ``(images, 4)`` int64."""
-        if not self._counts:
-            return torch.zeros(0, 4, dtype=torch.int64)
-        if len(self._counts) > 1:
-            self._counts = [torch.cat(self._counts)]
-        return self._counts[0]
 
     def compute(self) -> dict[str, float]:
         """Both reductions of every metric: ``{"dice_per_image": ..., "dice_dataset": ..., "images": n}``."""
-        counts = self.counts()
-        if len(counts) == 0:
-            raise UsageError("MetricAccumulator.compute() before any update(): there are no images to score")
+        counts = self._require_images()
         results: dict[str, float] = {}
         for reduction in REDUCTIONS:
             for name, value in reduce_counts(counts, reduction, self.empty_score).items():
@@ -283,25 +260,5 @@ class MetricAccumulator:
                 f"metrics at threshold {self.threshold} / empty_score {self.empty_score}"
             )
         if len(other):
-            self._counts.append(other.counts().clone())
-            self._names.extend(other._names)
+            self._add(other.counts().clone(), other.names, "merge")
         return self
-
-    def all_reduce(self) -> None:
-        """Gather every process's images when ``torch.distributed`` is initialised (no-op otherwise).
-
-        Afterwards each process holds all images in rank order, so pooled counts are the sum over
-        processes and per-image scores cover the whole split. Call it once, after the last update.
-        """
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        if self._reduced:
-            raise UsageError("MetricAccumulator.all_reduce() called twice: images would be counted twice")
-        gathered: list = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, (self.counts().tolist(), list(self._names)))
-        rows = [row for counts, _ in gathered for row in counts]
-        self._counts = [torch.tensor(rows, dtype=torch.int64).reshape(-1, 4)]
-        self._names = [name for _, names in gathered for name in names]
-        self._reduced = True

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from segkit.errors import DataError, SegkitError, UsageError
+from segkit.metrics.accumulation import PerImageCounts
 
 IGNORE_INDEX = 255
 CLASS_COUNTS = ("tp", "fp", "fn")
@@ -119,7 +120,7 @@ Counter = Callable[
 ]
 
 
-class ClassMetricAccumulator:
+class ClassMetricAccumulator(PerImageCounts):
     """Streams per-image, per-class counts over a split (and, for multiclass, a confusion matrix).
 
     ``class_names`` name the K classes; ``averaged`` are the ids the macro means cover (the foreground
@@ -141,17 +142,13 @@ class ClassMetricAccumulator:
         self.averaged = list(range(len(self.class_names))) if averaged is None else list(averaged)
         if not self.averaged or not all(0 <= index < len(self.class_names) for index in self.averaged):
             raise UsageError(f"averaged classes {self.averaged} must be ids of {self.class_names}")
+        self.count_shape = (len(self.class_names), len(CLASS_COUNTS))
         self.reset()
 
     def reset(self) -> None:
+        super().reset()
         classes = len(self.class_names)
-        self._counts: list[torch.Tensor] = []
-        self._names: list[str] = []
         self.confusion = torch.zeros(classes, classes, dtype=torch.int64)
-        self._reduced = False
-
-    def __len__(self) -> int:
-        return len(self._names)
 
     def update(
         self,
@@ -164,38 +161,24 @@ class ClassMetricAccumulator:
         if self.counter is None:
             raise UsageError("this accumulator has no counter: use add(counts, names)")
         counts, confusion = self.counter(logits, target, ignore)
-        if names is None:
-            names = [str(len(self._names) + index) for index in range(len(counts))]
         self.add(counts, names, confusion)
         return counts
 
-    def add(self, counts: torch.Tensor, names: Sequence[str], confusion: torch.Tensor | None = None) -> None:
+    def add(
+        self, counts: torch.Tensor, names: Sequence[str] | None, confusion: torch.Tensor | None = None
+    ) -> None:
         """Add one batch's ``(N, K, 3)`` counts (and its ``(K, K)`` confusion matrix)."""
-        if self._reduced:
-            raise UsageError("add() after all_reduce(): call reset() first")
-        if counts.shape[1:] != (len(self.class_names), 3):
+        if counts.shape[1:] != self.count_shape:
             raise DataError(
                 f"counts for {counts.shape[1]} classes, but the task has {len(self.class_names)} "
                 f"({', '.join(self.class_names)})"
             )
-        if isinstance(names, str) or len(names) != len(counts):
-            raise UsageError(f"names must be a list of {len(counts)} names (one per image), got {names!r}")
-        self._counts.append(counts.cpu())
-        self._names.extend(str(name) for name in names)
+        self._add(counts, names, "add")
         if confusion is not None:
             self.confusion += confusion.cpu()
 
-    def counts(self) -> torch.Tensor:
-        if not self._counts:
-            return torch.zeros(0, len(self.class_names), 3, dtype=torch.int64)
-        if len(self._counts) > 1:
-            self._counts = [torch.cat(self._counts)]
-        return self._counts[0]
-
     def compute(self) -> dict[str, float]:
-        counts = self.counts()
-        if len(counts) == 0:
-            raise UsageError("compute() before any images were added: there is nothing to score")
+        counts = self._require_images()
         pooled = class_scores(counts.sum(dim=0))
         per_image = class_scores(counts)
         results: dict[str, float] = {}
@@ -230,22 +213,12 @@ class ClassMetricAccumulator:
             rows.append(row)
         return rows
 
-    def all_reduce(self) -> None:
-        """Gather every process's images (and sum the confusion matrices) under ``torch.distributed``."""
-        import torch.distributed as dist
+    def _extra_state(self) -> Any:
+        return self.confusion.tolist()
 
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        if self._reduced:
-            raise UsageError("all_reduce() called twice: images would be counted twice")
-        gathered: list = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, (self.counts().tolist(), list(self._names), self.confusion.tolist()))
+    def _merge_extra(self, states: list[Any]) -> None:
         classes = len(self.class_names)
-        rows = [row for counts, _, _ in gathered for row in counts]
-        self._counts = [torch.tensor(rows, dtype=torch.int64).reshape(-1, classes, 3)]
-        self._names = [name for _, names, _ in gathered for name in names]
         self.confusion = sum(
-            (torch.tensor(matrix, dtype=torch.int64) for _, _, matrix in gathered),
+            (torch.tensor(matrix, dtype=torch.int64) for matrix in states),
             start=torch.zeros(classes, classes, dtype=torch.int64),
         )
-        self._reduced = True

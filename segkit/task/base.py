@@ -5,39 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-#: Distinct colours for class overlays when a dataset names none (RGB, 0-255); cycled beyond 20.
-DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0),
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (220, 190, 255),
-    (170, 110, 40),
-    (255, 250, 200),
-    (128, 0, 0),
-    (170, 255, 195),
-    (128, 128, 0),
-    (255, 215, 180),
-    (0, 0, 128),
-)
+from segkit.task.palette import default_palette
 
 
-def default_palette(classes: int) -> list[list[int]]:
-    return [list(DEFAULT_PALETTE[index % len(DEFAULT_PALETTE)]) for index in range(classes)]
-
-
-def checked_palette(palette: Any, classes: int) -> list[list[int]]:
-    """``palette`` as K ``[r, g, b]`` lists of 0-255 ints, or the default one when it is None."""
+def checked_palette(palette: Any, class_names: Sequence[str], kind: str) -> list[list[int]]:
+    """``palette`` as K ``[r, g, b]`` lists of 0-255 ints (extra colours dropped), or, when it is None,
+    the default colours every dataset uses (``segkit.task.palette.default_palette``)."""
+    classes = len(class_names)
     if palette is None:
-        return default_palette(classes)
+        return default_palette(class_names, kind)
     rows = [[int(value) for value in colour] for colour in palette]
     if len(rows) < classes or any(len(row) != 3 or not all(0 <= v <= 255 for v in row) for row in rows):
         raise ValueError(f"a palette needs {classes} colours of three values 0-255, got {palette!r}")

@@ -35,7 +35,7 @@ class MulticlassTask(SeveralClasses):
     def __post_init__(self) -> None:
         if len(self.class_names) < 2:
             raise ValueError(f"a multiclass task needs at least 2 classes, got {list(self.class_names)}")
-        palette = checked_palette(self.palette or None, len(self.class_names))
+        palette = checked_palette(self.palette or None, self.class_names, self.kind)
         object.__setattr__(self, "palette", tuple(tuple(colour) for colour in palette))
         if self.background is None:
             lowered = [name.lower() for name in self.class_names]

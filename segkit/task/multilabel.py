@@ -34,10 +34,7 @@ class MultilabelTask(SeveralClasses):
         check_threshold(self.threshold)
         if not self.class_names:
             raise ValueError("a multilabel task needs at least one class")
-        if self.palette:
-            colours = checked_palette(self.palette, len(self.class_names))
-        else:  # colour 0 of the default palette is black (a multiclass background): labels take the rest
-            colours = checked_palette(None, len(self.class_names) + 1)[1:]
+        colours = checked_palette(self.palette or None, self.class_names, self.kind)
         object.__setattr__(self, "palette", tuple(tuple(colour) for colour in colours))
 
     @property
