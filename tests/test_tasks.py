@@ -406,10 +406,10 @@ def test_multilabel_colour_mask_shows_the_last_label_where_labels_overlap():
         assert tinted[y, x] == bool(on)
 
 
-def test_multilabel_default_palette_skips_the_black_of_class_zero():
-    from segkit.task.base import DEFAULT_PALETTE
+def test_multilabel_default_palette_is_the_distinct_colours_without_black():
+    from segkit.task.palette import DISTINCT_COLOURS
 
-    assert MultilabelTask(("a", "b")).palette == tuple(tuple(colour) for colour in DEFAULT_PALETTE[1:3])
+    assert MultilabelTask(("a", "b")).palette == tuple(tuple(colour) for colour in DISTINCT_COLOURS[:2])
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.35])
