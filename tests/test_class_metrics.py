@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segkit.errors import DataError
+from segkit.errors import DataError, SegkitError, UsageError
 from segkit.metrics.classes import ClassMetricAccumulator, multiclass_counts, multilabel_counts
 
 
@@ -211,3 +211,220 @@ def test_a_class_absent_everywhere_has_no_score_and_leaves_the_mean():
     scores = accumulator.compute()
     assert math.isnan(scores["iou_c"]) and scores["iou_a"] == scores["iou_b"] == 1.0
     assert scores["iou_macro_dataset"] == 1.0
+
+
+def multiclass_accumulator(names=("bg", "a", "b"), averaged=None) -> ClassMetricAccumulator:
+    return ClassMetricAccumulator(names, averaged, counter=lambda lg, tg, ig: multiclass_counts(lg, tg))
+
+
+def one_hot_logits(predicted: list) -> torch.Tensor:
+    """Logits whose argmax is ``predicted`` (N, H, W) over three classes."""
+    return torch.from_numpy(np.eye(3, dtype=np.float32)[predicted].transpose(0, 3, 1, 2).copy())
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ([[[0, 3]]], r"class ids \[3\] outside 0\.\.2 "),  # K itself is one too many
+        ([[[-1, 1]]], r"class ids \[-1\] outside 0\.\.2 "),
+        ([[[3, 4, 5, 6, 7, 8, 4]]], r"class ids \[3, 4, 5, 6, 7\] outside"),  # the first five, once each
+    ],
+)
+def test_class_ids_outside_the_classes_are_named(target, message):
+    logits = torch.zeros(1, 3, 1, len(target[0][0]))
+    with pytest.raises(DataError, match=message):
+        multiclass_counts(logits, torch.tensor(target))
+
+
+@pytest.mark.parametrize(
+    ("logits", "target", "message"),
+    [
+        (torch.zeros(3, 2, 2), torch.zeros(3, 2, 2), r"logits must be \(N, K, H, W\), got shape \(3, 2, 2\)"),
+        (
+            torch.zeros(1, 3, 2, 2),
+            torch.zeros(1, 3, 3),
+            r"target shape \(1, 3, 3\) does not fit logits \(1, 3, 2, 2\) \(expected \(N, H, W\)\)",
+        ),
+    ],
+)
+def test_multiclass_shapes_that_do_not_fit_are_data_errors(logits, target, message):
+    with pytest.raises(DataError, match=message):
+        multiclass_counts(logits, target.long())
+
+
+def test_nan_logits_are_refused_with_the_reason():
+    logits = torch.zeros(1, 3, 1, 2)
+    logits[0, 1, 0, 0] = math.nan
+    with pytest.raises(
+        SegkitError, match="^logits contain NaN: the model diverged or its input was corrupt$"
+    ):
+        multiclass_counts(logits, torch.zeros(1, 1, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    ("logits_shape", "target_shape"),
+    [((1, 2, 3, 3), (1, 1, 3, 3)), ((2, 3, 3), (2, 3, 3))],  # channels that differ; no (N, K, H, W)
+)
+def test_multilabel_shapes_that_differ_or_lack_a_dimension_are_data_errors(logits_shape, target_shape):
+    shapes = rf"target shape \({', '.join(map(str, target_shape))}\)"
+    with pytest.raises(DataError, match=shapes + " differs from logits shape"):
+        multilabel_counts(torch.zeros(logits_shape), torch.zeros(target_shape), 0.5)
+
+
+def test_multilabel_counts_without_an_ignore_mask_and_values_besides_0_and_1():
+    logits = torch.tensor([[[[2.0, -2.0, 2.0, -2.0]]]])
+    target = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]]])
+    assert multilabel_counts(logits, target, 0.5).tolist() == [[[1, 1, 1]]]
+    target[0, 0, 0, 3] = 2
+    with pytest.raises(
+        DataError, match=r"^a multilabel target must hold only 0 and 1 \(outside ignored pixels\)$"
+    ):
+        multilabel_counts(logits, target, 0.5)
+    # the same value under an ignored pixel counts for nothing
+    ignore = torch.tensor([[[[False, False, False, True]]]])
+    assert multilabel_counts(logits, target, 0.5, ignore).tolist() == [[[1, 1, 1]]]
+
+
+def test_a_probability_equal_to_the_threshold_is_not_positive():
+    """``sigmoid(logit) > threshold``: a logit of 0 is probability 0.5 exactly, not above 0.5."""
+    logits = torch.zeros(1, 1, 1, 2)
+    target = torch.tensor([[[[1.0, 0.0]]]])
+    assert multilabel_counts(logits, target, 0.5).tolist() == [[[0, 0, 1]]]
+
+
+def test_update_passes_the_ignore_mask_to_the_counter_and_names_images_in_order():
+    accumulator = ClassMetricAccumulator(
+        ["x", "y"], counter=lambda lg, tg, ig: (multilabel_counts(lg, tg, 0.5, ig), None)
+    )
+    logits = torch.tensor([[[[3.0, 3.0]], [[-3.0, 3.0]]]])  # (1, 2, 1, 2)
+    target = torch.tensor([[[[1.0, 0.0]], [[1.0, 1.0]]]])
+    ignore = torch.tensor([[[[False, True]]]])  # the second pixel counts in no channel
+    counts = accumulator.update(logits, target, ignore)
+    assert counts.tolist() == [[[1, 0, 0], [0, 0, 1]]]
+    accumulator.update(logits.repeat(2, 1, 1, 1), target.repeat(2, 1, 1, 1))
+    assert accumulator.counts().tolist() == [[[1, 0, 0], [0, 0, 1]]] + [[[1, 1, 0], [1, 0, 1]]] * 2
+    # images without names are numbered from 0 in the order they came, across batches
+    assert [row["name"] for row in accumulator.per_image()] == ["0", "1", "2"]
+
+
+def test_the_confusion_matrix_stays_integer_counts():
+    accumulator = multiclass_accumulator()
+    accumulator.update(one_hot_logits([[[0, 1, 2, 2]]]), torch.tensor([[[0, 1, 1, 2]]]))
+    assert accumulator.confusion.dtype == torch.int64
+    assert accumulator.confusion.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_an_empty_accumulator_has_no_rows_of_the_right_shape_and_nothing_to_compute():
+    accumulator = multiclass_accumulator()
+    empty = accumulator.counts()
+    assert empty.shape == (0, 3, 3) and empty.dtype == torch.int64
+    with pytest.raises(UsageError, match=r"compute\(\) before any images were added"):
+        accumulator.compute()
+
+
+def test_an_image_holding_none_of_the_averaged_classes_scores_1():
+    """Nothing to find and nothing claimed: a perfect image, in the per-image mean and in its row."""
+    accumulator = multiclass_accumulator(averaged=[1, 2])
+    # image 0: background only, predicted so; image 1: class 1 half found (IoU 1/2, Dice 2/3)
+    accumulator.update(one_hot_logits([[[0, 0]], [[1, 0]]]), torch.tensor([[[0, 0]], [[1, 1]]]))
+    scores = accumulator.compute()
+    assert scores["iou_macro_per_image"] == pytest.approx((1 + 1 / 2) / 2)
+    assert scores["dice_macro_per_image"] == pytest.approx((1 + 2 / 3) / 2)
+    rows = accumulator.per_image()
+    assert (rows[0]["iou"], rows[0]["dice"]) == (1.0, 1.0)
+    assert (rows[1]["iou"], rows[1]["dice"]) == pytest.approx((1 / 2, 2 / 3))
+
+
+def test_a_macro_mean_over_classes_absent_everywhere_is_nan():
+    accumulator = multiclass_accumulator(averaged=[2])
+    accumulator.update(one_hot_logits([[[0, 1]]]), torch.tensor([[[0, 1]]]))
+    scores = accumulator.compute()
+    assert math.isnan(scores["iou_macro_dataset"]) and math.isnan(scores["dice_b"])
+    assert scores["iou_macro_all_dataset"] == 1.0
+
+
+@pytest.mark.parametrize("averaged", [[], [3], [-1], [0, 3]])
+def test_averaged_classes_must_be_ids_of_the_classes(averaged):
+    with pytest.raises(UsageError, match=r"averaged classes .* must be ids of \['bg', 'a', 'b'\]"):
+        multiclass_accumulator(averaged=averaged)
+
+
+def test_add_refuses_counts_and_names_that_do_not_fit():
+    accumulator = multiclass_accumulator()
+    with pytest.raises(UsageError, match=r"^this accumulator has no counter: use add\(counts, names\)$"):
+        ClassMetricAccumulator(["bg", "a"]).update(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1))
+    with pytest.raises(DataError, match=r"^counts for 2 classes, but the task has 3 \(bg, a, b\)$"):
+        accumulator.add(torch.zeros(1, 2, 3, dtype=torch.int64), ["x"])
+    with pytest.raises(UsageError, match=r"^names must be a list of 2 names \(one per image\), got \['x'\]$"):
+        accumulator.add(torch.zeros(2, 3, 3, dtype=torch.int64), ["x"])
+    with pytest.raises(UsageError, match="names must be a list of 2 names"):
+        accumulator.add(torch.zeros(2, 3, 3, dtype=torch.int64), "xy")  # a string is not a list of names
+    assert len(accumulator) == 0
+
+
+class TwoRanks:
+    """torch.distributed as rank 0 of two sees it: ``all_gather_object`` answers with the peer's share."""
+
+    def __init__(self, peer) -> None:
+        self.peer = peer
+        self.gathers = 0
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def get_world_size(self, group=None) -> int:
+        return 2
+
+    def all_gather_object(self, gathered, obj, group=None) -> None:
+        self.gathers += 1
+        gathered[:] = [obj, self.peer]
+
+
+def two_ranks(monkeypatch, peer) -> TwoRanks:
+    import torch.distributed as dist
+
+    fake = TwoRanks(peer)
+    for name in ("is_available", "is_initialized", "get_world_size", "all_gather_object"):
+        monkeypatch.setattr(dist, name, getattr(fake, name))
+    return fake
+
+
+def test_all_reduce_pools_images_names_and_confusion_of_every_rank_once(monkeypatch):
+    mine, theirs = multiclass_accumulator(), multiclass_accumulator()
+    mine.update(one_hot_logits([[[0, 1, 2, 2]]]), torch.tensor([[[0, 1, 1, 2]]]), names=["m"])
+    theirs.update(
+        one_hot_logits([[[2, 2]], [[0, 1]]]), torch.tensor([[[2, 0]], [[0, 0]]]), names=["t1", "t2"]
+    )
+    expected_counts = torch.cat([mine.counts(), theirs.counts()]).tolist()
+    fake = two_ranks(monkeypatch, (theirs.counts().tolist(), ["t1", "t2"], theirs.confusion.tolist()))
+    mine.all_reduce()
+    assert fake.gathers == 1
+    assert mine.counts().tolist() == expected_counts
+    assert [row["name"] for row in mine.per_image()] == ["m", "t1", "t2"]
+    assert mine.confusion.dtype == torch.int64
+    assert mine.confusion.tolist() == [[2, 1, 1], [0, 1, 1], [0, 0, 2]]  # (truth, prediction) pairs
+    with pytest.raises(UsageError, match=r"all_reduce\(\) called twice: images would be counted twice$"):
+        mine.all_reduce()
+    with pytest.raises(UsageError, match=r"add\(\) after all_reduce\(\): call reset\(\) first$"):
+        mine.add(theirs.counts(), ["t1", "t2"])
+    mine.reset()
+    mine.add(theirs.counts(), ["t1", "t2"])  # a fresh start may add again
+    assert len(mine) == 2
+
+
+def test_all_reduce_of_ranks_without_images_keeps_integer_counts(monkeypatch):
+    accumulator = multiclass_accumulator()
+    two_ranks(monkeypatch, ([], [], [[0] * 3] * 3))
+    accumulator.all_reduce()
+    assert accumulator.counts().shape == (0, 3, 3) and accumulator.counts().dtype == torch.int64
+
+
+def test_all_reduce_without_a_process_group_changes_nothing():
+    accumulator = multiclass_accumulator()
+    accumulator.update(one_hot_logits([[[0, 1]]]), torch.tensor([[[0, 1]]]))
+    accumulator.all_reduce()  # one process: nothing to gather, and add() still allowed
+    accumulator.update(one_hot_logits([[[0, 1]]]), torch.tensor([[[0, 1]]]))
+    assert len(accumulator) == 2

@@ -234,6 +234,208 @@ def test_fingerprint_of_photos_of_different_sizes_and_drawn_shapes(tmp_path):
     assert found.structure_width_px == pytest.approx(np.median(union_widths), abs=1e-3)
 
 
+# -- the fingerprint of datasets without original masks, and its cache key (what the mutation run found) --
+
+
+class Items(torch.utils.data.Dataset):
+    """A dataset known only by its items (no ``original_mask``, no ``image_sizes``, no files)."""
+
+    def __init__(self, items, task="binary", class_names=None):
+        self.items, self.task = items, task
+        if class_names is not None:
+            self.class_names = class_names
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+def shares_and_fractions(channels, valid, foreground):
+    """Per class: its valid pixels over all valid pixels; per image: the foreground's share of the image."""
+    labelled = sum(v.sum() for v in valid)
+    shares = [
+        sum((c[k] & v).sum() for c, v in zip(channels, valid, strict=True)) / labelled
+        for k in range(len(channels[0]))
+    ]
+    return shares, [f.mean() for f in foreground]
+
+
+def test_binary_items_with_ignore_and_their_original_size():
+    rng = np.random.default_rng(0)
+    masks = [(rng.random((6, 8)) > 0.6).astype(np.float32) for _ in range(3)]
+    ignores = [rng.random((6, 8)) > 0.8 for _ in range(3)]
+    items = [
+        {
+            "image": torch.zeros(3, 4, 4),  # resized: the photo's own size is original_size
+            "mask": torch.from_numpy(mask[None]),
+            "ignore": torch.from_numpy(ignore[None]),
+            "original_size": (30, 50),
+        }
+        for mask, ignore in zip(masks, ignores, strict=True)
+    ]
+    found = compute_fingerprint(Items(items))
+    shares, fractions = shares_and_fractions(
+        [[m == 1] for m in masks], [~i for i in ignores], [m == 1 for m in masks]
+    )
+    assert found.task == "binary" and found.class_names == ["foreground"]
+    assert found.class_share == pytest.approx(shares, abs=1e-6)
+    assert found.foreground_fraction[1] == pytest.approx(np.median(fractions), abs=1e-5)
+    assert (found.height, found.width, found.channels) == ([30, 30, 30], [50, 50, 50], 3)
+    del items[0]["original_size"]  # then the item's own image size
+    assert (compute_fingerprint(Items(items)).height, compute_fingerprint(Items(items)).width) == (
+        [4] * 3,
+        [4] * 3,
+    )
+
+
+def test_multiclass_items_count_valid_pixels_and_leave_out_the_background():
+    rng = np.random.default_rng(1)
+    labels = [rng.integers(0, 3, size=(7, 9)) for _ in range(2)]
+    for label in labels:
+        label[rng.random(label.shape) > 0.8] = 255
+    items = [
+        {
+            "image": torch.zeros(3, 7, 9),
+            "mask": torch.from_numpy(label[None]),
+            "ignore": torch.from_numpy(label[None] == 255),
+        }
+        for label in labels
+    ]
+    found = compute_fingerprint(Items(items, "multiclass", ["background", "a", "b"]))
+    shares, fractions = shares_and_fractions(
+        [[label == k for k in range(3)] for label in labels],
+        [label != 255 for label in labels],
+        [(label == 1) | (label == 2) for label in labels],
+    )
+    assert found.class_share == pytest.approx(shares, abs=1e-6)
+    assert found.foreground_fraction[1] == pytest.approx(np.median(fractions), abs=1e-5)
+    assert found.class_width_px[0] is None and found.class_width_px[1] is not None
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_items_without_an_ignore_mask_count_every_pixel(task):
+    labels = np.array([[0, 1, 1, 0], [0, 0, 1, 0]])
+    item = {"image": torch.zeros(3, 2, 4), "mask": torch.from_numpy(labels[None])}
+    names = ["background", "a"] if task == "multiclass" else None
+    found = compute_fingerprint(Items([item], task, names))
+    assert found.class_share[-1] == pytest.approx(3 / 8) and found.foreground_fraction[1] == pytest.approx(
+        3 / 8
+    )
+
+
+@pytest.mark.parametrize("per_channel_ignore", [True, False, None])
+def test_multilabel_items_count_each_label_over_pixels_no_channel_ignores(per_channel_ignore):
+    rng = np.random.default_rng(2)
+    masks = [(rng.random((2, 6, 7)) > 0.5).astype(np.float32) for _ in range(3)]
+    ignores = [rng.random((2 if per_channel_ignore else 1, 6, 7)) > 0.85 for _ in range(3)]
+    items = [{"image": torch.zeros(3, 6, 7), "mask": torch.from_numpy(m)} for m in masks]
+    if per_channel_ignore is not None:
+        for item, ignore in zip(items, ignores, strict=True):
+            item["ignore"] = torch.from_numpy(ignore)
+        valid = [~i.any(axis=0) for i in ignores]
+    else:
+        valid = [np.ones((6, 7), bool) for _ in masks]
+    found = compute_fingerprint(Items(items, "multilabel", ["x", "y"]))
+    shares, fractions = shares_and_fractions(
+        [m == 1 for m in masks], valid, [(m == 1).any(axis=0) for m in masks]
+    )
+    assert found.class_share == pytest.approx(shares, abs=1e-6)
+    assert found.foreground_fraction[1] == pytest.approx(np.median(fractions), abs=1e-5)
+
+
+def test_objects_are_8_connected_and_empty_masks_have_no_objects():
+    diagonal = np.eye(6, dtype=np.uint8)  # one line of pixels touching at their corners
+    found = compute_fingerprint(MaskList([diagonal]))
+    assert found.objects_per_image == 1 and found.object_area == pytest.approx(6 / 36, abs=1e-6)
+    empty = compute_fingerprint(MaskList([np.zeros((5, 5), np.uint8)] * 2))
+    assert (empty.objects_per_image, empty.object_area, empty.empty_share) == (0, 0.0, 1.0)
+    assert empty.structure_width_px == float("inf") and empty.class_width_px == [None]
+    assert empty.thinnest_width_px() == float("inf")
+    assert compute_fingerprint(MaskList([np.ones((1, 1), np.uint8)])).class_share == [1.0]
+
+
+def test_foreground_fraction_is_the_10th_50th_and_90th_percentile():
+    masks = []
+    for filled in range(11):  # 0, 10, ..., 100 of 100 pixels
+        mask = np.zeros((10, 10), np.uint8)
+        mask.flat[: filled * 10] = 1
+        masks.append(mask)
+    found = compute_fingerprint(MaskList(masks))
+    assert found.foreground_fraction == pytest.approx([0.1, 0.5, 0.9], abs=1e-6)
+
+
+@pytest.mark.parametrize(("share", "thinnest"), [(0.001, 2.0), (0.0009, 5.0)])
+def test_thinnest_width_weighs_classes_from_the_minimum_share(share, thinnest):
+    found = blobs(
+        class_names=["background", "a", "b"], class_share=[0.9, share, 0.05], class_width_px=[None, 2.0, 5.0]
+    )
+    assert found.thinnest_width_px() == thinnest
+
+
+def test_summary_names_the_median_photo_and_the_median_foreground():
+    found = Fingerprint(
+        images=3,
+        height=[30, 40, 80],
+        width=[36, 50, 90],
+        channels=3,
+        task="multiclass",
+        class_names=["background", "a", "b"],
+        class_share=[0.8, 0.1, 0.1],
+        foreground_fraction=[0.05, 0.125, 0.5],
+        empty_share=0.0,
+        objects_per_image=2,
+        object_area=0.01,
+        structure_width_px=4.0,
+        class_width_px=[None, 2.75, 6.0],
+        sampled=3,
+    )
+    assert found.summary() == (
+        "3 images, median 50x40 px, multiclass (3 classes), foreground 12.5% of a median image, "
+        "2 object(s) per image, thinnest structures ~2.8 px wide"
+    )
+    one = replace(found, task="binary", class_names=["foreground"], class_share=[0.2], class_width_px=[3.0])
+    assert "binary (1 class), foreground" in one.summary()
+
+
+def test_fingerprint_of_a_dataset_without_files_samples_as_asked():
+    masks = [np.full((4, 4), int(index >= 3), np.uint8) for index in range(5)]  # the last two full
+    found = fingerprint_module.fingerprint(MaskList(masks), sample=2)
+    assert found.sampled == 2 and found.images == 5 and found.empty_share == 0.5  # images 0 and 4
+
+
+def test_the_cache_key_holds_the_sample_the_description_and_every_file_after_a_missing_one(
+    tmp_path, monkeypatch
+):
+    write_folder_layout(tmp_path, ["a", "b", "c"])
+    hour_ago = time.time() - 3600
+    for path in tmp_path.rglob("*.png"):
+        os.utime(path, (hour_ago, hour_ago))
+    dataset = segkit.create_dataset("folder", root=tmp_path, split="train", valid_fraction=0, test_fraction=0)
+    assert fingerprint_module.fingerprint(dataset, sample=2).sampled == 2
+    assert fingerprint_module.fingerprint(dataset, sample=3).sampled == 3  # not the one kept for 2
+    computed = []
+    real = fingerprint_module.compute_fingerprint
+    monkeypatch.setattr(fingerprint_module, "compute_fingerprint", lambda *a: computed.append(1) or real(*a))
+    fingerprint_module.fingerprint(dataset)
+    dataset.description = "another view of the same files"
+    fingerprint_module.fingerprint(dataset)
+    assert len(computed) == 2
+    # a file gone is left out of the key, and every file after it still counts, its own mask first (the
+    # computation is stubbed from here: the photo gone could not be read)
+    kept = fingerprint_module.fingerprint(dataset)
+    monkeypatch.setattr(fingerprint_module, "compute_fingerprint", lambda *a: computed.append(1) or kept)
+    os.remove(dataset.pairs[0].image_path)
+    fingerprint_module.fingerprint(dataset)
+    fingerprint_module.fingerprint(dataset)
+    assert len(computed) == 3
+    beside = dataset.pairs[0].mask_paths[0]
+    os.utime(beside, (hour_ago + 60, hour_ago + 60))
+    fingerprint_module.fingerprint(dataset)
+    assert len(computed) == 4
+
+
 # -- the auto planner's rules -------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 import segkit
 from segkit.data.sampling import Sampling, foreground_pixels, random_crop, rescale
@@ -208,3 +209,78 @@ def test_a_training_step_on_a_padded_crop_counts_only_the_photo(kind, task, loss
     assert result.loss == pytest.approx(float(expected.detach()), rel=1e-5)
     for found, wanted in zip([p.grad for p in model.parameters()], expected_gradients, strict=True):
         assert torch.allclose(found, wanted, rtol=1e-4, atol=1e-7)
+
+
+# -- what the mutation run found untested ---------------------------------------------------------------
+
+
+def test_an_unknown_sampling_mode_names_the_modes():
+    with pytest.raises(ValueError, match=r"^sampling mode must be one of resize, crop, native, got 'zoom'$"):
+        Sampling("zoom")
+
+
+def test_rescaling_never_leaves_a_side_of_fewer_than_one_pixel():
+    # float pixels: torch 2.14's antialiased uint8 kernel fails an internal assert for a 1x1 output of
+    # 3 channels (a photo shrunk to one pixel is not a real use)
+    pixels, mask = rescale(torch.zeros(3, 2, 3), torch.zeros(1, 2, 3, dtype=torch.uint8), 0.1)
+    assert pixels.shape == (3, 1, 1) and mask.shape == (1, 1, 1)
+
+
+def test_rescaling_blends_the_photo_with_antialiasing_as_pillow_does():
+    """Shrinking noise without antialiasing samples a few pixels; Pillow's bilinear resize (always
+    antialiased) averages all of them. torchvision's antialiased resize follows Pillow's."""
+    photo = np.random.default_rng(1).integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
+    pixels, _ = rescale(
+        torch.from_numpy(photo).permute(2, 0, 1), torch.zeros(1, 40, 60, dtype=torch.uint8), 0.25
+    )
+    expected = np.asarray(Image.fromarray(photo).resize((15, 10), Image.Resampling.BILINEAR))
+    assert np.abs(pixels.permute(1, 2, 0).numpy().astype(int) - expected.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.75, 1.5])
+def test_rescaling_takes_each_mask_pixel_from_the_nearest_source_pixel(scale):
+    """Nearest-neighbour (torchvision's NEAREST: source index floor(i * in / out)), never a blend of ids."""
+    mask = torch.from_numpy(np.random.default_rng(2).choice([0, 7, 200], size=(1, 12, 16)).astype(np.uint8))
+    _, resized = rescale(torch.zeros(3, 12, 16, dtype=torch.uint8), mask, scale)
+    height, width = resized.shape[-2:]
+    rows = np.floor(np.arange(height) * 12 / height).astype(int)
+    columns = np.floor(np.arange(width) * 16 / width).astype(int)
+    assert np.array_equal(resized[0].numpy(), mask[0].numpy()[np.ix_(rows, columns)])
+
+
+def test_multiclass_foreground_is_every_pixel_of_one_present_class():
+    mask = torch.ones(1, 6, 7, dtype=torch.uint8)  # class 0 (carried as 1), and ignore (0) in one corner
+    mask[0, 0, 0] = 0
+    mask[0, 2, 3:5] = 4  # class 3
+    expected = {value: {tuple(p) for p in np.argwhere(mask[0].numpy() == value)} for value in (1, 4)}
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(30):
+        found = {tuple(p) for p in foreground_pixels(mask, "multiclass").tolist()}
+        value = next(value for value, pixels in expected.items() if found == pixels)
+        seen.add(value)
+    assert seen == {1, 4}  # both classes chosen, each with all of its pixels and nothing else
+    empty = foreground_pixels(torch.zeros(1, 4, 4, dtype=torch.uint8), "multiclass")
+    assert empty.shape == (0, 2) and empty.dtype == torch.int64
+
+
+@pytest.mark.parametrize(("row", "column", "top", "left"), [(32, 40, 24, 32), (2, 3, 0, 0), (60, 62, 48, 48)])
+def test_a_foreground_crop_is_centred_on_the_pixel_clamped_inside_the_photo(row, column, top, left):
+    rows, columns = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    where = torch.stack([rows, columns]).to(torch.uint8)  # each pixel holds its own row and column
+    mask = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    mask[0, row, column] = 1
+    pixels, cut = random_crop(where, mask, 16, 1.0, "binary")
+    assert (int(pixels[0, 0, 0]), int(pixels[1, 0, 0])) == (top, left)
+    assert cut[0, row - top, column - left] == 1
+
+
+def test_foreground_fraction_is_the_share_of_crops_centred_on_foreground():
+    """One foreground pixel in a large photo: a random crop almost never holds it, a centred one always."""
+    torch.manual_seed(0)
+    mask = torch.zeros(1, 200, 200, dtype=torch.uint8)
+    mask[0, 100, 100] = 1
+    hits = sum(
+        int(random_crop(torch.zeros(1, 200, 200), mask, 16, 0.5, "binary")[1].sum()) for _ in range(300)
+    )
+    assert 110 < hits < 190  # about half of 300 (a random window holds the pixel about 0.6% of the time)

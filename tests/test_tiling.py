@@ -15,6 +15,7 @@ from torch import nn
 from segkit.inference.forward import model_logits
 from segkit.inference.predictor import IMAGENET_NORMALIZATION, TrainedModel, predict_probability
 from segkit.inference.tiling import (
+    Tiles,
     TilingStats,
     blend_weights,
     normalise_pixels,
@@ -513,3 +514,251 @@ def test_predict_tiled_mask_of_a_greyscale_array():
     mask = predict_tiled_mask(trained, pixels, 32)
     whole = predict_tiled(trained, Image.fromarray(pixels), 32)
     assert mask.shape == (50, 40) and np.array_equal(mask, whole > 0.5)
+
+
+# -- what the mutation run found untested (each value against the model run whole, or a hand count) -------
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: tile_positions(0, 5, 4, 0.25), r"^height must be an integer of at least 1, got 0$"),
+        (lambda: tile_positions(5, 0, 4, 0.25), r"^width must be an integer of at least 1, got 0$"),
+        (lambda: tile_stride(0, 0.25), r"^tile must be an integer of at least 1, got 0$"),
+        (lambda: tile_stride(4, 1.0), r"^overlap must be a number in \[0, 1\), got 1\.0$"),
+        (lambda: tile_stride(4, False), r"^overlap must be a number in \[0, 1\), got False$"),
+        (lambda: blend_weights(0), r"^tile must be an integer of at least 1, got 0$"),
+        (lambda: blend_weights(4, "box"), r"^blend must be one of gaussian, constant, got 'box'$"),
+        (lambda: sliding_window_logits(torch.neg, random_image(8, 8), 0), r"^tile must be an integer"),
+        (
+            lambda: sliding_window_logits(torch.neg, random_image(8, 8), 4, margin=True),
+            r"^margin must be a non-negative integer, got True$",
+        ),
+        (
+            lambda: sliding_window_logits(torch.neg, random_image(8, 8), 4, margin=1.5),
+            r"^margin must be a non-negative integer, got 1\.5$",
+        ),
+        (
+            lambda: pad_to_size(torch.zeros(1, 2, 2), 4, 4, "edge"),
+            r"^pad_mode must be one of reflect, zeros, got 'edge'$",
+        ),
+        (
+            lambda: normalise_pixels(np.zeros((2, 3, 4, 5), np.uint8), None),
+            r"^pixels must be shaped \(rows, W, C\) or \(rows, W\), got \(2, 3, 4, 5\)$",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused_with_what_was_wrong(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("size", "margin", "refused"),
+    [
+        ((28, 16), 3, True),  # two rows of tiles, one column: 4 px of overlap cannot hold 2 x 3
+        ((16, 28), 3, True),  # one row, two columns
+        ((16, 16), 3, False),  # one tile: every side is the image's, the margin zeroes nothing
+        ((28, 16), 2, False),  # an overlap of exactly 2 x margin is enough
+    ],
+)
+def test_a_margin_needs_the_overlap_wherever_tiles_meet(size, margin, refused):
+    model = conv_stack(layers=2)
+    image = random_image(*size)
+    call = lambda: sliding_window_logits(runner(model), image, 16, 0.25, margin=margin)  # noqa: E731
+    if refused:
+        message = (
+            rf"^a margin of {margin} pixels needs tiles overlapping by at least {2 * margin} pixels; "
+            r"tile 16 at overlap 0\.25 overlaps by 4 \(raise the overlap\)$"
+        )
+        with pytest.raises(ValueError, match=message):
+            call()
+    else:
+        assert torch.allclose(call(), model(image[None])[0], atol=1e-5)
+
+
+def test_a_margin_zeroes_the_inner_side_of_tiles_one_pixel_from_the_border():
+    """Stride 1: tiles start at rows and columns 1, whose top and left sides lie inside the image."""
+    model = conv_stack(layers=1, seed=3)
+    image = random_image(7, 9, seed=3)
+    tiled = sliding_window_logits(runner(model), image, 4, 0.75, margin=1)
+    assert torch.allclose(tiled, model(image[None])[0], atol=1e-5)
+
+
+def test_default_blend_and_pad_mode_are_gaussian_and_reflect():
+    assert torch.equal(blend_weights(8), blend_weights(8, "gaussian"))
+    image = torch.arange(6.0).reshape(1, 2, 3)
+    assert torch.equal(pad_to_size(image, 5, 5), pad_to_size(image, 5, 5, "reflect"))
+    # large enough already: the image itself, whatever the mode
+    assert pad_to_size(image, 2, 3, "zeros") is image and pad_to_size(image, 2, 2, "zeros") is image
+
+
+def test_read_only_pixels_are_copied_not_shared():
+    """PIL's arrays are read-only: a tensor sharing their memory could be written through (torch
+    warns about it). Float grey pixels taken as they are would otherwise be the array itself."""
+    pixels = np.random.default_rng(0).random((4, 5), dtype=np.float32)
+    pixels.flags.writeable = False
+    values = normalise_pixels(pixels, None)
+    assert values.shape == (1, 4, 5) and torch.equal(values[0], torch.from_numpy(pixels.copy()))
+    assert not np.shares_memory(values.numpy(), pixels)
+
+
+@pytest.mark.parametrize(
+    ("model_fn", "size", "message"),
+    [
+        (lambda batch: batch.numpy(), (16, 16), r"to \(1, K, 16, 16\) logits, got ndarray$"),
+        (lambda batch: batch[:, 0], (16, 16), r"to \(1, K, 16, 16\) logits, got \(1, 16, 16\)$"),
+        (lambda batch: batch[:1, :1], (16, 28), r"^model_fn must map \(2, 3, 16, 16\) tiles to \(2, K"),
+    ],
+)
+def test_a_model_giving_other_than_one_logit_map_per_tile_is_refused(model_fn, size, message):
+    with pytest.raises(ValueError, match=message):
+        sliding_window_logits(model_fn, random_image(*size), 16, 0.25)
+
+
+def test_a_band_of_the_wrong_height_is_named_with_its_rows():
+    pixels = random_pixels(40, 10)
+
+    def read_rows(top, bottom):
+        return pixels[top:bottom] if top == 0 else pixels[top : bottom - 1]
+
+    message = r"^read_rows\(12, 28\) must return 16 rows of 10 pixels .* got shape \(15, 10, 3\)$"
+    with pytest.raises(ValueError, match=message):
+        sliding_window_rows(runner(conv_stack()), read_rows, 40, 10, 16, emit=lambda top, logits: None)
+
+
+def test_peak_float_elements_of_one_tile_is_every_buffer_held_at_once():
+    """One 8x8 tile, 3 input channels, 1 output: accumulator 64 + weights 64 + input band 192 + the
+    batch's tiles 192 + its logits 64 = 576 floats at most (later, the finished rows replace the batch)."""
+    _, stats = banded(runner(conv_stack(out_channels=1)), random_pixels(8, 8), 8, channels=1)
+    assert stats.peak_float_elements == 64 + 64 + 3 * 64 + 3 * 64 + 64
+
+
+def test_tiles_stitch_a_batch_without_test_time_augmentation_by_default():
+    model = conv_stack(out_channels=2, seed=4)
+    images = torch.stack([random_image(16, 16, seed=1), random_image(16, 16, seed=2)])
+    # one tile per image: the model's own output; flipping (tta) would differ for its lopsided kernels
+    assert torch.allclose(Tiles(16).logits(model, images), model(images), atol=1e-6)
+    assert not torch.allclose(Tiles(16).logits(model, images, tta=True), model(images), atol=1e-3)
+    pointwise = nn.Conv2d(3, 2, 1).eval()  # no reach: tiles of any size give the whole-image output
+    wide = torch.stack([random_image(30, 41, seed=1), random_image(30, 41, seed=2)])
+    for blend in ("gaussian", "constant"):
+        with torch.no_grad():
+            assert torch.allclose(Tiles(8, 0.5, blend).logits(pointwise, wide), pointwise(wide), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass"])
+def test_predict_tiled_with_a_margin_is_the_whole_photo_pass(kind):
+    task = TASKS[kind]
+    model = conv_stack(out_channels=task.out_channels, layers=3, seed=11)
+    trained = trained_model(model, task)
+    pixels = random_pixels(70, 90, seed=11)
+    with torch.no_grad():
+        logits = model(normalise_pixels(pixels, trained.normalization)[None])
+    probabilities = task.probabilities(logits)[0].numpy()
+    found = predict_tiled(trained, Image.fromarray(pixels), 32, 0.25, margin=3)
+    assert np.allclose(found, probabilities[0] if kind == "binary" else probabilities, atol=1e-5)
+    mask = predict_tiled_mask(trained, Image.fromarray(pixels), 32, 0.25, margin=3)
+    assert np.array_equal(mask, task.predict_mask(logits)[0].numpy().astype(mask.dtype))
+
+
+def test_predict_tiled_pads_a_small_photo_as_asked():
+    model = conv_stack(out_channels=1, layers=3, seed=12)
+    pixels = random_pixels(20, 27, seed=12)
+    normalised = normalise_pixels(pixels, IMAGENET_NORMALIZATION)
+    with torch.no_grad():  # zeros below and right of the photo, up to the tile, then cropped back
+        logits = model(torch.nn.functional.pad(normalised, (0, 5, 0, 12))[None])[..., :20, :27]
+    probabilities = torch.sigmoid(logits)[0, 0].numpy()
+    task = BinaryTask(float(np.median(probabilities)))  # a mask of about half the pixels
+    trained = trained_model(model, task)
+    found = predict_tiled(trained, pixels, 32, pad_mode="zeros")
+    assert np.allclose(found, probabilities, atol=1e-5)
+    assert not np.allclose(predict_tiled(trained, pixels, 32), probabilities, atol=1e-3)  # reflect
+    mask = predict_tiled_mask(trained, pixels, 32, pad_mode="zeros")
+    assert np.array_equal(mask, task.predict_mask(logits)[0].numpy())
+    assert not np.array_equal(predict_tiled_mask(trained, pixels, 32), mask)
+
+
+def test_a_model_whose_channels_do_not_fit_the_task_is_refused():
+    trained = trained_model(conv_stack(out_channels=2), TASKS["binary"])
+    pixels = random_pixels(40, 40)
+    for predict in (predict_tiled, predict_tiled_mask):
+        with pytest.raises(ValueError, match=r"to \(\d, 1, 32, 32\) logits, got \(\d, 2, 32, 32\)"):
+            predict(trained, pixels, 32)
+
+
+def test_a_row_source_is_read_band_by_band():
+    trained = trained_model(conv_stack(out_channels=1, seed=13), TASKS["binary"])
+    pixels = random_pixels(60, 45, seed=13)
+
+    class Rows:
+        height, width = pixels.shape[:2]
+        asked: list[tuple[int, int]] = []
+
+        def read_rows(self, top, bottom):
+            self.asked.append((top, bottom))
+            return pixels[top:bottom]
+
+    source = Rows()
+    assert np.array_equal(predict_tiled_mask(trained, source, 32), predict_tiled_mask(trained, pixels, 32))
+    assert source.asked == [(0, 32), (24, 56), (28, 60)]
+    with pytest.raises(
+        ValueError, match=r"^image must be a PIL image or an \(H, W\[, C\]\) array, got shape \(5,\)$"
+    ):
+        predict_tiled_mask(trained, np.zeros(5, np.uint8), 32)
+
+
+class ClassAtLeft(nn.Module):
+    """Logits of ``classes`` classes: the last class on the left half of the photo, class 0 elsewhere."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.classes = classes
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(len(images), self.classes, *images.shape[-2:])
+        logits[:, -1, :, : images.shape[-1] // 2] = 1
+        logits[:, 0, :, images.shape[-1] // 2 :] = 1
+        return logits
+
+
+@pytest.mark.parametrize(("classes", "dtype"), [(256, np.uint8), (257, np.uint16)])
+def test_a_multiclass_mask_holds_every_class_id(classes, dtype):
+    task = MulticlassTask(tuple(f"c{index}" for index in range(classes)))
+    mask = predict_tiled_mask(trained_model(ClassAtLeft(classes), task), random_pixels(8, 8), 8)
+    assert mask.dtype == dtype
+    assert (mask[:, :4] == classes - 1).all() and (mask[:, 4:] == 0).all()
+
+
+def test_gaussian_weights_are_computed_in_float64_and_rounded_once():
+    for tile in (7, 32, 64, 100):
+        offsets = np.arange(tile) - (tile - 1) / 2
+        along = np.exp(-(offsets**2) / (2 * (tile / 8) ** 2))
+        expected = np.maximum(np.outer(along, along) / along.max() ** 2, 1e-3).astype(np.float32)
+        assert np.array_equal(blend_weights(tile).numpy(), expected), tile
+
+
+def test_tiles_of_one_pixel_are_allowed():
+    pointwise = nn.Conv2d(3, 2, 1).eval()
+    image = random_image(5, 6)
+    with torch.no_grad():
+        assert torch.allclose(
+            sliding_window_logits(pointwise, image, 1, 0.0), pointwise(image[None])[0], atol=1e-6
+        )
+
+
+def test_tiles_blend_as_asked():
+    """A model that answers each tile with its mean: where two tiles overlap, a constant blend gives the
+    plain mean of their two answers, a gaussian one leans towards the nearer tile's centre."""
+
+    def tile_mean(batch: torch.Tensor) -> torch.Tensor:
+        return batch.mean(dim=(1, 2, 3), keepdim=True).expand(-1, 1, *batch.shape[-2:])
+
+    images = torch.stack([random_image(8, 12, seed=1), random_image(8, 12, seed=2)])
+    for index, image in enumerate(images.numpy()):  # tiles at columns 0-7 and 4-11
+        left, right = image[:, :, :8].mean(), image[:, :, 4:].mean()
+        expected = np.concatenate([[left] * 4, [(left + right) / 2] * 4, [right] * 4])
+        constant = Tiles(8, 0.5, "constant").logits(tile_mean, images)[index, 0]
+        assert np.allclose(constant.numpy(), np.broadcast_to(expected, (8, 12)), atol=1e-5)
+        gaussian = Tiles(8, 0.5, "gaussian").logits(tile_mean, images)[index, 0]
+        assert not np.allclose(gaussian.numpy()[:, 4], (left + right) / 2, atol=1e-3)
