@@ -178,6 +178,13 @@ def test_ignored_pixels_reach_the_loss_and_the_averaged_weights_follow_the_train
     expected = per_pixel[~ignore].mean()
     expected.backward()
     assert result.loss == pytest.approx(float(expected), rel=1e-5)
+    # The train Dice (the progress bar's, metrics.csv's train_dice) over the counted pixels only too.
+    dices = []
+    for predicted, truth, left_out in zip(logits.detach() > 0, masks.bool(), ignore, strict=True):
+        predicted, truth = predicted[~left_out], truth[~left_out]
+        found, total = int((predicted & truth).sum()), int(predicted.sum() + truth.sum())
+        dices.append(2 * found / total if total else 1.0)
+    assert result.score == pytest.approx(sum(dices) / len(dices), rel=1e-6)
     for parameter, trained, before in zip(
         reference.parameters(), model.parameters(), small_model(3).parameters(), strict=True
     ):

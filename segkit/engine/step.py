@@ -119,7 +119,7 @@ class TrainingStep:
                     loss = loss * (images.shape[0] / total_images)
                 self._backward(loss)
             result.loss_sum += loss_value * images.shape[0]
-            result.score_sum += self.task.batch_score(logits, masks) * images.shape[0]
+            result.score_sum += self.task.batch_score(logits, masks, ignore) * images.shape[0]
             result.images += images.shape[0]
         self._optimizer_step()
         return result

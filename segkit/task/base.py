@@ -109,11 +109,12 @@ class SeveralClasses:
 
         return ClassMetricAccumulator(self.class_names, self.averaged, counter=self._count)
 
-    def batch_score(self, logits: Any, masks: Any) -> float:
-        """Macro Dice over the averaged classes, pooled over the batch (the progress bar's figure)."""
+    def batch_score(self, logits: Any, masks: Any, ignore: Any = None) -> float:
+        """Macro Dice over the averaged classes, pooled over the batch (the progress bar's figure);
+        ignored pixels count for nothing."""
         from segkit.metrics.classes import class_scores
 
-        counts, _ = self._count(logits.detach(), masks, None)
+        counts, _ = self._count(logits.detach(), masks, ignore)
         dice = class_scores(counts.sum(dim=0))["dice"][self.averaged]
         present = dice[~dice.isnan()]
         return float(present.mean()) if len(present) else 1.0

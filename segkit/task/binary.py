@@ -69,9 +69,12 @@ class BinaryTask:
     def new_accumulator(self, empty_score: float = 1.0) -> MetricAccumulator:
         return MetricAccumulator(threshold=self.threshold, empty_score=empty_score)
 
-    def batch_score(self, logits: torch.Tensor, masks: torch.Tensor) -> float:
-        """A cheap score of one training batch for the progress bar and the train columns."""
-        return batch_dice(logits.detach().float(), masks, threshold=self.threshold)
+    def batch_score(
+        self, logits: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None = None
+    ) -> float:
+        """A cheap score of one training batch for the progress bar and the train columns (ignored
+        pixels, such as the border of a trimap or the padding of a crop, count for nothing)."""
+        return batch_dice(logits.detach().float(), masks, threshold=self.threshold, ignore=ignore)
 
     def metric_label(self, name: str, reduction: str, resolution: Any, split: str) -> str:
         return describe_metric(name, reduction, self.threshold, resolution, split)
