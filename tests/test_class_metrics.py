@@ -98,9 +98,7 @@ def test_pooled_and_per_image_scores_whatever_the_batching(batch, split, backgro
     logits, target, classes = batch
     names = [f"c{index}" for index in range(classes)]
     averaged = list(range(1, classes)) if background else list(range(classes))
-    accumulator = ClassMetricAccumulator(
-        names, averaged, counter=lambda lg, tg, ig: multiclass_counts(lg, tg)
-    )
+    accumulator = multiclass_accumulator(names, averaged)
     for start in range(0, len(target), split):
         chunk = slice(start, start + split)
         accumulator.update(torch.from_numpy(logits[chunk]), torch.from_numpy(target[chunk])[:, None])
@@ -149,9 +147,7 @@ def test_per_image_rows_hold_every_class_against_the_masks(batch, split, backgro
     logits, target, classes = batch
     names = [f"c{index}" for index in range(classes)]
     averaged = list(range(1, classes)) if background else list(range(classes))
-    accumulator = ClassMetricAccumulator(
-        names, averaged, counter=lambda lg, tg, ig: multiclass_counts(lg, tg)
-    )
+    accumulator = multiclass_accumulator(names, averaged)
     for start in range(0, len(target), split):
         chunk = slice(start, start + split)
         image_names = [f"img{index}" for index in range(start, min(start + split, len(target)))]

@@ -45,6 +45,20 @@ def step_gradients(model: nn.Module, loss_name: str, micro_batches: list[dict], 
     return [old - new.detach() for old, new in zip(before, model.parameters(), strict=True)]
 
 
+def bce_step(model: nn.Module, optimizer, **extra) -> TrainingStep:
+    """A binary training step with BCE on the CPU in fp32 and NCHW (``extra``: weight_average...)."""
+    return TrainingStep(
+        model,
+        segkit.create_loss("bce"),
+        optimizer,
+        BinaryTask(),
+        device=CPU,
+        amp_dtype=None,
+        channels_last=False,
+        **extra,
+    )
+
+
 def data(seed: int, count: int = 8, size: int = 12):
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(count, 3, size, size, generator=generator)
@@ -132,15 +146,7 @@ def test_an_epoch_counts_optimizer_steps_and_asks_the_budget_before_each():
     loader = [batch(images, masks, start, start + 2) for start in range(0, 10, 2)]  # 5 micro-batches
     model = small_model(1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    step = TrainingStep(
-        model,
-        segkit.create_loss("bce"),
-        optimizer,
-        BinaryTask(),
-        device=CPU,
-        amp_dtype=None,
-        channels_last=False,
-    )
+    step = bce_step(model, optimizer)
     asked = []
     stats = train_one_epoch(
         step, loader, before_step=lambda: asked.append(1) or True, accumulate_steps=2, quiet=True
@@ -161,16 +167,7 @@ def test_ignored_pixels_reach_the_loss_and_the_averaged_weights_follow_the_train
     model, reference = small_model(3), small_model(3)
     average = WeightAverage(model, decay=0.5)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    step = TrainingStep(
-        model,
-        segkit.create_loss("bce"),
-        optimizer,
-        BinaryTask(),
-        device=CPU,
-        amp_dtype=None,
-        channels_last=False,
-        weight_average=average,
-    )
+    step = bce_step(model, optimizer, weight_average=average)
     result = step([{"image": images, "mask": masks, "ignore": ignore, "name": list("abcd")}])
     # Plain PyTorch: BCE averaged over the counted pixels only.
     logits = reference(images)
