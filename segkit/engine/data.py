@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from segkit.data.datasets import DecodedCache
+from segkit.data.decoded_cache import DecodedCache
 from segkit.data.sampling import Sampling
 from segkit.data.splits import build_split, resolve_workers
 from segkit.engine import distributed

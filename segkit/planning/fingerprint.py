@@ -108,7 +108,7 @@ def fingerprint(dataset: Any, sample: int = MASK_SAMPLE) -> Fingerprint:
 
 
 def compute_fingerprint(dataset: Any, sample: int = MASK_SAMPLE) -> Fingerprint:
-    from segkit.data.datasets import dataset_task_info
+    from segkit.data.labels import dataset_task_info
 
     info = dataset_task_info(dataset)
     task, names = info["task"], info["class_names"]
@@ -228,7 +228,7 @@ def _spread(values: list[int]) -> list[float]:
 def _cache_place(dataset: Any, sample: int) -> tuple[Any, str, int]:
     """The cache folder of a dataset of files, the key of this fingerprint and the newest file's
     modification time (nanoseconds); (None, "", 0) otherwise."""
-    from segkit.data.datasets import data_folder
+    from segkit.data.pairs import data_folder
 
     pairs = getattr(dataset, "pairs", None)
     if not pairs:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from segkit.components import create_model
-from segkit.data.datasets import DecodedCache
+from segkit.data.decoded_cache import DecodedCache
 from segkit.execution.device import autocast
 from segkit.execution.fast_path import ChannelsLast, prepare_for_training, to_input_format
 
@@ -128,7 +128,7 @@ def _one_step(candidate: Candidate, device: torch.device, amp: torch.dtype | Non
 def time_items(dataset: Any, count: int = 8) -> float:
     """Seconds to make one training item of ``dataset`` (augment, resize, convert), over ``count``
     items spread through it, with their photos already decoded, as a run that loads its data in its
-    own process keeps them (``segkit.data.datasets.DecodedCache``, which a dataset without one is given);
+    own process keeps them (``segkit.data.decoded_cache.DecodedCache``, which a dataset without one is given);
     the decoding is not timed."""
 
     indices = sorted({round(i * (len(dataset) - 1) / max(1, count - 1)) for i in range(count)})
