@@ -108,12 +108,7 @@ def evaluate(
     trained = load_trained_model(checkpoint, device=resolve_device(device))
     threshold = trained.threshold if threshold is None else threshold
     tta, postprocess = resolve_inference_choices(trained, tta, fill_holes, keep_largest)
-    if not 0 < threshold < 1:
-        raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
-    if any(postprocess.values()) and not trained.task.supports_postprocess:
-        raise UsageError(
-            f"--fill-holes and --keep-largest work on binary masks; {checkpoint} is {trained.task.kind}"
-        )
+    _check_choices(trained, checkpoint, threshold, postprocess)
     tiling = resolve_tiling(trained, tile, no_tile, overlap, blend)
     name, data = evaluation_split(trained, split, dataset, data_path, dataset_option, tiling)
     choices = {"threshold": threshold, "tta": tta, "postprocess": postprocess, "tiling": tiling}
@@ -195,6 +190,18 @@ def _write_report_page(page: Path, trained, name: str, data, result, worst: int)
     except OSError as error:
         raise UsageError(f"cannot write --report {page}: {error.strerror or error}") from None
     return page
+
+
+def _check_choices(trained, checkpoint, threshold: float, postprocess: dict) -> None:
+    """A threshold outside (0, 1), or clean-up asked of a model that is not binary: usage errors."""
+    from segkit.errors import UsageError
+
+    if not 0 < threshold < 1:
+        raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
+    if any(postprocess.values()) and not trained.task.supports_postprocess:
+        raise UsageError(
+            f"--fill-holes and --keep-largest work on binary masks; {checkpoint} is {trained.task.kind}"
+        )
 
 
 def _settings_of_this_evaluation(trained, name, split, data_path, dataset_option, choices: dict) -> dict:
