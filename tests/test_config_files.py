@@ -461,3 +461,20 @@ def test_a_tile_in_a_file_with_crops_from_the_flags_is_checked_across_layers(tmp
     assert resolve_run_config({"crop_size": 24}, path, None)["tile"] == 24
     with pytest.raises(UsageError, match=r"tile \(--tile\) from config .* 24 is smaller than --crop-size 32"):
         resolve_run_config({"crop_size": 32}, path, None)
+
+
+def test_settings_resolution_alone_refuses_a_planner_and_the_planning_layer_plans_it(monkeypatch):
+    """segkit.config knows no planner (the layers): a planner named there is a usage error; the
+    planning layer's resolve_planned_config passes its make_plan in and gets the plan back."""
+    import segkit.planning as planning
+
+    with pytest.raises(UsageError, match="is a planner: resolve with segkit.planning.resolve_planned_config"):
+        resolve_run_config({}, None, "auto")
+    made = []
+
+    class Plan:
+        settings = {"epochs": 7}
+
+    monkeypatch.setattr(planning, "make_plan", lambda name, values, chosen: made.append(name) or Plan())
+    config = planning.resolve_planned_config({}, None, "auto")
+    assert made == ["auto"] and config["epochs"] == 7 and config.sources["epochs"] == "plan auto"

@@ -313,3 +313,26 @@ def test_evaluate_on_cuda_agrees_with_the_cpu(tmp_path, tiny_checkpoint):
         figures[device] = json.loads((out / "summary.json").read_text())["network_resolution"]
     assert figures["cuda"]["images"] == figures["cpu"]["images"]
     assert figures["cuda"]["dice_per_image"] == pytest.approx(figures["cpu"]["dice_per_image"], abs=0.02)
+
+
+def test_the_gpu_check_script_stops_with_exit_2_where_torch_sees_no_gpu(tmp_path):
+    """benchmarks/gpu_check.sh asks the interpreter it is given how many GPUs torch sees; with none it
+    says so and writes no table (a stand-in interpreter answers 0, so this holds on a GPU machine too)."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    stand_in = tmp_path / "python"
+    stand_in.write_text("#!/bin/sh\necho 0\n")
+    stand_in.chmod(0o755)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        ["bash", str(script), str(out)],
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(stand_in)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "torch sees no CUDA GPU here" in result.stderr
+    assert not (out / "summary.md").exists()
