@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,10 +22,11 @@ from PIL import Image
 from skimage import measure
 
 import segkit
-from segkit.planning import PlanRequest, auto
+from segkit.errors import UsageError
+from segkit.planning import PlanRequest, auto, planning_allowance
 from segkit.planning import fingerprint as fingerprint_module
 from segkit.planning.fingerprint import Fingerprint, compute_fingerprint
-from segkit.planning.machine import Candidate, Timing
+from segkit.planning.machine import Candidate, time_in_turn
 
 
 class MaskList(torch.utils.data.Dataset):
@@ -450,8 +452,21 @@ def blobs(**changes) -> Fingerprint:
     return replace(found, **changes)
 
 
+class FakeClock:
+    """A planning clock that moves only as the fake training steps say."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
 class Request(PlanRequest):
-    """A request whose fingerprint and step timings are given (no dataset, no model is built)."""
+    """A request whose fingerprint and step timings are given (no dataset, no model is built): a step at
+    128 px takes ``step_s_at_128`` (scaled by pixels; ``channels_last_speed`` times faster in
+    channels_last), a candidate's first step ``first_factor`` times that, and each step moves the
+    planning clock by its seconds, so the planning allowance and the real timing loop apply."""
 
     def __init__(
         self,
@@ -460,14 +475,16 @@ class Request(PlanRequest):
         chosen=(),
         channels_last_speed=1.0,
         device="cpu",
+        first_factor=1.5,
         **values,
     ):
         base = dict(segkit.config.settings.DEFAULTS)
         base.update(values)
-        super().__init__(base, frozenset(chosen) | frozenset(values))
+        super().__init__(base, frozenset(chosen) | frozenset(values), clock=FakeClock())
         self._cache.update(fingerprint=found, device=torch.device(device))
         self.step_s_at_128 = step_s_at_128
         self.channels_last_speed = channels_last_speed
+        self.first_factor = first_factor
         self.timed: list[Candidate] = []
 
     def item_seconds(self):
@@ -476,13 +493,21 @@ class Request(PlanRequest):
     def loader_workers(self):
         return 0
 
-    def time_side_by_side(self, candidates):
-        return [self.time(candidate) for candidate in candidates]
-
-    def time(self, candidate):
-        self.timed.append(candidate)
+    def step_seconds(self, candidate):
         speed = self.channels_last_speed if candidate.channels_last is True else 1.0
-        return Timing(candidate, self.step_s_at_128 * (candidate.size / 128) ** 2 / speed)
+        return self.step_s_at_128 * (candidate.size / 128) ** 2 / speed
+
+    def training_step(self, candidate):
+        self.timed.append(candidate)
+        seconds, taken = self.step_seconds(candidate), []
+
+        def step():
+            took = seconds * (self.first_factor if not taken else 1.0)
+            taken.append(took)
+            self.clock.now += took
+            return took
+
+        return step
 
 
 def test_blobs_are_resized_and_cleaned_up_thin_lines_are_cropped_and_tiled():
@@ -504,7 +529,7 @@ def test_blobs_are_resized_and_cleaned_up_thin_lines_are_cropped_and_tiled():
 
 
 def test_very_large_photos_are_cropped_even_with_wide_structures():
-    plan = auto.plan_auto(Request(blobs(height=[4000] * 3, width=[6000] * 3), 0.5))
+    plan = auto.plan_auto(Request(blobs(height=[4000] * 3, width=[6000] * 3), 0.2))
     assert "crop_size" in plan.settings
 
 
@@ -535,8 +560,9 @@ def test_the_chosen_size_leaves_enough_steps_unless_none_does():
     size = plan.settings["image_size"]
     assert plan.facts["expected_steps"] >= auto.RULES["min_steps"]
     bigger = [s for s in auto.RULES["resize_sizes"] if size < s <= 375]
-    slow = auto.plan_auto(Request(blobs(), 100.0))
+    slow = auto.plan_auto(Request(blobs(), 2.0))
     assert slow.settings["image_size"] == auto.RULES["resize_sizes"][0]
+    assert slow.facts["expected_steps"] < auto.RULES["min_steps"]
     assert bigger == [] or plan.settings["image_size"] < bigger[0]
 
 
@@ -761,13 +787,444 @@ def test_the_planner_times_steps_with_the_runs_amp_setting(monkeypatch, requeste
     calls = []
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_supported)
     monkeypatch.setattr(
-        machine,
-        "time_side_by_side",
-        lambda candidates, device, steps, amp: (
-            calls.append((device, amp)) or [Timing(c, 1.0) for c in candidates]
-        ),
+        machine, "training_step", lambda candidate, device, amp: calls.append((device, amp)) or (lambda: 1.0)
     )
     request = PlanRequest({"amp": requested, "device": "cuda"}, frozenset())
     request._cache["device"] = torch.device("cuda")  # torch sees no GPU here; the device is given
     request.time(Candidate("unet", 32, 2))
     assert calls == [(torch.device("cuda"), expected)]
+
+
+# -- planning time: a small share of the budget, time-boxed; budgets too short for one epoch refused ----
+
+
+@pytest.mark.parametrize(
+    "budget, allowed", [(20, 3.0), (60, 3.0), (600, 18.0), (900, 27.0), (3600, 30.0), (None, 30.0)]
+)
+def test_planning_is_allowed_three_percent_of_the_budget_between_3_and_30_seconds(budget, allowed):
+    assert planning_allowance(budget) == pytest.approx(allowed)
+
+
+def fake_steps(clock, seconds):
+    """A fake training step: each call takes the next of ``seconds`` (the last one repeated), moving
+    ``clock`` by it."""
+    left = list(seconds)
+
+    def step():
+        took = left.pop(0) if len(left) > 1 else left[0]
+        clock.now += took
+        return took
+
+    return step
+
+
+@pytest.mark.parametrize(
+    "deadline, rounds_taken",
+    [
+        (None, 3),
+        (108.5, 2),  # first steps end at 104; the first round is judged by them (4 s), the next by it (2 s)
+        (108.0, 2),  # the second round ends at the deadline exactly; the third would end past it
+        (107.9, 0),  # the first round, judged by the first steps, would end at 108
+        (103.0, 0),  # past the deadline after the first steps: their seconds stand
+    ],
+)
+def test_time_in_turn_begins_no_round_that_would_end_past_the_deadline(deadline, rounds_taken):
+    clock = FakeClock()  # at 100
+    a, b = Candidate("unet", 32, 2), Candidate("unet", 64, 2)
+    found = time_in_turn([a, b], [fake_steps(clock, [2, 1]), fake_steps(clock, [2, 1])], 3, deadline, clock)
+    assert [timing.steps for timing in found] == [rounds_taken] * 2
+    assert clock.now == 104 + 2 * rounds_taken
+    assert [timing.step_s for timing in found] == [1 if rounds_taken else 2] * 2
+    assert [timing.first_s for timing in found] == [2, 2]
+
+
+def test_time_in_turn_leaves_out_candidates_past_the_deadline_beyond_those_required():
+    clock = FakeClock()
+    a, b = Candidate("unet", 32, 2), Candidate("unet", 64, 2)
+    steps = [fake_steps(clock, [5]), fake_steps(clock, [1])]
+    assert [t.candidate for t in time_in_turn([a, b], steps, 2, 102, clock, required=1)] == [a]
+    assert clock.now == 105, "the required first step is taken, the other never begun"
+    clock.now = 100
+    assert len(time_in_turn([a, b], steps, 2, 102, clock)) == 2
+
+
+@given(
+    step=st.floats(0.001, 20),
+    budget=st.sampled_from([30.0, 60.0, 300.0, 900.0, 3600.0]),
+    speed=st.floats(0.7, 1.5),
+    photos=st.sampled_from([(40, 56), (375, 500), (700, 900)]),
+)
+@settings(deadline=None, max_examples=60)
+def test_planning_keeps_to_its_allowance_but_for_one_first_step(step, budget, speed, photos):
+    """Whatever the machine, planning takes its allowance and at most the first step it must take
+    beyond it (a 128 px step's first: 1.5 steps in ``Request``; photos smaller than 128 px are timed at
+    their own size, cheaper)."""
+    found = blobs(height=[photos[0]] * 3, width=[photos[1]] * 3)
+    request = Request(found, step, channels_last_speed=speed, time_budget=budget)
+    try:
+        auto.plan_auto(request)
+    except UsageError:
+        pass
+    assert request.spent_s() <= planning_allowance(budget) + 1.5 * step + 1e-9
+    if step < 0.01:  # a fast machine times everything it means to
+        assert not request.skipped
+
+
+def test_a_slow_machine_plans_from_what_it_could_time_and_says_so():
+    """A minute's budget allows 3 s: a 2 s step (its first 3 s) leaves no time to time channels_last
+    against NCHW or the chosen size; a 1 s step leaves the first step of each layout, too rough to
+    switch on even where channels_last looked twice as fast."""
+    slow = Request(blobs(), 2.0, channels_last_speed=2.0, time_budget=60.0)
+    plan = auto.plan_auto(slow)
+    assert plan.settings["channels_last"] is False
+    assert "no time left in the planning allowance (3 s)" in plan.reasons["channels_last"]
+    assert plan.facts["not_timed"] == ["resnet18_unet at 128px, batch 16, channels_last"]
+    assert plan.facts["first_step_only"] == ["resnet18_unet at 128px, batch 16, NCHW"]
+    assert "3.00 s a step of 16 at 128 px measured here" in plan.reasons["image_size"]
+    rough = auto.plan_auto(Request(blobs(), 1.0, channels_last_speed=2.0, time_budget=60.0))
+    assert rough.settings["channels_last"] is False
+    assert "from one untimed step each" in rough.reasons["channels_last"]
+    assert "0.75 s in channels_last and 1.50 s in NCHW" in rough.reasons["channels_last"]
+
+
+def test_a_size_the_allowance_leaves_untimed_is_scaled_from_the_reference_step_and_said_so():
+    # 15 minutes allow 27 s, of which reading the data took 26.5: the layouts are timed in 0.45 s (a
+    # 128 px step of 0.05 s, its first 0.075), leaving 0.05 s, too little to time the chosen size.
+    request = Request(blobs(), 0.05, time_budget=900.0)
+    request.clock.now += 26.5
+    plan = auto.plan_auto(request)
+    size = plan.settings["image_size"]
+    assert size > 128 and plan.facts["not_timed"] == [f"resnet18_unet at {size}px, batch 16, NCHW"]
+    assert (
+        f"{0.05 * (size / 128) ** 2:.2f} s a step of 16 at {size} px, scaled from the 128 px step"
+        in (plan.reasons["image_size"])
+    )
+    timed = Request(blobs(), 0.05, time_budget=900.0)
+    assert f"s a step of 16 at {size} px measured here" in auto.plan_auto(timed).reasons["image_size"]
+
+
+def small_photos(**changes) -> Fingerprint:
+    """Photos of 40x56 px with wide structures: resized, one size (32 px), timed at it."""
+    return blobs(height=[40] * 3, width=[56] * 3, structure_width_px=9.6, class_width_px=[9.6], **changes)
+
+
+def test_a_budget_too_short_for_one_epoch_is_refused_with_the_shortest_that_works():
+    """480 photos, batch 16: 30 steps an epoch at 32 px. A 32 px step takes 1.6 s x (32/128)^2 = 0.1 s;
+    in the loop 0.1 x 1.1 + 16 photos x 5 ms = 0.19 s; with validation (x 10/9) 0.2111 s, 6.333 s the
+    epoch, over the 12% margin 7.197 s; with the 3 s planning allowance 10.2 s: 11 s is the shortest."""
+    with pytest.raises(UsageError) as refused:
+        auto.plan_auto(Request(small_photos(images=480), 1.6, time_budget=10.0))
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith("--time-budget 10s is too short for one epoch of this plan: 30 step(s) of 16")
+    assert "at 32 px" in message and "give --time-budget 11s or more" in message
+    plan = auto.plan_auto(Request(small_photos(images=480), 1.6, time_budget=11.0))
+    assert plan.settings["image_size"] == 32
+
+
+def suggested_seconds(message: str) -> float:
+    number, unit = re.search(r"give --time-budget (\d+)([sm]) or more", message).groups()
+    return float(number) * (60 if unit == "m" else 1)
+
+
+@given(
+    images=st.integers(1, 3000),
+    step=st.floats(0.01, 3.0),
+    budget=st.integers(1, 900),
+    small=st.booleans(),
+)
+@settings(deadline=None, max_examples=60)
+def test_a_refused_budget_names_the_shortest_that_plans(images, step, budget, small):
+    found = small_photos(images=images) if small else blobs(images=images)
+    try:
+        auto.plan_auto(Request(found, step, time_budget=float(budget)))
+    except UsageError as error:
+        shortest = suggested_seconds(str(error))
+        assert shortest > budget
+        auto.plan_auto(Request(found, step, time_budget=shortest))  # plans
+        unit = 60 if shortest > 600 else 1
+        with pytest.raises(UsageError):
+            auto.plan_auto(Request(found, step, time_budget=shortest - unit))
+
+
+def test_a_plan_never_chooses_a_size_whose_epoch_outlasts_the_budget():
+    """20000 photos: 1250 steps an epoch, more than min_steps: a size is chosen only if a whole epoch
+    fits, not merely 1000 steps."""
+    plan = auto.plan_auto(Request(blobs(images=20000), 0.05))
+    assert plan.facts["expected_steps"] >= 1250
+    assert "1250 steps (one epoch)" in plan.reasons["image_size"]
+
+
+def report_steps_of(monkeypatch, step_s_at_32: float) -> None:
+    """Every training step the planner times reports ``step_s_at_32`` scaled by its pixels (nothing is
+    built or slept), and making an item 1 ms: plans that do not depend on this machine's speed."""
+    monkeypatch.setattr(
+        PlanRequest,
+        "training_step",
+        lambda self, candidate: lambda: step_s_at_32 * (candidate.size / 32) ** 2,
+    )
+    monkeypatch.setattr(PlanRequest, "item_seconds", lambda self: 0.001)
+
+
+@pytest.mark.parametrize("command", ["run", "plan"])
+def test_a_refused_budget_leaves_no_run_folder(tiny_folder, tmp_path, monkeypatch, command):
+    # 6 training photos: one step of 30 s, x 1.1, with validation (x 10/9) 36.7 s, over the 12% margin
+    # 41.7 s, and 3 s of planning: 45 s.
+    report_steps_of(monkeypatch, 30.0)
+    out = tmp_path / "runs"
+    args = ("--dataset", "folder", "--data-path", tiny_folder, "--device", "cpu", "--out", out)
+    recipe = ("--recipe", "auto") if command == "run" else ()
+    result = invoke(command, *args, *recipe, "--time-budget", "20s")
+    assert result.exit_code == 2, result.output
+    line = error_line(result)
+    assert "--time-budget 20s is too short for one epoch" in line and "give --time-budget 45s or more" in line
+    assert not out.exists()
+    report_steps_of(monkeypatch, 0.01)
+    assert invoke("plan", *args, "--time-budget", "20s").exit_code == 0
+
+
+# -- a printed plan is the plan: `segkit plan --print-config` then `segkit run --config` ------------------
+
+
+@pytest.fixture(scope="module")
+def thin_folder(tmp_path_factory):
+    """8 photos of 48x64 px holding 1-px lines: auto trains on crops and predicts by tiles."""
+    root = tmp_path_factory.mktemp("thin") / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for index in range(8):
+        mask = np.zeros((48, 64), np.uint8)
+        mask[8 + 4 * index, 4:60] = 255
+        mask[4:44, 6 + 6 * index] = 255
+        photo = np.random.default_rng(index).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(photo).save(root / "images" / f"p{index}.png")
+        Image.fromarray(mask).save(root / "masks" / f"p{index}.png")
+    return root
+
+
+def unset_keys(toml_text: str) -> list[str]:
+    """The settings a printed config leaves unset (its ``# name = (not set)`` lines)."""
+    return re.findall(r"^# (\w+) = \(not set\)", toml_text, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("data", ["tiny_folder", "thin_folder"])
+def test_a_printed_plan_is_what_run_config_trains(data, request, tmp_path, monkeypatch):
+    import tomllib
+
+    report_steps_of(monkeypatch, 0.001)
+    folder = request.getfixturevalue(data)
+    given = ("--dataset", "folder", "--data-path", folder, *TINY_MODEL, "--time-budget", "1m")
+    printed = invoke("plan", *given, "--print-config")
+    assert printed.exit_code == 0, printed.output
+    frozen = tomllib.loads(printed.output)
+    planned = json.loads(invoke("plan", *given, "--json").output)["settings"]
+    assert planned and all(frozen[key] == value for key, value in planned.items() if key != "time_budget")
+    assert ("crop_size" in planned) == (data == "thin_folder")
+    # `segkit run --recipe auto --print-config` prints the same plan from the same timings
+    from_run = invoke("run", *given, "--recipe", "auto", "--print-config")
+    assert tomllib.loads(from_run.output) == frozen
+    (tmp_path / "plan.toml").write_text(printed.output)
+    out = tmp_path / "runs"
+    trained = invoke("run", "--config", tmp_path / "plan.toml", "--epochs", "1", "--out", out, "--quiet")
+    assert trained.exit_code == 0, trained.output
+    recorded = json.loads((only_run_dir(out) / "config.json").read_text())["config"]
+    for key, value in frozen.items():
+        if key not in ("epochs", "out", "quiet"):
+            assert recorded[key] == value, key
+    assert all(recorded[key] is None for key in unset_keys(printed.output))
+    assert not (only_run_dir(out) / "plan.json").exists(), "a frozen plan is not planned again"
+
+
+# -- every reason states what was measured and follows its choice ----------------------------------------
+
+
+def test_the_size_reason_follows_each_branch():
+    # none leaves 1000 steps: the smallest, said so (not "the largest size leaving")
+    slow = auto.plan_auto(Request(blobs(), 2.0))
+    reason = slow.reasons["image_size"]
+    assert slow.settings["image_size"] == 128
+    assert "under 1000 steps even at the smallest size, so the smallest" in reason
+    assert f"~{slow.facts['expected_steps']} steps fit" in reason and "largest" not in reason
+    assert "2.00 s a step of 16 at 128 px measured here" in reason
+    # a larger size would leave too few: it is named with its steps
+    middle = auto.plan_auto(Request(blobs(), 0.3))
+    size = middle.settings["image_size"]
+    found = re.search(
+        r"the largest size leaving >= 1000 steps: (\d+) px would leave ~(\d+)", middle.reasons["image_size"]
+    )
+    assert found and int(found[1]) > size and int(found[2]) < 1000 <= middle.facts["expected_steps"]
+    # every size fits, the photos cap them
+    capped = auto.plan_auto(Request(blobs(), 0.001))
+    assert capped.settings["image_size"] == 320
+    assert (
+        "no larger size: photos are 375 px on the short side, never enlarged" in capped.reasons["image_size"]
+    )
+    # every size fits up to the largest auto tries
+    large = blobs(height=[512] * 3, width=[700] * 3)
+    top = auto.plan_auto(Request(large, 0.0001))
+    assert (
+        top.settings["image_size"] == 512
+        and "even at the largest size auto tries" in top.reasons["image_size"]
+    )
+
+
+@given(step=st.floats(0.001, 5.0), short=st.sampled_from([100, 200, 375, 512]), images=st.integers(10, 3000))
+@settings(deadline=None, max_examples=50)
+def test_no_size_reason_contradicts_the_size(step, short, images):
+    found = blobs(height=[short] * 3, width=[short + 100] * 3, images=images)
+    try:
+        plan = auto.plan_auto(Request(found, step))
+    except UsageError:
+        return
+    size, reason = plan.settings["image_size"], plan.reasons["image_size"]
+    expected = plan.facts["expected_steps"]
+    assert f"at {size} px" in reason and f"~{expected} steps fit" in reason
+    candidates = [s for s in auto.RULES["resize_sizes"] if s <= short] or [short // 32 * 32]
+    if "the largest size leaving" in reason:
+        assert expected >= 1000 and size != candidates[-1]
+    if "even at the smallest size" in reason:
+        assert expected < 1000 and size == candidates[0]
+    if "no larger size" in reason or "the largest size auto tries" in reason:
+        assert expected >= 1000 and size == candidates[-1]
+
+
+def test_the_sampling_reason_measures_at_the_size_it_names():
+    """Photos 64 px on the short side with 3-px structures: the only size is 64, and the reason says
+    how wide the structures are there (3 x 64/64), not at 128 px."""
+    small = blobs(height=[64] * 3, width=[80] * 3, structure_width_px=3.0, class_width_px=[3.0])
+    plan = auto.plan_auto(Request(small, 0.01))
+    assert plan.settings["image_size"] == 64
+    assert "stay 3.0 px wide resized to the smallest 64 px input" in plan.reasons["_sampling"]
+    assert "128" not in plan.reasons["_sampling"]
+    # 500-px photos, 2-px lines: 2 x 128/375 = 0.7 px at the smallest input, 128 px: crops
+    thin = auto.plan_auto(Request(blobs(structure_width_px=2.0, class_width_px=[2.0]), 0.5))
+    assert (
+        "would be 0.7 px wide resized to the smallest 128 px input (crops below 2.5 px)"
+        in (thin.reasons["crop_size"])
+    )
+    large = auto.plan_auto(Request(blobs(height=[4000] * 3, width=[6000] * 3), 0.2))
+    assert "photos (4000 px short side) are over 4x the smallest 128 px input" in large.reasons["crop_size"]
+
+
+def test_the_progressive_reason_names_its_stages_or_says_there_is_one():
+    plan = auto.plan_auto(Request(blobs(), 0.3))
+    stages = plan.settings["progressive_sizes"]
+    assert len(stages) > 1
+    assert f"early epochs at {', '.join(map(str, stages[:-1]))} px" in plan.reasons["progressive_sizes"]
+    one = auto.plan_auto(Request(small_photos(), 0.3))
+    assert one.settings["progressive_sizes"] == [32]
+    assert one.reasons["progressive_sizes"].startswith("one size: 32 px")
+
+
+TOOK = "a training step at 128 px took {:.2f} s in channels_last and 0.50 s in NCHW here"
+
+
+@pytest.mark.parametrize(
+    "speed, chosen, says",
+    [
+        (1.25, True, f"channels_last: {TOOK.format(0.4)}, 20% faster (channels_last must be 15% faster"),
+        (1.1, False, f"NCHW: {TOOK.format(0.4545)}; channels_last only 9% faster (channels_last must be 15%"),
+        (0.8, False, f"NCHW: {TOOK.format(0.625)}; channels_last no faster (channels_last must be 15%"),
+    ],
+)
+def test_the_layout_reason_states_both_timings_and_the_margin(speed, chosen, says):
+    plan = auto.plan_auto(Request(blobs(), 0.5, channels_last_speed=speed))
+    assert plan.settings["channels_last"] is chosen and says in plan.reasons["channels_last"]
+
+
+@given(
+    truth=st.floats(1.0, 1.05),
+    noise=st.tuples(
+        st.floats(0.95, 1.05), st.floats(0.95, 1.05), st.floats(0.95, 1.05), st.floats(0.95, 1.05)
+    ),
+)
+@settings(deadline=None, max_examples=40)
+def test_timing_noise_of_5_percent_never_switches_a_layout_at_most_5_percent_faster(truth, noise):
+    """`segkit plan` and the run time the layouts apart: each sees each layout's step off by up to 5%.
+    Where channels_last is at most 5% faster, neither switches to it (nor, then, do they disagree)."""
+
+    class Noisy(Request):
+        def step_seconds(self, candidate):
+            layout = 1 if candidate.channels_last is True else 0
+            return super().step_seconds(candidate) * self.noise[layout]
+
+    plans = []
+    for noise_nchw, noise_nhwc in (noise[:2], noise[2:]):
+        request = Noisy(blobs(), 0.5, channels_last_speed=truth)
+        request.noise = (noise_nchw, noise_nhwc)
+        plans.append(auto.plan_auto(request).settings["channels_last"])
+    assert plans == [False, False]
+
+
+def test_the_same_timings_give_the_same_plan():
+    first, second = (auto.plan_auto(Request(blobs(), 0.3, channels_last_speed=1.3)) for _ in range(2))
+    assert first.to_dict() == second.to_dict()
+
+
+def test_the_crop_reasons_state_the_measured_figures():
+    sparse = blobs(
+        structure_width_px=1.5,
+        class_width_px=[1.5],
+        foreground_fraction=[0.001, 0.004, 0.02],
+        objects_per_image=3,
+    )
+    plan = auto.plan_auto(Request(sparse, 0.5))
+    assert plan.settings["foreground_fraction"] == 0.5
+    assert "it is sparse (0.40% of a median image, under 1%)" in plan.reasons["foreground_fraction"]
+    assert plan.settings["tile"] == 2 * plan.settings["crop_size"]
+    assert "tiles of twice the crop" in plan.reasons["tile"]
+    dense = blobs(height=[200] * 3, width=[240] * 3, structure_width_px=1.5, class_width_px=[1.5])
+    plan = auto.plan_auto(Request(dense, 0.001))
+    assert (
+        plan.settings["foreground_fraction"] == 0.33
+        and "30.0% of a median image, not sparse" in (plan.reasons["foreground_fraction"])
+    )
+    assert plan.settings["tile"] == 200 < 2 * plan.settings["crop_size"]
+    assert "tiles of 200 px: photos are 200 px on the short side" in plan.reasons["tile"]
+
+
+def test_the_clean_up_reason_names_what_ruled_it_out():
+    def reason(**changes):
+        plan = auto.plan_auto(Request(blobs(**changes), 0.5))
+        assert plan.settings["fill_holes"] == plan.settings["keep_largest"]
+        return plan.settings["keep_largest"], plan.reasons["keep_largest"]
+
+    assert reason() == (True, "one compact object per image (median 1): fill its holes, drop specks")
+    assert reason(objects_per_image=4) == (
+        False, "median 4 objects per image: keeping the largest would delete true ones"
+    )  # fmt: skip
+    assert (
+        reason(empty_share=0.6)[0] is False
+        and "60% of the images have no foreground" in reason(empty_share=0.6)[1]
+    )
+    multilabel = reason(task="multilabel")
+    assert multilabel[0] is False and multilabel[1].startswith("multilabel: ")
+    cropped = reason(structure_width_px=1.0, class_width_px=[1.0])
+    assert cropped[0] is False and cropped[1].startswith("crops and tiles")
+
+
+def test_the_augmentation_and_loss_reasons_follow_their_branches():
+    few = blobs(images=40)
+    strong = auto.plan_auto(Request(few, 0.01))
+    passes = strong.facts["expected_epochs"]
+    assert strong.settings["augment"] == "strong" and f"~{passes:.0f} passes" in strong.reasons["augment"]
+    assert "over 150" in strong.reasons["augment"]
+    street = replace(
+        few,
+        task="multiclass",
+        class_names=["background", "car"],
+        class_share=[0.8, 0.2],
+        class_width_px=[None, 40.0],
+    )
+    scenes = auto.plan_auto(Request(street, 0.01))
+    assert (
+        scenes.settings["augment"] == "default"
+        and "over 150, but multi-class scenes" in scenes.reasons["augment"]
+    )
+    plain = auto.plan_auto(Request(blobs(images=5000), 0.5))
+    assert plain.settings["augment"] == "default" and "not over 150" in plain.reasons["augment"]
+    assert "foreground 30.0% of a median image" in plain.reasons["loss"]
+    assert "overlap the score measures" in plain.reasons["loss"]
+    small = auto.plan_auto(Request(blobs(foreground_fraction=[0.01, 0.03, 0.05]), 0.5))
+    assert "foreground 3.0% of a median image" in small.reasons["loss"]
+    assert "outweighed by the background" in small.reasons["loss"]

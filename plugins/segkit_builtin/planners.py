@@ -10,6 +10,7 @@ def register_planners(register):
     register(
         "auto",
         plan_auto,
-        description="Plans the run from the data, this machine and --time-budget (default 15m): resize or "
-        "crops + tiles, sizes, batch, loss, schedule, inference; `segkit plan` shows it",
+        description="Plans the run from the data, this machine and --time-budget (default 15m; planning "
+        "is allowed 3% of it, 3-30 s): resize or crops + tiles, sizes, batch, loss, schedule, inference; "
+        "`segkit plan` shows it",
     )

@@ -39,7 +39,10 @@ def plan(recipe, config_file, print_config, as_json, **flags):
     Takes `segkit run`'s flags: give the dataset (--dataset folder --data-path DIR) and optionally
     --time-budget (default 15m) and any setting you want fixed; the planner chooses the rest, with a
     reason for each. It reads the training split (its fingerprint is cached beside the data) and times
-    a few training steps on the device, as `segkit run --recipe auto` does before training.
+    a few training steps on the device, as `segkit run --recipe auto` does before training, within 3% of
+    the budget (at least 3 s, at most 30 s); a budget too short for one epoch is refused, with the
+    shortest that would do. `--print-config > plan.toml` freezes the plan: `segkit run --config
+    plan.toml` trains exactly it, without planning (or timing) again.
     """
     from segkit.planning import describe_plan, resolve_planned_config
 
@@ -47,6 +50,9 @@ def plan(recipe, config_file, print_config, as_json, **flags):
         raise UsageError(f"--recipe {recipe!r} is not a planner; `segkit plugins --kind planner` lists them")
     config = resolve_planned_config(flag_layer(flags), config_file, recipe)
     if print_config:
+        from segkit.engine.preflight import check_before_training
+
+        check_before_training(config)  # what the run would refuse, refused before it is frozen
         click.echo(to_toml(config), nl=False)
     elif as_json:
         click.echo(json.dumps(config.plan.to_dict(), indent=2, default=str))

@@ -14,7 +14,7 @@ measured on a 2-core AMD EPYC CPU, 256x256, batch 8, fp32; see ``benchmarks/READ
   on the 2-core EPYC, about 1.3x on a 2-core Xeon with AVX-512), and training-mode BatchNorm sums
   batch statistics less precisely in it, so by default (``"auto"``) the CPU trains in NCHW;
   ``--recipe auto`` times a training step in both layouts on the machine it plans for and chooses
-  channels_last where its step is at least 10% shorter. On CUDA, channels_last lets cuDNN use
+  channels_last where its step is at least 15% shorter. On CUDA, channels_last lets cuDNN use
   tensor-core kernels under autocast.
 - **BatchNorm folded into the convolution before it**, for inference: in eval mode BatchNorm is the
   affine map ``(x - mean) / sqrt(var + eps) * gamma + beta``, which folds exactly (up to float

@@ -14,11 +14,16 @@ What it decides, in order:
    ``resnet18_unet`` from scratch; and the memory layout (channels_last where a timed step says it
    is faster on this CPU);
 4. the input (or crop) size and batch: the largest size whose expected number of optimizer steps in
-   the budget, from timed training steps on this device, is at least ``min_steps``; progressive
-   sizes (resize path only), tile size and overlap;
+   the budget, from timed training steps on this device, is at least ``min_steps`` (and one epoch);
+   progressive sizes (resize path only), tile size and overlap; a budget too short for one epoch of
+   the plan is refused (``UsageError``, before any run folder exists) with the shortest that would do;
 5. the optimizer and schedule, EMA, augmentation;
 6. inference: threshold calibration, flip TTA, and hole filling / keeping the largest component
    only for one compact object per image.
+
+Each reason states what was measured and why the choice followed from it. Timing is time-boxed
+(``segkit.planning.PlanRequest``): a timing the planning allowance has no room for is left out and the
+plan scales what it has, saying so. Given the same fingerprint and timings the plan is the same.
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from segkit.config.settings import parse_duration
-from segkit.planning import Plan, PlanRequest
+from segkit.errors import UsageError
+from segkit.planning import Plan, PlanRequest, format_seconds, planning_allowance
 from segkit.planning.fingerprint import Fingerprint
-from segkit.planning.machine import Candidate
+from segkit.planning.machine import Candidate, Timing
 
 # How each number was measured: benchmarks/README.md, "How --recipe auto's rules were measured".
 RULES: dict[str, Any] = {
@@ -44,7 +50,7 @@ RULES: dict[str, Any] = {
     "resize_sizes": (128, 160, 192, 224, 256, 320, 384, 448, 512),
     "crop_sizes": (128, 192, 256, 320, 384, 512),
     # The size every timing is scaled from (one timed candidate; others scale with their pixels,
-    # and the chosen one is timed too).
+    # and the chosen one is timed too); photos smaller than it are timed at their own size.
     "reference_size": 128,
     # Optimizer steps a from-scratch run needs within its budget: more steps at a smaller input beat
     # fewer at a larger one.
@@ -55,8 +61,10 @@ RULES: dict[str, Any] = {
     "loop_factor": {"resize": 1.1, "crops": 1.0},
     # Batch size by device type.
     "batch_size": {"cpu": 16, "cuda": 32, "mps": 16},
-    # Share of a budget left for validation, checkpoints and the last epoch's end.
+    # Share of a budget (after planning) left for validation, checkpoints and the last epoch's end.
     "overhead": 0.12,
+    # A foreground under this share of a median image is small: BCE alone would let the background win.
+    "small_foreground": 0.1,
     # Crops centred on foreground when the median image's foreground is below this fraction.
     "sparse_foreground": 0.01,
     # More expected passes over the training photos than this: the "strong" augmentation pipeline.
@@ -64,8 +72,10 @@ RULES: dict[str, Any] = {
     # At most this many objects per image (median) for keep-largest and hole filling to help.
     "single_object": 1.5,
     # channels_last is chosen when a timed training step in it is at least this much faster (it pays
-    # on some CPUs and not on others, so it is measured, not assumed).
-    "channels_last_gain": 0.10,
+    # on some CPUs and not on others, so it is measured, not assumed). The margin keeps the noise of a
+    # busy machine (steps timed apart vary by 10% and more under load) from flipping the choice between
+    # `segkit plan` and the run.
+    "channels_last_gain": 0.15,
     "default_budget": "15m",
     # From scratch, the model that trains the most images a second for its quality on a CPU; with
     # ImageNet weights on disk, the pretrained one (they are worth more than speed).
@@ -93,11 +103,13 @@ def plan_auto(request: PlanRequest) -> Plan:
     crops = _crops_or_resize(plan, request, fingerprint)
     _model(plan, request)
     _batch(plan, request)
-    _memory_layout(plan, request, fingerprint)
+    _memory_layout(plan, request, fingerprint, crops)
     _image_sizes_and_tiles(plan, request, fingerprint, crops)
     _optimisation(plan, request)
     _augmentation(plan, request, fingerprint, crops)
     _inference(plan, request, fingerprint, crops)
+    if request.skipped:
+        plan.facts["not_timed"] = list(request.skipped)
     return plan
 
 
@@ -108,97 +120,170 @@ def _loss(plan: Plan, request: PlanRequest, fingerprint: Fingerprint) -> None:
         plan.choose(
             "loss",
             "ce_dice",
-            "multi-class: cross-entropy for every pixel plus soft Dice, which weighs "
-            "small classes as much as large ones",
+            f"multi-class ({len(fingerprint.class_names)} classes): cross-entropy for every pixel plus soft "
+            "Dice, which weighs small classes as much as large ones",
         )
-    else:
-        plan.choose(
-            "loss",
-            "bce_dice",
-            f"{fingerprint.task}: BCE plus soft Dice, robust to a small foreground "
-            f"({fingerprint.foreground_fraction[1]:.1%} of a median image)",
-        )
+        return
+    foreground = fingerprint.foreground_fraction[1]
+    why = (
+        "soft Dice keeps so small a foreground from being outweighed by the background"
+        if foreground < RULES["small_foreground"]
+        else "soft Dice optimises the overlap the score measures"
+    )
+    plan.choose(
+        "loss",
+        "bce_dice",
+        f"{fingerprint.task}, foreground {foreground:.1%} of a median image: BCE for every pixel; {why}",
+    )
+
+
+def _record(plan: Plan, timing: Timing) -> None:
+    """A timing in the plan's facts (``timings``: seconds a step; ``first_step_only``: those the planning
+    allowance left with one untimed step, an overestimate)."""
+    described = timing.candidate.describe()
+    plan.facts.setdefault("timings", {})[described] = round(timing.step_s, 3)
+    if timing.steps == 0 and described not in plan.facts.setdefault("first_step_only", []):
+        plan.facts["first_step_only"].append(described)
+
+
+def _sizes(fingerprint: Fingerprint, crops: bool) -> list[int]:
+    """The input (or crop) sides auto may choose, smallest first: never beyond the median photo's short
+    side (photos smaller than every candidate: their own side, in multiples of 32)."""
+    sizes = [s for s in RULES["crop_sizes" if crops else "resize_sizes"] if s <= fingerprint.short_side]
+    return sizes or [max(32, int(fingerprint.short_side) // 32 * 32)]
+
+
+def _reference_size(fingerprint: Fingerprint, crops: bool) -> int:
+    """The size timed first, which the others are scaled from: ``reference_size``, or the only size
+    auto may choose for photos smaller than it (a larger one would be timed for nothing)."""
+    return min(RULES["reference_size"], _sizes(fingerprint, crops)[0])
 
 
 def _crops_or_resize(plan: Plan, request: PlanRequest, fingerprint: Fingerprint) -> bool:
+    """Crops when the thinnest structure would be under ``thin_px`` wide resized to the smallest input
+    the resize path may choose (or the user's ``image_size``): what holds there holds at any larger
+    size; or when photos are over ``large_photo_factor`` times that input."""
     values = request.values
     if "crop_size" in request.chosen:
         given = values.get("crop_size") is not None
-        plan.reasons["_sampling"] = "crops at native resolution: --crop-size given" if given else "resize"
+        plan.reasons["_sampling"] = (
+            "crops at native resolution: --crop-size given"
+            if given
+            else "whole photos resized: crop_size set to none by you"
+        )
         return given
-    size = values["image_size"] if "image_size" in request.chosen else RULES["reference_size"]
+    size = values["image_size"] if "image_size" in request.chosen else _sizes(fingerprint, False)[0]
     factor = size / max(1.0, fingerprint.short_side)
     thinnest = fingerprint.thinnest_width_px()
     at_input = thinnest * min(1.0, factor)
+    thin = at_input < RULES["thin_px"]
     large = fingerprint.short_side > RULES["large_photo_factor"] * size
     plan.facts["thinnest_px_at_input"] = round(at_input, 2) if math.isfinite(at_input) else None
-    if at_input < RULES["thin_px"] or large:
-        why = (
-            f"the thinnest structures (~{thinnest:.1f} px) would be {at_input:.1f} px wide "
-            f"resized to {size}px"
-            if at_input < RULES["thin_px"]
-            else f"photos ({fingerprint.short_side:.0f} px short side) are over "
-            f"{RULES['large_photo_factor']:g}x the {size}px input"
-        )
-        plan.reasons["_sampling"] = f"crops at native resolution, tiles to predict: {why}"
-        return True
-    plan.reasons["_sampling"] = (
-        f"whole photos resized: structures stay ~{at_input:.1f} px wide at {size}px and photos are "
-        f"{fingerprint.short_side:.0f} px on the short side"
+    smallest = "your" if "image_size" in request.chosen else "the smallest"
+    width = (
+        f"the thinnest structures (~{thinnest:.1f} px) {'would be' if thin else 'stay'} {at_input:.1f} px "
+        f"wide resized to {smallest} {size} px input (crops below {RULES['thin_px']:g} px)"
+        if math.isfinite(at_input)
+        else "no foreground structure to keep thin"
     )
-    return False
+    side = (
+        f"photos ({fingerprint.short_side:.0f} px short side) are "
+        f"{'over' if large else 'under'} {RULES['large_photo_factor']:g}x {smallest} {size} px input"
+    )
+    if thin:
+        plan.reasons["_sampling"] = f"crops at native resolution, tiles to predict: {width}"
+    elif large:
+        plan.reasons["_sampling"] = (
+            f"crops at native resolution, tiles to predict: {side}: resizing would discard most pixels"
+        )
+    else:
+        plan.reasons["_sampling"] = f"whole photos resized: {width}, and {side}"
+    return thin or large
+
+
+def _crops_per_photo(fingerprint: Fingerprint, size: int) -> int:
+    """Crops of ``size`` an epoch cuts from a median photo (about its area over the crop's, 1 to 64, as
+    the run counts them)."""
+    return max(1, min(64, round(fingerprint.height[1] * fingerprint.width[1] / size**2)))
+
+
+def _steps_per_epoch(fingerprint: Fingerprint, batch: int, crops: bool, size: int) -> int:
+    """Training steps (batches) in one epoch of the training split at ``size``."""
+    items = fingerprint.images * (_crops_per_photo(fingerprint, size) if crops else 1)
+    return max(1, items // batch)
 
 
 def _image_sizes_and_tiles(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bool) -> None:
     """The final image (or crop) size: the largest candidate, up to the median photo's short side, at
-    which ``min_steps`` timed steps fit the budget (else the smallest); then, for crops, the tile and
-    crop settings (``_crop_settings``), or, for resized photos, the progressive sizes before it."""
+    which the budget leaves ``min_steps`` steps and one epoch (else the smallest), from a step timed at
+    ``reference_size`` scaled by pixels, and then the chosen size timed itself (stepping down while it
+    falls short) when the planning allowance has room; a budget too short for one epoch is refused;
+    then, for crops, the tile and crop settings (``_crop_settings``), or, for resized photos, the
+    progressive sizes before it."""
     values = request.values
     batch = values["batch_size"] if "batch_size" in request.chosen else plan.settings["batch_size"]
     key = "crop_size" if crops else "image_size"
-    # Never beyond the median photo's short side (photos smaller than every candidate: their own
-    # side, in multiples of 32).
-    sizes = [s for s in RULES["crop_sizes" if crops else "resize_sizes"] if s <= fingerprint.short_side]
-    sizes = sizes or [max(32, int(fingerprint.short_side) // 32 * 32)]
-    budget = float(values["time_budget"]) * (1 - RULES["overhead"])
+    sizes = _sizes(fingerprint, crops)
+    budget = _training_seconds(request)
+    reference_size = _reference_size(fingerprint, crops)
 
     def candidate(size: int) -> Candidate:
         return _candidate(plan, request, fingerprint, size)
 
-    reference = request.time(candidate(RULES["reference_size"]))
-    timings = plan.facts.setdefault("timings", {})
-    timings[reference.candidate.describe()] = round(reference.step_s, 3)
+    reference = request.time(candidate(reference_size))
+    _record(plan, reference)
+    measured = {reference_size: reference.step_s}
+
+    def timed(size: int) -> bool:
+        """Time ``size`` if the planning allowance has room (else its step stays scaled)."""
+        if size not in measured:
+            found = request.time_side_by_side([candidate(size)], optional=True)
+            if found is not None:
+                measured[size] = found[0].step_s
+                _record(plan, found[0])
+        return size in measured
+
+    def step_s(size: int) -> float:
+        """A step's seconds at ``size``: measured, or the reference step's scaled by pixels."""
+        return measured.get(size, reference.step_s * (size / reference_size) ** 2)
 
     data_s = _data_seconds_per_step(plan, request, batch, crops)
 
-    def steps(size: int, step_s: float) -> float:
-        """Optimizer steps expected in the budget at ``size``, from a step's measured seconds."""
-        stage_cost = 1.0 if crops else sum((s / size) ** 2 for s in _stages(size)) / len(_stages(size))
+    def loop_s(size: int, stage_cost: float) -> float:
+        """A training step's seconds in the run at ``size``: the timed step (times ``stage_cost``, the
+        share of its pixels the stages average), the loop's extras, the data and validation's share."""
         loop = RULES["loop_factor"]["crops" if crops else "resize"]
-        return budget / ((step_s * stage_cost * loop + data_s) * _validation_factor(crops))
+        return (step_s(size) * stage_cost * loop + data_s) * _validation_factor(crops)
+
+    def steps(size: int) -> float:
+        """Optimizer steps expected in the budget at ``size``."""
+        stage_cost = 1.0 if crops else sum((s / size) ** 2 for s in _stages(size)) / len(_stages(size))
+        return budget / loop_s(size, stage_cost)
+
+    def needed(size: int) -> int:
+        return max(RULES["min_steps"], _steps_per_epoch(fingerprint, batch, crops, size))
 
     if key in request.chosen:
         chosen = values[key]
+        timed(chosen)
+        plan.facts["expected_steps"] = round(max(0.0, steps(chosen)))
     else:
-        chosen = sizes[0]
-        for size in sizes:
-            if steps(size, reference.step_s * (size / RULES["reference_size"]) ** 2) >= RULES["min_steps"]:
-                chosen = size
-        if chosen != RULES["reference_size"]:
-            timed = request.time(candidate(chosen))
-            timings[timed.candidate.describe()] = round(timed.step_s, 3)
-            while chosen != sizes[0] and steps(chosen, timed.step_s) < RULES["min_steps"]:
-                chosen = sizes[sizes.index(chosen) - 1]
-                timed = request.time(candidate(chosen))
-                timings[timed.candidate.describe()] = round(timed.step_s, 3)
-        step_s = request.time(candidate(chosen)).step_s
-        expected = steps(chosen, step_s)
-        plan.facts["expected_steps"] = round(expected)
-        reason = (
-            f"{step_s:.2f} s a step of {batch} measured here: ~{expected:.0f} steps fit the budget "
-            f"(the largest size leaving >= {RULES['min_steps']})"
+        fitting = [size for size in sizes if steps(size) >= needed(size)]
+        chosen = fitting[-1] if fitting else sizes[0]
+        # Steps do not scale exactly with pixels: the chosen size is timed itself, and a smaller one
+        # taken while it falls short.
+        while timed(chosen) and chosen != sizes[0] and steps(chosen) < needed(chosen):
+            chosen = sizes[sizes.index(chosen) - 1]
+        plan.facts["expected_steps"] = round(max(0.0, steps(chosen)))
+        how = (
+            f"{step_s(chosen):.2f} s a step of {batch} at {chosen} px measured here"
+            if chosen in measured
+            else f"{step_s(chosen):.2f} s a step of {batch} at {chosen} px, scaled from the "
+            f"{reference_size} px step (no time left in the planning allowance to time it)"
         )
-        plan.choose(key, chosen, f"{plan.reasons['_sampling']}; {reason}" if crops else reason)
+        reason = _size_reason(plan, how, chosen, sizes, steps, needed, crops, fingerprint.short_side)
+        plan.choose(key, chosen, reason)
+    _refuse_a_budget_too_short(request, fingerprint, batch, crops, chosen, step_s(chosen), data_s)
     if crops:
         _crop_settings(plan, request, fingerprint, chosen)
     else:
@@ -207,10 +292,91 @@ def _image_sizes_and_tiles(plan: Plan, request: PlanRequest, fingerprint: Finger
             plan.choose(
                 "progressive_sizes",
                 stages,
-                "progressive resizing: early epochs at smaller sizes, more of them in the budget",
+                f"progressive resizing: early epochs at {', '.join(map(str, stages[:-1]))} px, cheaper, "
+                f"so more epochs fit the budget, then {chosen} px"
+                if len(stages) > 1
+                else f"one size: {chosen} px leaves no smaller stage of at least 32 px",
             )
         if "image_size" not in request.chosen:
             plan.settings["image_size"] = chosen
+
+
+def _size_reason(
+    plan: Plan,
+    how: str,
+    chosen: int,
+    sizes: list[int],
+    steps: Callable[[int], float],
+    needed: Callable[[int], int],
+    crops: bool,
+    short_side: float,
+) -> str:
+    """Why ``chosen``: the steps the budget leaves there, and what the next size up would leave (or why
+    there is none), or that none leaves enough."""
+    expected = steps(chosen)
+    enough = f"{needed(chosen)} steps" + (" (one epoch)" if needed(chosen) > RULES["min_steps"] else "")
+    if expected < needed(chosen):
+        why = f"under {enough} even at the smallest size, so the smallest"
+    elif chosen != sizes[-1]:
+        larger = sizes[sizes.index(chosen) + 1]
+        why = f"the largest size leaving >= {enough}: {larger} px would leave ~{steps(larger):.0f}"
+    elif chosen != RULES["crop_sizes" if crops else "resize_sizes"][-1]:
+        why = f">= {enough}; no larger size: photos are {short_side:.0f} px on the short side, never enlarged"
+    else:
+        why = f">= {enough} even at the largest size auto tries"
+    reason = f"{how}: ~{expected:.0f} steps fit the budget, {why}"
+    return f"{plan.reasons['_sampling']}; {reason}" if crops else reason
+
+
+def _training_seconds(request: PlanRequest) -> float:
+    """Seconds of the budget for training steps: the budget less the planning allowance (a fixed share,
+    so the plan does not depend on how long planning happened to take) and the ``overhead``."""
+    budget = float(request.values["time_budget"])
+    return (budget - planning_allowance(budget)) * (1 - RULES["overhead"])
+
+
+def _refuse_a_budget_too_short(
+    request: PlanRequest,
+    fingerprint: Fingerprint,
+    batch: int,
+    crops: bool,
+    size: int,
+    step_s: float,
+    data_s: float,
+) -> None:
+    """A run whose budget cannot hold one epoch would train nothing: refused here, before any run folder
+    exists, with the shortest budget that holds planning, the first epoch (at the first progressive
+    stage) and the ``overhead``."""
+    budget = float(request.values["time_budget"])
+    first_stage = size if crops else _stages(size)[0]
+    loop = RULES["loop_factor"]["crops" if crops else "resize"]
+    per_step = step_s * (first_stage / size) ** 2 * loop + data_s
+    epoch_steps = _steps_per_epoch(fingerprint, batch, crops, size)
+    epoch_s = epoch_steps * per_step * _validation_factor(crops) / (1 - RULES["overhead"])
+    spent = request.spent_s()
+    if budget >= epoch_s + max(spent, planning_allowance(budget)):
+        return
+    shortest = epoch_s + max(spent, planning_allowance(epoch_s))
+    for _ in range(20):  # the allowance grows with the budget: a few rounds settle it
+        shortest = epoch_s + max(spent, planning_allowance(shortest))
+    given = (
+        f"--time-budget {format_seconds(budget)}"
+        if "time_budget" in request.chosen
+        else f"auto's default budget ({RULES['default_budget']})"
+    )
+    raise UsageError(
+        f"{given} is too short for one epoch of this plan: {epoch_steps} step(s) of {batch} "
+        f"{'crops' if crops else 'photos'} at {first_stage} px, ~{per_step:.2f} s each here, data included "
+        f"(~{epoch_s:.0f} s with validation and a {RULES['overhead']:.0%} margin), after "
+        f"{max(spent, planning_allowance(shortest)):.0f} s of planning; give --time-budget "
+        f"{_round_up(shortest)} or more"
+    )
+
+
+def _round_up(seconds: float) -> str:
+    """A budget of at least ``seconds``, as ``--time-budget`` takes it: whole seconds up to 10 minutes,
+    whole minutes beyond."""
+    return f"{math.ceil(seconds)}s" if seconds <= 600 else f"{math.ceil(seconds / 60)}m"
 
 
 def _data_seconds_per_step(plan: Plan, request: PlanRequest, batch: int, crops: bool) -> float:
@@ -232,18 +398,26 @@ def _crop_settings(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, c
     if "tile" not in chosen:
         tile = min(2 * crop, int(max(crop, fingerprint.short_side)))
         plan.choose(
-            "tile", tile, "validation and prediction by tiles of twice the crop, at native resolution"
+            "tile",
+            tile,
+            "validation and prediction at native resolution by tiles of twice the crop"
+            if tile == 2 * crop
+            else f"validation and prediction at native resolution by tiles of {tile} px: photos are "
+            f"{fingerprint.short_side:.0f} px on the short side, under twice the crop",
         )
     if "progressive_sizes" not in chosen:
         plan.choose("progressive_sizes", [], "no progressive crop sizes: smaller crops validated poorly")
     if "foreground_fraction" not in chosen:
-        sparse = fingerprint.foreground_fraction[1] < RULES["sparse_foreground"]
+        foreground = fingerprint.foreground_fraction[1]
+        sparse = foreground < RULES["sparse_foreground"]
         plan.choose(
             "foreground_fraction",
             0.5 if sparse else 0.33,
-            "half the crops centred on foreground: it is sparse"
+            f"half the crops centred on foreground: it is sparse ({foreground:.2%} of a median image, "
+            f"under {RULES['sparse_foreground']:.0%})"
             if sparse
-            else "a third of the crops centred on foreground (nnU-Net's share)",
+            else f"a third of the crops centred on foreground (nnU-Net's share): foreground is "
+            f"{foreground:.1%} of a median image, not sparse (under {RULES['sparse_foreground']:.0%})",
         )
 
 
@@ -312,25 +486,51 @@ def _batch(plan: Plan, request: PlanRequest) -> None:
         plan.choose("batch_size", batch, f"on {device}: small batches, many steps")
 
 
-def _memory_layout(plan: Plan, request: PlanRequest, fingerprint: Fingerprint) -> None:
-    """channels_last or NCHW for training on a CPU, whichever a timed step says is faster here (on
-    CUDA the run's own default, channels_last, stands)."""
+def _memory_layout(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bool) -> None:
+    """channels_last or NCHW for training on a CPU: channels_last only where steps timed side by side say
+    it is faster by at least ``channels_last_gain`` (on CUDA the run's own default, channels_last,
+    stands). NCHW, the CPU's training default, stays when the planning allowance leaves no time to
+    compare them or only their first (untimed) steps were taken."""
     if "channels_last" in request.chosen or request.device.type != "cpu":
         return
-    reference = _candidate(plan, request, fingerprint, RULES["reference_size"])
-    nchw, nhwc = request.time_side_by_side(
-        [replace(reference, channels_last=False), replace(reference, channels_last=True)]
+    size = _reference_size(fingerprint, crops)
+    reference = _candidate(plan, request, fingerprint, size)
+    both = request.time_side_by_side(
+        [replace(reference, channels_last=False), replace(reference, channels_last=True)], optional=True
     )
-    faster = nhwc.step_s < (1 - RULES["channels_last_gain"]) * nchw.step_s
-    plan.facts.setdefault("timings", {}).update(
-        {timing.candidate.describe(): round(timing.step_s, 3) for timing in (nchw, nhwc)}
+    if both is None:
+        plan.choose(
+            "channels_last",
+            False,
+            f"NCHW, the CPU's training default: no time left in the planning allowance "
+            f"({request.allowance_s:.0f} s) to time channels_last against it",
+        )
+        return
+    nchw, nhwc = both
+    _record(plan, nchw)
+    _record(plan, nhwc)
+    took = (
+        f"a training step at {size} px took {nhwc.step_s:.2f} s in channels_last and "
+        f"{nchw.step_s:.2f} s in NCHW here"
     )
-    plan.choose(
-        "channels_last",
-        faster,
-        f"a training step at {RULES['reference_size']}px took {nhwc.step_s:.2f} s in channels_last and "
-        f"{nchw.step_s:.2f} s in NCHW here",
-    )
+    if min(nchw.steps, nhwc.steps) == 0:
+        plan.choose(
+            "channels_last",
+            False,
+            f"NCHW, the CPU's training default: {took}, from one untimed step each (the planning "
+            "allowance ran out), too rough to switch on",
+        )
+        return
+    gain = 1 - nhwc.step_s / nchw.step_s
+    margin = RULES["channels_last_gain"]
+    rule = f"channels_last must be {margin:.0%} faster to be chosen: timings on a busy machine vary"
+    if gain >= margin:
+        why = f"channels_last: {took}, {gain:.0%} faster ({rule})"
+    elif gain > 0:
+        why = f"NCHW: {took}; channels_last only {gain:.0%} faster ({rule})"
+    else:
+        why = f"NCHW: {took}; channels_last no faster ({rule})"
+    plan.choose("channels_last", gain >= margin, why)
 
 
 def _optimisation(plan: Plan, request: PlanRequest) -> None:
@@ -354,20 +554,25 @@ def _augmentation(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, cr
         return
     batch = plan.settings.get("batch_size", request.values["batch_size"])
     size = plan.settings.get("crop_size" if crops else "image_size", RULES["reference_size"])
-    per_photo = max(1.0, fingerprint.height[1] * fingerprint.width[1] / size**2) if crops else 1.0
-    epochs = plan.facts.get("expected_steps", 0) * batch / max(1.0, fingerprint.images * per_photo)
+    per_photo = _crops_per_photo(fingerprint, size) if crops else 1
+    epochs = plan.facts.get("expected_steps", 0) * batch / max(1, fingerprint.images * per_photo)
     plan.facts["expected_epochs"] = round(epochs, 1)
-    if epochs > RULES["strong_augment_epochs"] and fingerprint.task != "multiclass":
+    limit = RULES["strong_augment_epochs"]
+    passes = f"~{epochs:.0f} passes over the photos expected"
+    if epochs > limit and fingerprint.task != "multiclass":
+        plan.choose("augment", "strong", f"{passes}, over {limit}: stronger augmentation against overfitting")
+    elif epochs > limit:
         plan.choose(
             "augment",
-            "strong",
-            f"~{epochs:.0f} passes over the photos: stronger augmentation against overfitting",
+            "default",
+            f"{passes}, over {limit}, but multi-class scenes: the strong pipeline's vertical flips and "
+            "shears make unnatural ones; flips, small rotations and colour jitter",
         )
     else:
         plan.choose(
             "augment",
             "default",
-            f"~{epochs:.0f} passes over the photos: flips, small rotations and colour jitter",
+            f"{passes}, not over {limit}: flips, small rotations and colour jitter",
         )
 
 
@@ -378,23 +583,27 @@ def _inference(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops
         plan.choose(
             "calibrate_threshold",
             thresholded,
-            "threshold picked on the validation split"
+            f"{fingerprint.task}: threshold picked on the validation split"
             if thresholded
             else "multi-class: argmax, no threshold",
         )
     if "tta" not in chosen:
         plan.choose("tta", True, "flip test-time augmentation")
-    single = (
-        fingerprint.task == "binary"
-        and not crops
-        and fingerprint.objects_per_image <= RULES["single_object"]
-        and fingerprint.empty_share < 0.5
-    )
-    reason = (
-        f"one compact object per image (median {fingerprint.objects_per_image:g})"
-        if single
-        else "several objects, thin structures or classes per image: clean-up would delete true parts"
-    )
+    objects = fingerprint.objects_per_image
+    if fingerprint.task != "binary":
+        reason = f"{fingerprint.task}: several classes per image, clean-up would delete true parts"
+    elif crops:
+        reason = "crops and tiles (thin structures or large photos): clean-up would delete true parts"
+    elif objects > RULES["single_object"]:
+        reason = f"median {objects:g} objects per image: keeping the largest would delete true ones"
+    elif fingerprint.empty_share >= 0.5:
+        reason = (
+            f"{fingerprint.empty_share:.0%} of the images have no foreground: keeping the largest "
+            "would keep noise there"
+        )
+    else:
+        reason = f"one compact object per image (median {objects:g}): fill its holes, drop specks"
+    single = reason.startswith("one compact")
     for key in ("fill_holes", "keep_largest"):
         if key not in chosen:
             plan.choose(key, single, reason)

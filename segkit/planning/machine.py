@@ -2,12 +2,11 @@
 
 ``time_steps(candidate, device, amp)`` builds the candidate's model (in the candidate's memory layout:
 NCHW, or channels_last; under the run's autocast dtype, bf16 or fp16 on CUDA, as the run will train), runs
-one untimed training step
-(forward, loss, backward, AdamW step; kernel selection, allocation) and then ``steps`` timed ones
-(one when the untimed step was slow) on random inputs of the candidate's size and batch, and
-returns seconds per step. A planner asks for
-a handful of candidates before training; the seconds it spends count in the run's budget.
-"""
+one untimed training step (forward, loss, backward, AdamW step; kernel selection, allocation) and then
+``steps`` timed ones (one when the untimed step was slow) on random inputs of the candidate's size and
+batch, and returns seconds per step. A planner asks for a handful of candidates before training; the
+seconds it spends count in the run's budget, so timing stops at a deadline (``time_in_turn``) and the
+planner uses what it has."""
 
 from __future__ import annotations
 
@@ -48,8 +47,13 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Timing:
+    """A candidate's seconds per training step: the median of ``steps`` timed steps, or, with ``steps``
+    0 (the planning time ran out), its untimed first step's (``first_s``)."""
+
     candidate: Candidate
     step_s: float
+    first_s: float = 0.0
+    steps: int = 1
 
     @property
     def images_per_second(self) -> float:
@@ -69,26 +73,61 @@ def time_side_by_side(
     device: torch.device | str = "cpu",
     steps: int = 2,
     amp: torch.dtype | None = None,
+    deadline: float | None = None,
 ) -> list[Timing]:
-    """``time_steps`` of several candidates, their timed steps taken in turn (one of each, then the
-    next round), so that a slow spell of a shared machine slows each alike and a comparison of
-    them holds (the median of each one's ``steps``)."""
+    """``time_steps`` of several candidates, their timed steps taken in turn (``time_in_turn``), so that
+    a slow spell of a shared machine slows each alike and a comparison of them holds; no round of
+    timed steps begins that would end past ``deadline`` (``time.monotonic()`` seconds)."""
     device = torch.device(device)
-    trainers = [_one_step(candidate, device, amp) for candidate in candidates]
-    warm_ups = [step() for step in trainers]
-    # A slow step is timed once: planning must cost seconds, not minutes.
-    rounds = 1 if max(warm_ups) > SLOW_STEP_S else steps
+    trainers = [training_step(candidate, device, amp) for candidate in candidates]
+    return time_in_turn(candidates, trainers, steps, deadline)
+
+
+def time_in_turn(
+    candidates: list[Candidate],
+    trainers: list[Callable[[], float]],
+    rounds: int,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    required: int | None = None,
+) -> list[Timing]:
+    """Time each candidate's training step (``trainers``: each takes one step and returns its seconds):
+    one untimed step of each, then up to ``rounds`` rounds of one timed step of each; a candidate's
+    timing is the median of its timed steps.
+
+    Planning must cost seconds, not minutes: a slow first step (over ``SLOW_STEP_S``) leaves one round;
+    past ``deadline`` (by ``clock``) no first step is taken beyond the ``required`` first candidates
+    (default: all), whose timings alone are returned, and no round is begun that would end past it
+    (estimated from the last round, or the first steps): a candidate then keeps its first step's
+    seconds, an overestimate (allocation, kernel choice)."""
+    required = len(candidates) if required is None else required
+
+    def past(seconds: float) -> bool:
+        return deadline is not None and clock() + seconds > deadline
+
+    first: list[float] = []
+    for index, step in enumerate(trainers):
+        if index >= required and past(first[-1] if first else 0.0):
+            break
+        first.append(step())
+    candidates, trainers = candidates[: len(first)], trainers[: len(first)]
+    if max(first, default=0.0) > SLOW_STEP_S:
+        rounds = 1
     seconds: list[list[float]] = [[] for _ in candidates]
+    last_round = sum(first)
     for _ in range(rounds):
+        if past(last_round):
+            break
         for times, step in zip(seconds, trainers, strict=True):
             times.append(step())
+        last_round = sum(times[-1] for times in seconds)
     return [
-        Timing(candidate, sorted(times)[(len(times) - 1) // 2])
-        for candidate, times in zip(candidates, seconds, strict=True)
+        Timing(candidate, sorted(times)[(len(times) - 1) // 2] if times else once, once, len(times))
+        for candidate, times, once in zip(candidates, seconds, first, strict=True)
     ]
 
 
-def _one_step(candidate: Candidate, device: torch.device, amp: torch.dtype | None) -> Callable[[], float]:
+def training_step(candidate: Candidate, device: torch.device, amp: torch.dtype | None) -> Callable[[], float]:
     """A function that takes one training step of ``candidate`` (forward and loss under autocast to
     ``amp``, backward, AdamW; fp16 through a gradient scaler, as the run's step) on random inputs and
     returns its seconds."""
