@@ -22,7 +22,7 @@ from data_fixtures import (
     huge_png,
     write,
 )
-from fixtures import PETS_SIZE, PETS_TEST_NAMES, expect_named_failure, invoke, run_cli
+from fixtures import PETS_SIZE, PETS_TEST_NAMES, error_line, expect_named_failure, invoke, run_cli
 from PIL import Image
 from scipy import ndimage
 from torch import nn
@@ -316,3 +316,49 @@ def test_predict_output_folder_that_cannot_be_made(tmp_path, tiny_checkpoint, re
     image = write(tmp_path / "in.jpg", encoded(corpus_photo(), "JPEG"))
     result = invoke("predict", tiny_checkpoint, image, "-o", regular_file / "out")
     expect_named_failure(result, regular_file / "out", "cannot be created", exit_code=2)
+
+
+# -- what predict says: the flip TTA it applied, a dataset root, photos far larger than the network input
+
+
+@pytest.mark.parametrize(("flags", "said"), [((), "none"), (("--tta",), "horizontal flip")])
+def test_the_summary_says_which_test_time_augmentation_it_applied(probe, tmp_path, flags, said):
+    checkpoint, photo = probe
+    result = invoke("predict", checkpoint, photo, "-o", tmp_path, *flags)
+    assert result.exit_code == 0, result.output
+    assert f"test-time augmentation {said}, post-processing none" in result.output
+
+
+def test_the_summary_says_the_recipes_flip_tta(pets_run_with_inference_choices, tmp_path):
+    root, run_dir = pets_run_with_inference_choices
+    result = invoke("predict", run_dir, root / "images" / f"{PETS_TEST_NAMES[0]}.jpg", "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "test-time augmentation horizontal flip, post-processing fill holes, keep largest" in result.output
+
+
+def test_a_dataset_root_points_at_its_images_folder(probe, tmp_path):
+    checkpoint, photo = probe
+    for folder in ("images", "masks"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    Image.open(photo).save(tmp_path / "data" / "images" / "a.png")
+    result = run_cli("predict", checkpoint, tmp_path / "data", "-o", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert f"give {tmp_path / 'data' / 'images'}" in error_line(result) and "Traceback" not in result.output
+
+
+def test_photos_much_larger_than_the_network_input_get_one_hint_about_tiles(probe, tmp_path):
+    """A 3000 x 3000 photo through a model trained on whole photos resized to 64 px was shrunk to 64 px
+    without a word."""
+    checkpoint, _ = probe
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sides = {"small": PROBE_SIZE * 2, "large": PROBE_SIZE * 8, "larger": PROBE_SIZE * 9}
+    for name, side in sides.items():
+        Image.fromarray(np.full((side, side // 2 + 1, 3), 90, np.uint8)).save(folder / f"{name}.png")
+    result = invoke("predict", checkpoint, folder, "-o", tmp_path / "out", "--no-overlay")
+    assert result.exit_code == 0, result.output
+    hints = [line for line in result.output.splitlines() if "--tile" in line]
+    assert len(hints) == 1, result.output
+    assert "large.png" in hints[0] and f"{PROBE_SIZE}x{PROBE_SIZE}" in hints[0]
+    result = invoke("predict", checkpoint, folder / "small.png", "-o", tmp_path / "small", "--no-overlay")
+    assert "--tile" not in result.output

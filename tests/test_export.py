@@ -142,7 +142,7 @@ def test_torchscript_export_matches_pytorch_at_unseen_sizes(torchscript_export, 
 @pytest.mark.parametrize("fixture", ["onnx_export", "torchscript_export"])
 def test_notes_say_what_the_caller_must_reimplement(fixture, request):
     result = request.getfixturevalue(fixture)
-    assert result.notes_path == result.path.with_suffix(".json")
+    assert result.notes_path == result.path.with_name(result.path.name + ".json")
     notes = json.loads(result.notes_path.read_text())
     assert notes["file"] == result.path.name
     assert notes["model"] == {"name": "unet", "options": {"base_channels": 4}}
@@ -162,7 +162,7 @@ def test_cli_exports_a_run_folder_beside_its_checkpoint(run_dir, tmp_path):
     (target / "best.pt").write_bytes((run_dir / "best.pt").read_bytes())
     result = CliRunner().invoke(export, [str(target), "--format", "torchscript"])
     assert result.exit_code == 0, result.output
-    assert (target / "best.torchscript.pt").is_file() and (target / "best.torchscript.json").is_file()
+    assert (target / "best.torchscript.pt").is_file() and (target / "best.torchscript.pt.json").is_file()
     assert result.output.count("max abs diff") == 2
 
 
@@ -171,8 +171,22 @@ def test_export_notes_list_the_recipes_inference_steps(pets_run_with_inference_c
     target = tmp_path / "model.pt"
     result = run_cli("export", run_dir, "--format", "torchscript", "--no-check", "-o", target)
     assert result.exit_code == 0, result.output
-    steps = json.loads(target.with_suffix(".json").read_text())["output"]["postprocess"]
+    steps = json.loads((tmp_path / "model.pt.json").read_text())["output"]["postprocess"]
     assert "flipped" in steps[0] and "fill the holes" in steps[-2] and "largest" in steps[-1]
+
+
+def test_two_exports_of_one_name_leave_two_sidecars_each_describing_its_own_file(run_dir, tmp_path):
+    """``-o unet.onnx`` then ``-o unet.pt`` once both wrote ``unet.json``: the TorchScript export's notes
+    replaced the ONNX file's."""
+    pytest.importorskip("onnx")
+    for name in ("unet.onnx", "unet.pt"):
+        result = run_cli("export", run_dir, "-o", tmp_path / name, "--no-check")
+        assert result.exit_code == 0, result.output
+        assert f"{tmp_path / name}.json" in result.output
+    assert sorted(path.name for path in tmp_path.glob("*.json")) == ["unet.onnx.json", "unet.pt.json"]
+    for name, kind in (("unet.onnx", "onnx"), ("unet.pt", "torchscript")):
+        notes = json.loads((tmp_path / f"{name}.json").read_text())
+        assert notes["file"] == name and notes["format"] == kind
 
 
 def test_no_check_writes_without_comparing(run_dir, tmp_path):
@@ -188,7 +202,7 @@ def test_missing_onnxruntime_skips_the_check_with_a_note(run_dir, tmp_path, monk
     assert result.exit_code == 0, result.output
     assert "onnxruntime is not installed" in result.output and "segkit[export]" in result.output
     assert (tmp_path / "m.onnx").is_file()
-    assert json.loads((tmp_path / "m.json").read_text())["verification"]["checks"] == []
+    assert json.loads((tmp_path / "m.onnx.json").read_text())["verification"]["checks"] == []
 
 
 def test_missing_onnx_is_a_usage_error_with_the_install_command(run_dir, tmp_path, monkeypatch):
@@ -335,4 +349,4 @@ def test_a_trailing_slash_names_a_folder_to_create(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "exports").is_dir()
     assert (tmp_path / "exports" / "best.torchscript.pt").is_file()
-    assert (tmp_path / "exports" / "best.torchscript.json").is_file()
+    assert (tmp_path / "exports" / "best.torchscript.pt.json").is_file()

@@ -111,7 +111,7 @@ def test_every_file_a_run_evaluation_and_export_write_gets_the_umask_permissions
     assert result.exit_code == 0, result.output
     result = invoke("export", run_dir, "-o", tmp_path / "model.pt", "--no-check")
     assert result.exit_code == 0, result.output
-    written = [*run_dir.rglob("*"), tmp_path / "model.pt", tmp_path / "model.json"]
+    written = [*run_dir.rglob("*"), tmp_path / "model.pt", tmp_path / "model.pt.json"]
     files = [path for path in written if path.is_file()]
     names = {path.name for path in files}
     assert {"best.pt", "last.pt", "config.json", "metrics.csv", "summary.json", "model.pt"} <= names

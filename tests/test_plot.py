@@ -176,7 +176,7 @@ def test_comparison_legend_names_run_folder_and_model(tmp_path):
         read_run(write_run(tmp_path / "a", training_rows(), model="unet")),
         read_run(write_run(tmp_path / "b", training_rows(), model="resnet34_unet")),
     ]
-    legend = [text.get_text() for text in comparison_figure(runs, "dice").axes[0].get_legend().get_texts()]
+    legend = [text.get_text() for text in comparison_figure(runs, "dice").legends[0].get_texts()]
     assert "a (unet) valid" in legend and "b (resnet34_unet) train" in legend
 
 
@@ -210,8 +210,9 @@ def test_labels_are_rebuilt_from_settings_when_config_json_has_none(tmp_path):
 def test_runs_measured_differently_say_so_in_the_legend(tmp_path):
     small = read_run(write_run(tmp_path / "s", training_rows(), metrics={}, settings_={"image_size": 64}))
     large = read_run(write_run(tmp_path / "l", training_rows(), metrics={}, settings_={"image_size": 256}))
-    axes = comparison_figure([small, large], "dice").axes[0]
-    legend = " | ".join(text.get_text() for text in axes.get_legend().get_texts())
+    figure = comparison_figure([small, large], "dice")
+    axes = figure.axes[0]
+    legend = " | ".join(text.get_text().replace("\n", " ") for text in figure.legends[0].get_texts())
     assert "64x64" in legend and "256x256" in legend and "see legend" in axes.get_ylabel().replace("\n", " ")
 
 

@@ -44,8 +44,9 @@ def export(source: Path, out: str | None, export_format: str | None, opset: int 
     normalised as in training, and returns logits (N, K, H, W): for a binary model (K = 1) apply a
     sigmoid, then the threshold; for a multiclass one take the argmax over K classes; for a
     multilabel one a sigmoid and the threshold per channel.
-    Beside it, <name>.json records what the caller must do itself: RGB channel order, scaling to
-    [0, 1], normalisation mean and std, the training input size, the threshold or argmax, the classes.
+    Beside it, <file>.json (unet.onnx.json for unet.onnx) records what the caller must do itself: RGB
+    channel order, scaling to [0, 1], normalisation mean and std, the training input size, the
+    threshold or argmax, the classes.
     """
     from segkit.errors import UsageError
     from segkit.inference.export import DEFAULT_OPSET, export_model, format_for_output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import sys
 from pathlib import Path
 
 import click
@@ -17,6 +16,8 @@ from segkit.cli.inference_choices import (
 )
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+#: A photo this many times the network input's side (or more), predicted by resizing, gets a hint.
+RESIZE_HINT_FACTOR = 8
 
 
 def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
@@ -27,9 +28,12 @@ def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found.extend(
-                sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            )
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not images and (path / "images").is_dir():
+                raise UsageError(
+                    f"{item} holds no images but an images/ folder: a dataset root? give {path / 'images'}"
+                )
+            found.extend(images)
         elif path.is_file():
             found.append(path)
         elif glob.has_magic(item):
@@ -121,14 +125,14 @@ def predict(
     values are class ids, shown in the class colours) for a multiclass one, one 0/255 PNG per label
     for a multilabel one; overlays carry a legend of class names. A file that cannot be read is
     reported and skipped; the exit code is then 1."""
-    from tqdm.auto import tqdm
-
     from segkit.data.imageio import pixel_limit
     from segkit.data.tiff import read_photo
     from segkit.errors import DataError, UsageError
     from segkit.execution.device import resolve_device
     from segkit.inference.postprocess import postprocess_mask
     from segkit.inference.predictor import load_trained_model
+    from segkit.progress import progress, write
+    from segkit.reporting.evaluation import describe_postprocess
 
     files = collect_inputs(inputs)
     trained = load_trained_model(checkpoint, device=resolve_device(device))
@@ -146,15 +150,18 @@ def predict(
         raise UsageError(f"--out {out} cannot be created: {error.strerror}") from None
     failures = 0
     stems: dict[str, int] = {}
-    for path in tqdm(files, desc="predict", unit="image", disable=len(files) < 2):
+    hinted = False
+    for path in progress(files, desc="predict", unit="image"):
         try:
             with pixel_limit(max_pixels):
                 image = read_photo(path, stream=band_by_band(tiling, probabilities))
         except DataError as error:
             # Through the bar, so the message gets a line of its own instead of continuing the bar's.
-            tqdm.write(f"skipped: {error}", file=sys.stderr)
+            write(f"skipped: {error}")
             failures += 1
             continue
+        if tiling is None and not hinted:
+            hinted = hint_about_tiles(path, image, trained.image_size)
         probability, mask = predict_mask(trained, image, task, tta, tiling, keep_probability=probabilities)
         if task.supports_postprocess:
             mask = postprocess_mask(mask, min_size=min_size, **postprocess)
@@ -173,10 +180,30 @@ def predict(
         if tiling is None
         else f"{tiling['tile']}x{tiling['tile']} tiles at native resolution"
     )
-    click.echo(f"Wrote {written} mask(s) to {out} ({what}, {how})")
+    flip = "horizontal flip" if tta else "none"
+    click.echo(
+        f"Wrote {written} mask(s) to {out} ({what}, {how}, test-time augmentation {flip}, "
+        f"post-processing {describe_postprocess(postprocess)})"
+    )
     if failures:
         click.echo(f"{failures} file(s) could not be read", err=True)
         raise SystemExit(1)
+
+
+def hint_about_tiles(path: Path, image, network_size: int) -> bool:
+    """Say (once per run: True when said) that a photo far larger than the network input loses its
+    detail when it is resized to it."""
+    from segkit.progress import write
+
+    if max(image.width, image.height) < RESIZE_HINT_FACTOR * network_size:
+        return False
+    write(
+        f"note: {path} ({image.width}x{image.height}) is seen at the network's {network_size}x"
+        f"{network_size} input and its mask resized back, losing detail; --tile {2 * network_size} "
+        "predicts through tiles at native resolution instead (best with a model trained on crops: "
+        "segkit run --crop-size). Said once per run."
+    )
+    return True
 
 
 def predict_mask(trained, image, task, tta: bool, tiling, keep_probability: bool):
@@ -201,7 +228,8 @@ def write_prediction(
     out: Path, stem: str, image, task, mask, probability, no_overlay: bool, mask_format: str = "png"
 ) -> None:
     """The mask files the task writes, the probability maps (when asked for) and the overlay (not for a
-    photo streamed from a TIFF: a note says so)."""
+    photo streamed from a TIFF: a note says so). The overlay is painted into ``image`` itself, band by
+    band: predict is done with the photo, and a huge one gets no second copy."""
     import numpy as np
     from PIL import Image
 
@@ -226,20 +254,24 @@ def write_prediction(
         note_no_overlay(image.path)
         return
     if task.kind == "binary":
-        binary_overlay(image, mask).save(out / f"{stem}_overlay.png")
+        binary_overlay(image, mask, in_place=True).save(out / f"{stem}_overlay.png")
         return
-    colours, tinted = task.colour_mask(mask)
-    labels = mask if task.kind == "multiclass" else np.argmax(mask, axis=0) + mask.any(axis=0)
+
+    def rows(top: int, bottom: int):
+        part = mask[..., top:bottom, :]
+        colours, tinted = task.colour_mask(part)
+        labels = part if task.kind == "multiclass" else np.argmax(part, axis=0) + part.any(axis=0)
+        return colours, tinted, labels
+
     legend = list(zip(task.class_names, task.palette, strict=True))
-    class_overlay(image, colours, tinted, labels, legend).save(out / f"{stem}_overlay.png")
+    class_overlay(image, rows, legend, in_place=True).save(out / f"{stem}_overlay.png")
 
 
 def note_no_overlay(path: Path) -> None:
     """A streamed TIFF gets no overlay: drawing one would decode the whole photo."""
-    from tqdm.auto import tqdm
+    from segkit.progress import write
 
-    tqdm.write(  # through the progress bar, as the skipped files are
+    write(  # through the progress bar, as the skipped files are
         f"note: no overlay for {path}: a TIFF read band by band would have to be decoded whole for it "
-        "(--no-overlay silences this note)",
-        file=sys.stderr,
+        "(--no-overlay silences this note)"
     )

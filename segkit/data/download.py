@@ -34,11 +34,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
-
 from segkit.components import list_components
 from segkit.errors import DataError, UsageError
 from segkit.lazy import lazy_module
+from segkit.progress import progress
 
 # torchvision's download helpers, imported on first use: oxford_pet imports this module at startup.
 tv_download = lazy_module("torchvision.datasets.utils")
@@ -199,10 +198,10 @@ def _copy_local(url: str, path: Path) -> None:
     """Copy a ``file://`` URL (torchvision's downloader expects HTTP responses) with a progress bar."""
     source = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
     with source.open("rb") as reader, path.open("wb") as writer:
-        with tqdm(total=source.stat().st_size, unit="B", unit_scale=True, desc=source.name) as progress:
+        with progress(total=source.stat().st_size, unit="B", unit_scale=True, desc=source.name) as bar:
             while chunk := reader.read(1 << 20):
                 writer.write(chunk)
-                progress.update(len(chunk))
+                bar.update(len(chunk))
 
 
 def safe_extract(archive_path: str | os.PathLike, directory: str | os.PathLike) -> list[str]:
@@ -280,14 +279,14 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _extract_all(tar: tarfile.TarFile, members: list[tarfile.TarInfo], staging: Path, archive: Path) -> None:
-    progress = tqdm(members, desc="extracting", unit="file", leave=False)
+    bar = progress(members, desc="extracting", unit="file", leave=False)
     if hasattr(tarfile, "data_filter"):
         try:
-            tar.extractall(staging, members=progress, filter="data")
+            tar.extractall(staging, members=bar, filter="data")
         except tarfile.FilterError as error:  # what unsafe_members missed, the filter still refuses
             raise DataError(f"refusing to extract {archive}: {error}") from None
     else:  # Python without extraction filters: unsafe_members already vetted every member
-        tar.extractall(staging, members=progress)
+        tar.extractall(staging, members=bar)
 
 
 def _move_into(source: Path, destination: Path) -> None:

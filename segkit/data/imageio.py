@@ -30,7 +30,8 @@ from segkit.errors import DataError
 #: segmentation dataset needs. Change it (``segkit.data.imageio.MAX_IMAGE_PIXELS = ...``) if you must.
 MAX_IMAGE_PIXELS = 50_000_000
 
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+#: Pillow modes of 16-bit greyscale images (``read_mask`` gives them as uint16).
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_OR_PALETTE_MODES = ("RGBA", "RGBa", "LA", "La", "PA", "P")
 # EXIF orientation values 5-8 rotate by 90 or 270 degrees, so the displayed image has width and
 # height swapped relative to what the file header says.
@@ -75,7 +76,7 @@ def read_image(path: str | os.PathLike) -> Image.Image:
         image = _decoded(image, path, "image")
     if image.mode == "RGB":
         return image
-    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
         return _sixteen_bit_to_rgb(image, path)
     try:
         if image.mode in _ALPHA_OR_PALETTE_MODES:
@@ -105,7 +106,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8).copy()
     if mode == "1":
         return np.asarray(image).astype(np.uint8)
-    if mode in _SIXTEEN_BIT_MODES:
+    if mode in SIXTEEN_BIT_MODES:
         return np.asarray(image).astype(np.uint16)
     if mode == "I":
         values = np.asarray(image)
@@ -169,6 +170,8 @@ def image_file_facts(path: str | os.PathLike, what: str = "image") -> tuple[int,
 def _opened(path: Path, what: str) -> Iterator[Image.Image]:
     """Open (header only) with errors turned into DataError and the pixel limit enforced."""
     if not path.exists():
+        if path.is_symlink():
+            raise DataError(f"{what} file {path} is a broken symbolic link to {os.readlink(path)}")
         raise DataError(f"{what} file {path} does not exist")
     if not path.is_file():
         raise DataError(f"{what} path {path} is not a file")
@@ -203,7 +206,10 @@ def _decoded(image: Image.Image, path: Path, what: str) -> Image.Image:
     """Decode pixel data (first frame) and apply EXIF orientation, with errors named by file."""
     try:
         image.load()
-        return ImageOps.exif_transpose(image)
+        # In place: without, Pillow returns a copy even when there is nothing to turn (a second 256 MB
+        # for an 8000 x 8000 RGB photo, which Pillow holds at 4 bytes a pixel).
+        ImageOps.exif_transpose(image, in_place=True)
+        return image
     except Exception as error:  # noqa: BLE001 - truncated data raises OSError, broken headers others
         raise DataError(f"cannot decode {what} file {path}: {_reason(error)}") from None
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from segkit.engine.step import TrainingStep, compute_loss, move_batch
 from segkit.execution.device import autocast
@@ -17,6 +16,7 @@ from segkit.inference.tiling import Tiles
 from segkit.metrics.binary import MetricAccumulator
 from segkit.metrics.calibration import ThresholdSweep
 from segkit.metrics.classes import ClassMetricAccumulator
+from segkit.progress import progress
 from segkit.task import Task
 
 
@@ -57,10 +57,8 @@ def train_one_epoch(
     loss_sum = dice_sum = 0.0
     images_seen = steps = skipped = 0
     stopped_early = False
-    # Bars only on a terminal (disable=None): `segkit run ... > train.log 2>&1` logs no bar.
-    bar = tqdm(
-        loader, desc=progress_label, leave=False, disable=quiet or None, unit="batch", dynamic_ncols=True
-    )
+    # segkit.progress's rule: on a terminal or in a notebook; `segkit run ... 2> train.log` logs no bar.
+    bar = progress(loader, quiet=quiet, desc=progress_label, leave=False, unit="batch", dynamic_ncols=True)
     for micro_batches in micro_batch_groups(bar, accumulate_steps):
         if not before_step():
             stopped_early = True
@@ -107,8 +105,8 @@ def evaluate_loader(
     model.eval()
     accumulator = task.new_accumulator()
     loss_sum, images_seen = 0.0, 0
-    for batch in tqdm(
-        loader, desc=progress_label, leave=False, disable=quiet or None, unit="batch", dynamic_ncols=True
+    for batch in progress(
+        loader, quiet=quiet, desc=progress_label, leave=False, unit="batch", dynamic_ncols=True
     ):
         images, masks, ignore = move_batch(batch, device, channels_last, training=False)
         with autocast(device, amp_dtype):

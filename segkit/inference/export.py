@@ -1,9 +1,9 @@
 """Exporting a trained model to ONNX or TorchScript, checked against PyTorch, with deployment notes.
 
 The exported model maps float32 ``(N, C, H, W)`` images (normalised as in training) to ``(N, 1, H, W)``
-**logits**, for any batch size, height and width. Beside it, ``<name>.json`` says what a user of the
-file must re-implement: channel order, scaling, normalisation mean and std, the training input size,
-the sigmoid and the threshold (``deployment_notes``).
+**logits**, for any batch size, height and width. Beside it, ``<file>.json`` (``model.onnx.json``) says
+what a user of the file must re-implement: channel order, scaling, normalisation mean and std, the
+training input size, the sigmoid and the threshold (``deployment_notes``).
 
 How the graph is captured, and why:
 
@@ -337,8 +337,9 @@ def default_output(checkpoint_path: Path, export_format: str) -> Path:
 
 
 def notes_path_for(out: Path) -> Path:
-    """``model.onnx`` -> ``model.json``; ``best.torchscript.pt`` -> ``best.torchscript.json``."""
-    return out.with_suffix(".json")
+    """``model.onnx`` -> ``model.onnx.json``, ``model.pt`` -> ``model.pt.json``: the whole file name, so
+    that ``model.onnx`` and ``model.pt`` side by side each keep their own notes."""
+    return out.with_name(out.name + ".json")
 
 
 def export_model(

@@ -76,7 +76,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms import v2
 
 from segkit.inference.forward import input_logits, model_logits
 
@@ -280,7 +279,10 @@ def normalise_pixels(
     if normalization is None:
         return values.float().contiguous()
     scaled = values.float() / 255.0
-    return v2.functional.normalize(scaled, mean=list(normalization["mean"]), std=list(normalization["std"]))
+    # torchvision's normalize, written out: importing torchvision costs a tiled predict ~170 MB resident.
+    mean = torch.as_tensor(normalization["mean"], dtype=scaled.dtype, device=scaled.device).view(-1, 1, 1)
+    std = torch.as_tensor(normalization["std"], dtype=scaled.dtype, device=scaled.device).view(-1, 1, 1)
+    return scaled.sub_(mean).div_(std)
 
 
 # -- the model over tiles ----------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from segkit.execution.fast_path import to_input_format
 from segkit.inference.postprocess import postprocess_mask
@@ -22,6 +21,7 @@ from segkit.inference.predictor import TrainedModel, predict_logits, resize_logi
 from segkit.inference.tiling import Tiles
 from segkit.metrics.binary import MetricAccumulator
 from segkit.metrics.boundary import boundary_f_score, hausdorff_distance
+from segkit.progress import progress
 from segkit.task import Task
 
 
@@ -140,7 +140,7 @@ def evaluate_dataset(
     batch_size = 1 if tiles is not None else batch_size  # native photos differ in size
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     index = 0
-    for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=quiet or None, leave=False):
+    for batch in progress(loader, quiet=quiet, desc=f"evaluate {split}", unit="batch", leave=False):
         if tiles is not None:
             with torch.inference_mode():
                 images = to_input_format(batch["image"], trained.device, training=False)

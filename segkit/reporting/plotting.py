@@ -432,10 +432,39 @@ def comparison_figure(runs: Sequence[RunMetrics], family: str):
                 )
     ylabel = labels.pop() if same_meaning else f"{title} (runs differ in what it measures: see legend)"
     axes.set_ylabel(_wrap(ylabel))
-    axes.legend(fontsize=8)
-    figure.text(0.01, 0.0, _wrap(_split_note(family), 130), fontsize=8, va="bottom")
-    figure.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
+    _legend_below(figure, axes, note=_wrap(_split_note(family), 120))
     return figure
+
+
+#: Characters a legend entry below the axes keeps on one line (two columns fit an 8-inch figure).
+_LEGEND_LINE = 56
+
+
+def _legend_below(figure, axes, note: str | None = None) -> None:
+    """The legend below the axes, outside them: long entries (run folders, what each run measures, class
+    names) then neither run off the figure nor cover the axes' labels or curves. The figure grows
+    taller with the entries, so that the axes keep their height. ``note`` heads the legend."""
+    handles, labels = axes.get_legend_handles_labels()
+    if not handles:
+        return
+    wrapped = [_wrap(label, _LEGEND_LINE) for label in labels]
+    columns = 1 if len(wrapped) == 1 else 2
+    lines_per_row = [
+        max(label.count("\n") + 1 for label in wrapped[start : start + columns])
+        for start in range(0, len(wrapped), columns)
+    ]
+    figure.legend(
+        handles,
+        wrapped,
+        loc="outside lower center",
+        ncols=columns,
+        fontsize=8,
+        title=note,
+        title_fontsize=8,
+        alignment="left",
+    )
+    lines = sum(lines_per_row) + (note.count("\n") + 1 if note else 0)
+    figure.set_figheight(figure.get_figheight() + 0.17 * lines + 0.1 * len(lines_per_row))
 
 
 #: Columns of valid_iou_* that are means over classes, not one class's figure.
@@ -459,11 +488,16 @@ def class_figure(run: RunMetrics):
     if "valid_iou" in run.columns:
         axes.plot(run.epochs, run.columns["valid_iou"], "-", color="black", linewidth=2.5, label="mean")
     axes.set_ylabel(_wrap("valid IoU per class (pooled over the split); mean: " + run.describe("valid_iou")))
-    axes.legend(fontsize=8)
+    _legend_below(figure, axes)
     return figure
 
 
 def plot_confusion_matrix(confusion: dict[str, Any], path: Path) -> Path:
+    """``confusion_figure`` written to ``path`` as a PNG."""
+    return _save(confusion_figure(confusion), Path(path))
+
+
+def confusion_figure(confusion: dict[str, Any]):
     """The confusion matrix of ``segkit evaluate``'s summary as a picture: each truth row normalised
     to fractions of its pixels (the diagonal is each class's recall), with the pixel counts noted."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -472,16 +506,20 @@ def plot_confusion_matrix(confusion: dict[str, Any], path: Path) -> Path:
     names = list(confusion["classes"])
     pixels = np.asarray(confusion["pixels"], dtype=float)
     fractions = pixels / np.maximum(pixels.sum(axis=1, keepdims=True), 1)
-    side = max(4.0, 0.6 * len(names) + 2)
+    side = max(4.5, 0.6 * len(names) + 2)
     figure = Figure(figsize=(side + 1, side), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    image = axes.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    # aspect "auto": with square cells forced, the layout's room for long class names went to the
+    # shrunk axes' sides, and the y label fell off the figure; the figure is near square anyway.
+    image = axes.imshow(fractions, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     axes.set_xticks(range(len(names)), names, rotation=45, ha="right")
     axes.set_yticks(range(len(names)), names)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
-    axes.set_title("Confusion matrix (each row: fractions of that class's pixels)")
+    # A figure title (centred on the figure, room made by the layout), on two lines: a narrow figure
+    # (few classes) cut the one-line axes title at both ends.
+    figure.suptitle("Confusion matrix\n(each row: fractions of that class's pixels)")
     if len(names) <= 20:
         for row in range(len(names)):
             for column in range(len(names)):
@@ -489,7 +527,7 @@ def plot_confusion_matrix(confusion: dict[str, Any], path: Path) -> Path:
                 colour = "white" if value > 0.5 else "black"
                 axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
     figure.colorbar(image, ax=axes, fraction=0.046)
-    return _save(figure, Path(path))
+    return figure
 
 
 def _save(figure, path: Path) -> Path:

@@ -34,7 +34,7 @@ from segkit.atomic_files import atomic_write_text
 from segkit.config.settings import format_value
 from segkit.inference.predictor import predict_logits
 from segkit.reporting.evaluation import cleaned_logits
-from segkit.reporting.overlays import binary_overlay, class_overlay
+from segkit.reporting.overlays import binary_overlay, class_overlay, whole_rows
 from segkit.reporting.plotting import (
     FAMILIES,
     class_columns,
@@ -90,7 +90,7 @@ def mask_overlay(
         colours, tinted = task.colour_mask(mask)
         labels = np.argmax(mask, axis=0) + mask.any(axis=0)
     names = list(zip(task.class_names, task.palette, strict=True)) if legend else []
-    return class_overlay(photo, colours, tinted, labels, names)
+    return class_overlay(photo, whole_rows(colours, tinted, labels), names)
 
 
 def error_overlay(photo: Image.Image, truth: np.ndarray, predicted: np.ndarray) -> Image.Image:
@@ -227,6 +227,11 @@ def worst_and_best(rows: Sequence[dict[str, Any]], key: str, worst: int, best: i
 
 
 def histogram_png(values: Sequence[float], label: str, marks: dict[str, float] | None = None) -> bytes:
+    """``histogram_figure`` as PNG bytes."""
+    return png_bytes(histogram_figure(values, label, marks))
+
+
+def histogram_figure(values: Sequence[float], label: str, marks: dict[str, float] | None = None):
     """A histogram of per-image scores in [0, 1] (20 bins), with the mean and median marked."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -246,7 +251,7 @@ def histogram_png(values: Sequence[float], label: str, marks: dict[str, float] |
     axes.set_title(f"{len(finite)} images")
     if lines:
         axes.legend(loc="upper left")
-    return png_bytes(figure)
+    return figure
 
 
 _STYLE = """

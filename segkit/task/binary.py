@@ -52,7 +52,8 @@ class BinaryTask:
 
     def mask_images(self, mask: np.ndarray) -> dict[str, Image.Image]:
         """What ``segkit predict`` writes for a mask: ``<stem>_mask.png``, 255 foreground, 0 background."""
-        return {"mask": Image.fromarray(mask.astype(np.uint8) * 255)}
+        # one uint8 array (the bool mask viewed as 0/1 bytes), no temporaries: photos may be large
+        return {"mask": Image.fromarray(np.asarray(mask, dtype=bool).view(np.uint8) * np.uint8(255))}
 
     @property
     def logit_cut_off(self) -> float:
