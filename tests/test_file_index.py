@@ -78,9 +78,9 @@ def count_checks(monkeypatch) -> list[Path]:
     checked: list[Path] = []
     real = file_checks.check_file
 
-    def counting(path, role):
+    def counting(path, role, values=False):
         checked.append(Path(path))
-        return real(path, role)
+        return real(path, role, values)
 
     monkeypatch.setattr(file_checks, "check_file", counting)
     return checked
@@ -237,7 +237,7 @@ def test_a_moved_folder_keeps_its_index_and_names_files_where_they_are_now(tmp_p
         b"[]",
         json.dumps(
             {
-                "version": 1,
+                "version": file_checks.INDEX_VERSION,
                 "max_pixels": imageio.MAX_IMAGE_PIXELS,
                 "files": {"image:images/a.png": "nonsense", "mask:masks/a.png": [1, 2]},
             }
@@ -390,7 +390,7 @@ def test_the_racy_window_ends_racy_seconds_before_the_check_to_the_nanosecond(tm
 
 
 class Recorder:
-    """Stands in for tqdm or the process pool, recording how it was made and used."""
+    """Stands in for the progress bar or the process pool, recording how it was made and used."""
 
     def __init__(self, **options):
         self.options, self.updates, self.chunksizes = options, 0, []
@@ -422,7 +422,7 @@ def recorded(monkeypatch):
 
         return make
 
-    monkeypatch.setattr(file_checks, "tqdm", maker(bars))
+    monkeypatch.setattr(file_checks, "progress", maker(bars))
     monkeypatch.setattr(file_checks, "ProcessPoolExecutor", maker(pools))
     return bars, pools
 
@@ -475,7 +475,7 @@ def test_the_progress_bar_names_the_files_and_shows_only_for_many(
         "total": count,
         "desc": f"checking {count} files{suffix}",
         "unit": "file",
-        "disable": None if shown else True,  # None: tqdm shows it only on a terminal
+        "quiet": not shown,  # segkit.progress decides where a bar is drawn
         "leave": False,
     }
 

@@ -32,7 +32,7 @@ from data_fixtures import (
     write_folder_layout,
     write_split,
 )
-from fixtures import expect_named_failure, invoke, only_run_dir, tiny_run
+from fixtures import error_line, expect_named_failure, invoke, only_run_dir, tiny_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,17 +124,16 @@ def test_mask_styles_become_binary_masks(tmp_path, style):
 
 @settings(max_examples=25, deadline=None)
 @given(extra=st.integers(2, 254))
-def test_other_mask_values_are_named(tmp_path_factory, extra):
+def test_other_mask_values_are_named_when_the_dataset_is_built(tmp_path_factory, extra):
+    """Before any run starts (so before a run folder exists), not when the mask is first read."""
     root = tmp_path_factory.mktemp("folder")
     write_folder_layout(root / "train", NAMES[:2], style="01")
     labels = np.zeros((20, 28), np.uint8)
     labels[3, 4] = extra
     labels[5, 6] = 1
     save(root / "train" / "masks" / f"{NAMES[1]}.png", labels, "PNG")
-    dataset = create(root, split="train")
-    dataset[0]
     with pytest.raises(DataError, match=rf"{NAMES[1]}\.png holds values \{{0, 1, {extra}\}}"):
-        dataset[1]
+        create(root, split="train")
 
 
 def test_unpaired_files_are_all_listed(tmp_path):
@@ -235,6 +234,7 @@ def test_run_on_a_folder_dataset(tmp_path, case):
     skip_warnings = [str(w.message) for w in caught if issubclass(w.category, SkippedFilesWarning)]
     if case.outcome == ERROR:
         expect_named_failure(result, bad[case.culprit], case.message)
+        assert not out.exists() or not any(out.iterdir()), "refused before the run folder is made"
         return
     assert result.exit_code == 0, result.output
     resolved = json.loads((only_run_dir(out) / "config.json").read_text())["resolved"]
@@ -357,3 +357,61 @@ def test_a_folder_dataset_with_a_mutated_photo_loads_or_names_it(tmp_path_factor
             assert str(photo) in str(error), error
             continue
         assert item["image"].shape == (3, 32, 32) and torch.isfinite(item["image"]).all()
+
+
+# -- messages a new user meets (issue 26, item 10) -----------------------------------------------------
+
+
+def test_a_root_without_images_names_the_folders_it_holds_and_the_ones_expected(tmp_path):
+    data = tmp_path / "data"
+    write_folder_layout(data, NAMES[:4])
+    (data / "images").rename(data / "img")
+    (data / "masks").rename(data / "label")
+    result = run_folder(data, tmp_path / "runs")
+    expect_named_failure(result, data / "images", r"does not exist; .* holds img/, label/")
+    assert "images/ and masks/" in error_line(result)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("inner", ["images", "masks", "train/images"])
+def test_a_data_path_naming_the_images_folder_suggests_the_dataset_root(tmp_path, inner):
+    data = tmp_path / "data"
+    write_folder_layout(data / "train" if inner.startswith("train") else data, NAMES[:4])
+    result = run_folder(data / inner, tmp_path / "runs")
+    line = error_line(result)
+    assert result.exit_code == 1, result.output
+    assert line.endswith(f"did you mean --data-path {data}?"), line
+    with pytest.raises(DataError, match=rf"did you mean root={re.escape(str(data))}\?$"):
+        create(data / inner)  # called from Python, the message names the option
+
+
+def test_the_skipped_files_warning_names_the_flag_that_makes_them_an_error(tmp_path):
+    write_folder_layout(tmp_path, NAMES[:4])
+    truncated_jpeg(tmp_path / "images" / f"{NAMES[2]}.png", (20, 28))
+    with pytest.warns(SkippedFilesWarning) as caught:
+        create(tmp_path, valid_fraction=0, test_fraction=0)
+    (message,) = [str(warning.message) for warning in caught]
+    assert "--dataset-option strict=true makes this an error" in message and "strict=True" not in message
+
+
+@pytest.mark.parametrize("which", ["images", "masks"])
+def test_a_broken_symlink_is_reported_as_a_broken_link_naming_it(tmp_path, which):
+    write_folder_layout(tmp_path, NAMES[:4])
+    link = tmp_path / which / f"{NAMES[1]}.png"
+    link.unlink()
+    link.symlink_to(tmp_path / "elsewhere" / "gone.png")
+    with pytest.warns(SkippedFilesWarning) as caught:
+        dataset = create(tmp_path, valid_fraction=0, test_fraction=0)
+    assert dataset.names == [NAMES[0], *NAMES[2:4]]
+    (message,) = [str(warning.message) for warning in caught]
+    assert f"{link} is a broken symbolic link to {tmp_path / 'elsewhere' / 'gone.png'}" in message
+    with pytest.raises(DataError, match="broken symbolic link"):
+        create(tmp_path, valid_fraction=0, test_fraction=0, strict=True)
+
+
+def test_an_unknown_split_names_the_split_flag_and_its_choices(tiny_checkpoint):
+    result = invoke("evaluate", tiny_checkpoint, "--split", "tset", "--quiet")
+    assert result.exit_code == 2, result.output
+    line = error_line(result)
+    assert "--split must be one of train, valid, test, got 'tset'" in line, line
+    assert "option 'split'" not in line

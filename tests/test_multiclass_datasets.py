@@ -315,8 +315,20 @@ def test_an_id_beyond_the_classes_is_a_data_error_naming_file_and_value(tmp_path
     ids = np.asarray(Image.open(bad)).copy()
     ids[0, 0] = 7
     save(bad, Image.fromarray(ids, mode="L"), "PNG")
-    dataset = folder(tmp_path, strict=True)  # the values are checked when the mask is read
+    for strict in (False, True):  # not a file to skip: the data contradicts its classes
+        with pytest.raises(DataError, match=r"\{7\}") as caught:
+            folder(tmp_path, strict=strict)  # when the dataset is built, before any run starts
+        assert str(bad) in str(caught.value) and "ids 0..2" in str(caught.value)
+
+
+def test_a_mask_changed_after_the_dataset_was_built_is_still_checked_when_read(tmp_path):
+    write_multiclass_folder(tmp_path, NAMES, CLASSES)
+    dataset = folder(tmp_path)
     index = dataset.names.index("img2")
+    bad = tmp_path / "masks" / "img2.png"
+    ids = np.asarray(Image.open(bad)).copy()
+    ids[0, 0] = 7
+    save(bad, Image.fromarray(ids, mode="L"), "PNG")
     for load in (lambda: dataset[index], lambda: dataset.original_mask(index)):
         with pytest.raises(DataError, match=r"\{7\}") as caught:
             load()
@@ -346,7 +358,8 @@ def test_unreadable_multiclass_masks_are_skipped_like_binary_ones(tmp_path):
 
 def test_class_names_from_the_option_as_list_string_or_file(tmp_path):
     write_multiclass_folder(tmp_path, NAMES, classes=None)
-    assert folder(tmp_path).__dict__.get("task") is None  # no classes.txt: binary (and 0..2 ids refused)
+    with pytest.raises(DataError, match=r"holds values \{0, 1, 2, 255\}.*classes\.txt"):
+        folder(tmp_path)  # no classes.txt: binary, and its 0..2 ids refused, pointing at classes.txt
     by_list = folder(tmp_path, classes=["bg", "a", "b"])
     by_text = folder(tmp_path, classes="bg, a, b")
     by_flag = folder(tmp_path, classes="[bg,a,b]")  # as --dataset-option classes=[bg,a,b] gives it

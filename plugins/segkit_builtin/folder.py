@@ -21,7 +21,7 @@ Tasks (option ``task``, default "auto": multilabel when ``labels`` is given, mul
   per line, the first is id 0; blank lines and lines starting with ``#`` ignored) or by the
   ``classes`` option. Masks are index masks, 8-bit greyscale or palette PNGs whose values are class
   ids 0..K-1, and 255 for pixels to ignore. A value >= K other than 255 is a ``DataError`` naming the
-  file and the value when the mask is read; an RGB (colour) mask is one when the dataset is built.
+  file and the value, and so is an RGB (colour) mask.
   A class named "background" is what the engine treats as background.
 - **multilabel**: K independent, possibly overlapping labels named by the ``labels`` option; label
   ``NAME`` has its own binary mask folder ``masks_NAME/`` beside ``images/`` (instead of ``masks/``)::
@@ -29,6 +29,11 @@ Tasks (option ``task``, default "auto": multilabel when ``labels`` is given, mul
       ROOT/images/cat1.jpg   ROOT/masks_cat/cat1.png   ROOT/masks_collar/cat1.png
 
   Every image needs a mask in every label's folder; each mask is binary as above.
+
+Mask values are checked when the dataset is built, before a run starts: each mask is decoded once for
+the values it holds, which the data folder's file index remembers while the mask is unchanged
+(``segkit.datasets.PairedImageDataset``). A missing ``images/`` or ``masks/`` is named with what ``ROOT``
+holds instead.
 
 ``classes`` and ``labels`` take a list of names, a comma-separated string of names, or the path of a
 text file laid out like ``classes.txt``. A string is a path when it ends in ``.txt``, contains a
@@ -94,9 +99,13 @@ class FolderDataset(PairedImageDataset):
             return raw.astype(np.uint8)
         if set(values.tolist()) <= {0, 255}:
             return np.where(raw == 255, FOREGROUND, BACKGROUND).astype(np.uint8)
+        hint = ""
+        if getattr(self, "task", "binary") == "binary" and len(values) > 2 and values.max() <= 255:
+            # Small ids in a folder without classes.txt: most likely a multiclass folder missing it.
+            hint = f"; if they are class ids, name the classes in {CLASSES_FILE} (one per line, id 0 first)"
         raise DataError(
             f"mask {path} holds values {_values(values)}; folder masks must be 0/1 or 0/255 "
-            "(8-bit or palette PNG)"
+            f"(8-bit or palette PNG){hint}"
         )
 
 
@@ -286,6 +295,7 @@ def _class_names(root: Path, value: list[str] | Path) -> list[str]:
 
 def _pairs(folder: Path, mask_dirs: Sequence[str], task: str) -> list[Pair]:
     """Photo/mask pairs of ``folder/images`` and ``folder/<mask dir>``; one mask per label (multilabel)."""
+    _check_layout(folder, ["images"] if task == "multilabel" else ["images", mask_dirs[0]], mask_dirs)
     if task != "multilabel":
         return match_pairs(folder / "images", folder / mask_dirs[0])
     missing = [name for name in mask_dirs if not (folder / name).is_dir()]
@@ -305,6 +315,31 @@ def _pairs(folder: Path, mask_dirs: Sequence[str], task: str) -> list[Pair]:
         )
         for index, first in enumerate(per_label[0])
     ]
+
+
+def _check_layout(folder: Path, needed: Sequence[str], mask_dirs: Sequence[str]) -> None:
+    """A ``DataError`` for the first of ``needed`` missing from ``folder``, saying what ``folder`` holds
+    instead and which folders are expected; when ``folder`` is itself one of a dataset's folders (a
+    root one level too deep: ``DIR/images``), it asks whether the root was meant to be ``DIR``."""
+    missing = [name for name in needed if not (folder / name).is_dir()]
+    if not missing:
+        return
+    entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
+    folders = sorted(f"{entry.name}/" for entry in entries if entry.is_dir())
+    images = sum(entry.suffix.lower() in IMAGE_EXTENSIONS for entry in entries if not entry.is_dir())
+    held = [*folders[:MAX_LISTED], *(["..."] if len(folders) > MAX_LISTED else [])]
+    if images:
+        held.append(f"{images} image file(s)")
+    expected = " and ".join(f"{name}/" for name in ["images", *mask_dirs])
+    message = (
+        f"{'image' if missing[0] == 'images' else 'mask'} folder {folder / missing[0]} does not exist; "
+        f"{folder} holds {', '.join(held) or 'nothing'}; the folder dataset expects {expected} "
+        f"(or {', '.join(f'{split}/' for split in SPLITS)} folders, each holding them)"
+    )
+    if folder.name in ("images", *mask_dirs) and (folder.parent / "images").is_dir():
+        parent = folder.parent
+        message += f"; did you mean root={parent.parent if parent.name in SPLITS else parent}?"
+    raise DataError(message)
 
 
 def random_split(

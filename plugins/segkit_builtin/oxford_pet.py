@@ -18,7 +18,8 @@ background, as in the seed report; ``border="ignore"`` instead marks border pixe
 = ["background", "pet", "border"]: class ids 0 = background (trimap 2), 1 = pet (trimap 1) and
 2 = border (trimap 3); items then hold int64 class-id masks (see ``segkit.datasets``), and
 ``border`` does not apply. Files are checked when the dataset is built and
-bad ones skipped with a warning (``strict=True``: an error); see ``segkit.datasets.PairedImageDataset``.
+bad ones skipped with a warning (``strict=True``: an error); a trimap holding another value than 1, 2
+or 3 is always an error, found then too; see ``segkit.datasets.PairedImageDataset``.
 The download spec (``OXFORD_PET``) is registered with the dataset, for ``segkit data download``.
 """
 

@@ -1,9 +1,10 @@
 """Bases for datasets of photos and label masks on disk, shared by segkit's datasets and plugins'.
 
-- ``PairedImageDataset``: items from ``(photo, mask)`` file pairs, every pair checked cheaply when
-  the dataset is built (unreadable files skipped with a ``SkippedFilesWarning`` or, with
-  ``strict=True``, an error; a photo and mask of different sizes always an error). A subclass says
-  how raw mask values become labels (``labels_from_mask``); the transform (see
+- ``PairedImageDataset``: items from ``(photo, mask)`` file pairs, every pair checked when the
+  dataset is built (unreadable files skipped with a ``SkippedFilesWarning`` or, with ``strict=True``,
+  an error; a photo and mask of different sizes, or a mask holding values that are not labels, always
+  an error). A subclass says how raw mask values become labels (``labels_from_mask``, which also
+  checks the values each mask holds, ``check_mask_values``); the transform (see
   ``segkit.data.transforms.build_sample_transform``) resizes, augments and normalises.
 - ``Pair``, ``match_pairs`` and ``files_by_stem`` (``segkit.data.pairs``): find the pairs in an
   images folder and a masks folder by file stem.
@@ -53,8 +54,8 @@ from segkit.data.dataset_options import (
     default_augment,
 )
 from segkit.data.decoded_cache import DecodedCache
-from segkit.data.file_checks import check_files
-from segkit.data.imageio import read_image, read_mask
+from segkit.data.file_checks import FileFacts, check_files
+from segkit.data.imageio import SIXTEEN_BIT_MODES, read_image, read_mask
 from segkit.data.labels import (
     MAX_CLASSES,
     check_class_names,
@@ -115,14 +116,16 @@ class SkippedFilesWarning(UserWarning):
 
 
 class PairedImageDataset(Dataset):
-    """Items built from (photo, label mask) file pairs, checked cheaply when constructed.
+    """Items built from (photo, label mask) file pairs, checked when constructed.
 
-    Construction checks every pair without decoding pixels (``segkit.data.imageio.check_image_file``):
-    files exist, are complete images within the pixel limit, and photo and mask have the same size.
-    What a check finds is kept in the data folder's file index and reused while a file's size and
-    modification time stay the same; many new files are checked in parallel (``segkit.data.file_checks``).
-    A photo and mask of different sizes is always a ``DataError`` naming both files (the annotation
-    belongs to another picture). Any other bad file is an error with ``strict=True``; by default the
+    Construction checks every pair (``segkit.data.imageio.check_image_file``, without decoding a
+    photo's pixels): files exist, are complete images within the pixel limit, and photo and mask have
+    the same size; each mask is also decoded once for the values it holds. What a check finds is kept
+    in the data folder's file index and reused while a file's size and modification time stay the
+    same; many new files are checked in parallel (``segkit.data.file_checks``). A photo and mask of
+    different sizes is always a ``DataError`` naming both files (the annotation belongs to another
+    picture), and so is a mask holding values that are not labels (``check_mask_values``): both are
+    found before any run starts. Any other bad file is an error with ``strict=True``; by default the
     pair is left out, listed in ``self.skipped`` as ``(name, reason)`` and reported in one
     ``SkippedFilesWarning``.
 
@@ -185,7 +188,7 @@ class PairedImageDataset(Dataset):
         if self.skipped:
             warnings.warn(
                 f"{description}: left out {len(self.skipped)} unreadable file pair(s) "
-                f"(strict=True makes this an error): {skipped_listing(self.skipped)}",
+                f"(--dataset-option strict=true makes this an error): {skipped_listing(self.skipped)}",
                 SkippedFilesWarning,
                 stacklevel=3,
             )
@@ -202,8 +205,11 @@ class PairedImageDataset(Dataset):
                 )
         files = [(pair.image_path, "image") for pair in pairs]
         files += [(path, self.mask_role) for pair in pairs for path in pair.mask_paths]
-        facts = iter(check_files(files, data_folder(pairs), description=self.description))
+        facts = iter(
+            check_files(files, data_folder(pairs), description=self.description, mask_roles={self.mask_role})
+        )
         image_facts = [next(facts) for _ in pairs]
+        bad_values: list[tuple[Path, str]] = []
         for pair, image in zip(pairs, image_facts, strict=True):
             masks = [(path, next(facts)) for path in pair.mask_paths]
             checks = [image] + [mask for _, mask in masks]
@@ -218,8 +224,39 @@ class PairedImageDataset(Dataset):
                     raise DataError(size_mismatch(pair, image.size, mask.size, self.mask_role, path))
                 if task == "multiclass":
                     check_index_mask_mode(path, self.mask_role, len(names), mask.mode)
+                problem = self._values_problem(path, mask)
+                if problem is not None:
+                    bad_values.append((path, problem))
             self.pairs.append(pair)
             self.image_sizes.append(image.size)
+        if bad_values:
+            raise DataError(bad_values_message(bad_values, self.mask_role))
+
+    def _values_problem(self, path: Path, facts: FileFacts) -> str | None:
+        """Why the mask at ``path`` holds no labels (``check_mask_values`` on the values its check
+        found), or None."""
+        if facts.values_error is not None:
+            return facts.values_error
+        if facts.values is None:
+            return None
+        wide = facts.mode in SIXTEEN_BIT_MODES or facts.mode == "I"  # read_mask's uint16 masks
+        try:
+            self.check_mask_values(np.asarray(facts.values, np.uint16 if wide else np.uint8), path)
+        except DataError as error:
+            return str(error)
+        return None
+
+    def check_mask_values(self, values: np.ndarray, path: Path) -> None:
+        """Raise ``DataError`` (naming ``path`` and the values) when a mask holding ``values`` cannot
+        become labels; called while the dataset is built, before any run starts.
+
+        ``values``: the distinct raw values of the mask at ``path``, sorted, as ``read_mask`` gives
+        them (uint8, or uint16 for 16-bit masks). The default maps them through ``labels_from_mask``
+        as one row of pixels, which finds every bad value when that mapping treats each pixel on its
+        own, as segkit's datasets do; a dataset whose mapping looks at neighbouring pixels overrides
+        this (or makes it do nothing: ``labels_from_mask`` still checks each mask as it is read).
+        """
+        self.labels_from_mask(values.reshape(1, -1), path)
 
     def labels_from_mask(self, raw: np.ndarray, path: Path) -> np.ndarray:
         """Map raw mask values to uint8 BACKGROUND / FOREGROUND / IGNORE_INDEX labels (binary and
@@ -321,6 +358,16 @@ def size_mismatch(
         f"{role} {mask_path or pair.mask_path} is {mask_size[1]}x{mask_size[0]} but its image "
         f"{pair.image_path} is {image_size[1]}x{image_size[0]} (width x height); they must be the same size"
     )
+
+
+def bad_values_message(bad: Sequence[tuple[Path, str]], role: str = "mask") -> str:
+    """The first bad mask's message, and how many more there are, naming the first ``MAX_LISTED``."""
+    message = bad[0][1]
+    others = [str(path) for path, _ in bad[1:]]
+    if others:
+        listed = ", ".join(others[:MAX_LISTED]) + (", ..." if len(others) > MAX_LISTED else "")
+        message += f"; {len(others)} more {role}(s) hold values that are not labels: {listed}"
+    return message
 
 
 def skipped_listing(skipped: Sequence[tuple[str, str]]) -> str:

@@ -82,7 +82,8 @@ def files_by_stem(folder: Path, role: str) -> dict[str, Path]:
                 for entry in entries
                 if not entry.name.startswith(".")
                 and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
-                and entry.is_file()
+                # A broken link is listed (its check names it) rather than leaving its partner unpaired.
+                and (entry.is_file() or (entry.is_symlink() and not os.path.exists(entry.path)))
             )
         for name in names:
             stem = os.path.splitext(name)[0]

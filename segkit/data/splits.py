@@ -22,12 +22,14 @@ _FLAG_WORDS = (
     ("option 'root'", "--data-path"),
     ("option 'image_size'", "--image-size"),
     ("option 'augment'", "--augment"),
+    ("option 'split'", "--split"),
+    ("did you mean root=", "did you mean --data-path "),
 )
 
 
 def in_flag_words(message: str) -> str:
-    """A dataset's message about its ``root`` (or ``image_size``, ``augment``) option, in the words of
-    the flag that set it: "dataset 'folder' needs --data-path DIR", not "needs root=DIR"."""
+    """A dataset's message about its ``root`` (or ``image_size``, ``augment``, ``split``) option, in the
+    words of the flag that set it: "dataset 'folder' needs --data-path DIR", not "needs root=DIR"."""
     for words, flag in _FLAG_WORDS:
         message = message.replace(words, flag)
     return message
@@ -53,8 +55,8 @@ def build_split(values: dict[str, Any], split: str, image_size: int, sampling: S
         dataset = create_dataset(
             name, split=split, augment=augment if split == "train" else "none", **options
         )
-    except UsageError as error:
-        raise UsageError(in_flag_words(str(error))) from None
+    except SegkitError as error:
+        raise type(error)(in_flag_words(str(error))) from None
     if len(dataset) == 0:
         raise DataError(f"the {split} split of dataset {name!r} is empty")
     return dataset
