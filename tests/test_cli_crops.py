@@ -24,7 +24,7 @@ from segkit.task import MulticlassTask
 def crop_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("crops")
     write_folder_layout(root / "data", [f"p{i}" for i in range(10)], size=(40, 56))
-    args = tiny_run(epochs=1, batch_size=4, crop_size=16, tile=24, image_size=32)
+    args = tiny_run(epochs=1, batch_size=4, crop_size=16, tile=24, image_size=16)
     options = ["--dataset", "folder", "--data-path", root / "data", "--dataset-option", "valid_fraction=0.2"]
     result = invoke("run", *args, *options, "--out", root / "runs")
     assert result.exit_code == 0, result.output
@@ -143,7 +143,7 @@ def square_crop_run(tmp_path_factory):
     and predict must score what the network gives on the whole photo."""
     root = tmp_path_factory.mktemp("square")
     write_folder_layout(root / "data", [f"p{i}" for i in range(10)], size=(32, 32))
-    args = tiny_run(epochs=1, batch_size=4, crop_size=16, tile=32, image_size=32, callbacks=("csv",))
+    args = tiny_run(epochs=1, batch_size=4, crop_size=16, tile=32, image_size=16, callbacks=("csv",))
     options = ["--dataset", "folder", "--data-path", root / "data", "--dataset-option", "valid_fraction=0.4"]
     result = invoke("run", *args, *options, "--out", root / "runs")
     assert result.exit_code == 0, result.output

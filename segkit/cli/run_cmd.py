@@ -15,14 +15,13 @@ from segkit.config.resolve import (
     resolve_resumed_config,
     to_toml,
 )
-from segkit.config.settings import BY_NAME, SETTINGS, click_options, flag_layer
+from segkit.config.settings import BY_NAME, click_options, flag_layer
 from segkit.errors import UsageError
-from segkit.planning import resolve_planned_config
+from segkit.planning import describe_settings, resolve_planned_config
 
 __all__ = ["run"]
 
 _RESUME_FLAGS = [BY_NAME[name].flag or name for name in RESUME_OVERRIDES]
-_NAME_WIDTH = max(len(setting.name) for setting in SETTINGS)
 
 
 @click.command("run")
@@ -81,17 +80,14 @@ def run(config_file, recipe, resume, print_config, **flags):
         config = resolve_planned_config(values, config_file, recipe)
     echo = click.echo
     if print_config:
+        from segkit.engine.preflight import check_before_training
+
+        check_before_training(config, resume)
         echo(to_toml(config), nl=False)
         return
     if not config["quiet"]:
-        echo("Settings (value, and where it came from):")
-        for key, value, source in config.describe():
-            echo(f"  {key:<{_NAME_WIDTH}} {value:<24} {source}")
-        if config.plan is not None:
-            from segkit.planning import describe_plan
-
-            for line in describe_plan(config.plan, config.sources):
-                echo(line)
+        for line in describe_settings(config):
+            echo(line)
     from segkit.engine.trainer import fit
 
     result = fit(config, echo=echo, resume_dir=resume)

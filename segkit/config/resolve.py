@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from segkit.components import get_component, list_components
+from segkit.config.checks import check_component_options, fit_image_size_to_crops
 from segkit.config.run_folder import read_run_config
 from segkit.config.settings import (
     ALIASES,
@@ -188,8 +189,13 @@ def resolve_run_config(
     config_file: Path | None,
     recipe: str | None,
     plan: PlanFunction | None = None,
+    python: tuple[Mapping[str, Any], str] | None = None,
 ) -> ResolvedConfig:
     """A new run's settings: defaults, the dataset's defaults, the recipe, the config file, the flags.
+
+    ``python``, ``(settings, source)``: the keyword arguments of a Python call (``segkit.train``), as a
+    config file writes them (``model_options={"base_channels": 8}``, ``time_budget="10m"``), laid over
+    the config file; ``source`` names the call in messages.
 
     ``flags`` holds values (``segkit.config.settings.flag_layer`` converts what click parsed); None means not
     given. The recipe may also be named by the config file's ``recipe`` key; ``--recipe`` wins. A
@@ -202,7 +208,7 @@ def resolve_run_config(
     if recipe is not None and not isinstance(recipe, str):
         raise UsageError(f"recipe from {file_source} must be the name of a registered recipe, got {recipe!r}")
     flag_values = {key: value for key, value in flags.items() if value is not None}
-    user_layers = [(file_layer, file_source), (flag_values, "flag")]
+    user_layers = [(file_layer, file_source), *([python] if python else []), (flag_values, "flag")]
     # The dataset's defaults come below the recipe and the user's layers, but which dataset (and
     # which model's options) the user's layers decide: read those two first, checked.
     chosen = {}
@@ -228,6 +234,7 @@ def resolve_run_config(
     config = _resolve(layers + user_layers)
     check_dataset_reads_data_path(config)
     check_tile_fits_crops(config)
+    fit_image_size_to_crops(config, [source for _, source in layers + user_layers])
     config.plan = made
     return config
 
@@ -345,6 +352,7 @@ def _resolve(layers: Sequence[tuple[Mapping[str, Any], str]]) -> ResolvedConfig:
         config.apply(layer, source)
     validate(config)
     check_component_names(config)
+    check_component_options(config)
     return config
 
 

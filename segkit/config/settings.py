@@ -309,9 +309,10 @@ SETTINGS: tuple[Setting, ...] = (
         "image_size",
         256,
         POSITIVE_INTEGER,
-        "Training/validation side length in pixels.",
+        "Training/validation side length in pixels: photos are resized to it. With --crop-size the network "
+        "input is the crop, and this is the crop size (what predict --no-tile resizes to).",
         click_type=int,
-        default_text="dataset's, else 256",
+        default_text="dataset's, else 256; the crop size with --crop-size",
     ),
     Setting(
         "augment",
