@@ -198,6 +198,11 @@ def get_host() -> PluginHost:
     return _host
 
 
+def host_loaded() -> bool:
+    """Whether this process has loaded its plugins already (asking costs nothing)."""
+    return _host is not None
+
+
 def reset_host() -> None:
     """Forget the process-wide host (tests use this after changing the environment switches)."""
     global _host

@@ -45,14 +45,38 @@ class SegkitGroup(click.Group):
 
         get_host().call_each("register_commands", lambda function, info: function(cli=self))
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``segkit --help``. Plugin commands come from the list remembered when
+        they were last loaded (``segkit.cli.command_cache``) unless this process has loaded the
+        plugins already: importing them all (and torch with them) takes seconds."""
+        from segkit.cli import command_cache
+        from segkit.plugins import host_loaded
+
+        remembered = None if host_loaded() else command_cache.read_plugin_commands()
+        if remembered is None:
+            super().format_commands(ctx, formatter)
+            command_cache.write_plugin_commands(self._plugin_command_help(formatter.width))
+            return
+        limit = formatter.width - 6 - max(map(len, [*CORE_COMMANDS, *remembered]))
+        rows = [(name, _core_command(name).get_short_help_str(limit)) for name in CORE_COMMANDS]
+        rows += list(remembered.items())
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
+    def _plugin_command_help(self, width: int) -> dict[str, str]:
+        return {
+            name: command.get_short_help_str(max(width - 6 - len(name), 20))
+            for name, command in self.commands.items()
+            if name not in CORE_COMMANDS and not command.hidden
+        }
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()
         return sorted(set(CORE_COMMANDS) | set(self.commands))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in CORE_COMMANDS:
-            module_name, attribute = CORE_COMMANDS[name]
-            return getattr(importlib.import_module(module_name), attribute)
+            return _core_command(name)
         self._load_plugin_commands()
         return self.commands.get(name)
 
@@ -79,6 +103,11 @@ class SegkitGroup(click.Group):
             ctx.exit(error.exit_code)
 
 
+def _core_command(name: str) -> click.Command:
+    module_name, attribute = CORE_COMMANDS[name]
+    return getattr(importlib.import_module(module_name), attribute)
+
+
 def _one_line(error: SegkitError) -> str:
     """The message itself: an error raised in a DataLoader worker arrives wrapped with the worker's
     traceback, whose last line is the original message."""
@@ -94,7 +123,7 @@ def _one_line(error: SegkitError) -> str:
 )
 @click.version_option(__version__, "--version", "-V", prog_name="segkit")
 def cli() -> None:
-    """segkit: binary semantic segmentation with plugins.
+    """segkit: semantic segmentation (binary, multi-class, multi-label) with plugins.
 
     Train with `segkit run`, list what is installed with `segkit plugins`. Every command has its own
     --help. Models, losses, datasets and callbacks come from plugins (entry-point group `segkit`);

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import click
@@ -10,8 +9,6 @@ import click
 from segkit.cli.inference_choices import (
     device_option,
     inference_choice_options,
-    resolve_inference_choices,
-    resolve_tiling,
     tiling_options,
 )
 
@@ -98,51 +95,42 @@ def evaluate(
     multi-class model: the mean over classes (foreground classes where one is the background), a
     per-class table, and confusion_matrix.png.
     """
-    from segkit.data.splits import evaluation_split
     from segkit.errors import UsageError
     from segkit.execution.device import resolve_device
     from segkit.inference.predictor import load_trained_model
-    from segkit.inference.tiling import Tiles
-    from segkit.reporting.evaluation import evaluate_dataset
+    from segkit.reporting.run_evaluation import epoch_text, evaluate_run
 
-    trained = load_trained_model(checkpoint, device=resolve_device(device))
-    threshold = trained.threshold if threshold is None else threshold
-    tta, postprocess = resolve_inference_choices(trained, tta, fill_holes, keep_largest)
-    _check_choices(trained, checkpoint, threshold, postprocess)
-    tiling = resolve_tiling(trained, tile, no_tile, overlap, blend)
-    name, data = evaluation_split(trained, split, dataset, data_path, dataset_option, tiling)
-    choices = {"threshold": threshold, "tta": tta, "postprocess": postprocess, "tiling": tiling}
-    choices.update(resolution=resolution, boundary=not no_boundary)
-    settings = _settings_of_this_evaluation(trained, name, split, data_path, dataset_option, choices)
-    out = _output_folder(checkpoint, split, out, settings)
     if report_page is not None and not report_page.parent.is_dir():
         raise UsageError(f"--report {report_page}: the folder {report_page.parent} does not exist")
-    result = evaluate_dataset(
+    trained = load_trained_model(checkpoint, device=resolve_device(device))
+    evaluation = evaluate_run(
         trained,
-        data,
         split=split,
+        dataset=dataset,
+        data_path=data_path,
+        dataset_options=dataset_option,
         threshold=threshold,
         tta=tta,
-        postprocess=postprocess,
-        batch_size=batch_size,
-        original_resolution=resolution != "network",
+        fill_holes=fill_holes,
+        keep_largest=keep_largest,
+        tile=tile,
+        no_tile=no_tile,
+        overlap=overlap,
+        blend=blend,
+        resolution=resolution,
         boundary=not no_boundary,
+        batch_size=batch_size,
+        out=out,
         quiet=quiet,
-        tiles=None if tiling is None else Tiles(tiling["tile"], tiling["overlap"], tiling["blend"]),
+        note=lambda text: click.echo(f"note: {text}", err=True),
     )
-    if resolution == "original" and result.original is None:
-        click.echo(
-            f"note: dataset {name!r} cannot read original masks; scores are at network resolution", err=True
-        )
-    summary = result.summary()
-    if resolution == "original" and result.original is not None:
-        summary.pop("network_resolution")
-    rows = result.per_image_rows()
-    written = _write_results(out, trained, name, {"evaluated": settings, **summary}, rows)
+    name, written = evaluation.dataset_name, evaluation.written
     if report_page is not None:
-        written.append(_write_report_page(report_page, trained, name, data, result, worst))
-    click.echo(f"Scored {trained.path} ({_epoch_text(trained)})")
-    _print_report(f"{name} {split} split", summary, rows, worst)
+        written.append(
+            _write_report_page(report_page, trained, name, evaluation.data, evaluation.result, worst)
+        )
+    click.echo(f"Scored {trained.path} ({epoch_text(trained)})")
+    _print_report(f"{name} {split} split", evaluation.summary, evaluation.rows, worst)
     click.echo("Wrote " + " and ".join(str(path) for path in written))
 
 
@@ -174,6 +162,7 @@ def _write_report_page(page: Path, trained, name: str, data, result, worst: int)
     (segkit.reporting.report)."""
     from segkit.errors import UsageError
     from segkit.reporting.report import evaluation_content, write_page
+    from segkit.reporting.run_evaluation import epoch_text
 
     content = evaluation_content(
         trained,
@@ -183,130 +172,13 @@ def _write_report_page(page: Path, trained, name: str, data, result, worst: int)
         worst=worst,
         best=0,
         title=f"Evaluation of {trained.path}",
-        subtitle=f"{trained.model_name} ({_epoch_text(trained)}) on the {name} {result.split} split",
+        subtitle=f"{trained.model_name} ({epoch_text(trained)}) on the {name} {result.split} split",
     )
     try:
         write_page(page, content)
     except OSError as error:
         raise UsageError(f"cannot write --report {page}: {error.strerror or error}") from None
     return page
-
-
-def _check_choices(trained, checkpoint, threshold: float, postprocess: dict) -> None:
-    """A threshold outside (0, 1), or clean-up asked of a model that is not binary: usage errors."""
-    from segkit.errors import UsageError
-
-    if not 0 < threshold < 1:
-        raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
-    if any(postprocess.values()) and not trained.task.supports_postprocess:
-        raise UsageError(
-            f"--fill-holes and --keep-largest work on binary masks; {checkpoint} is {trained.task.kind}"
-        )
-
-
-def _settings_of_this_evaluation(trained, name, split, data_path, dataset_option, choices: dict) -> dict:
-    """What makes two evaluations the same one: checkpoint, data and settings (as JSON reads back)."""
-    import json
-
-    recorded = trained.checkpoint.get("config") or {}
-    settings = {
-        "checkpoint": str(Path(trained.path).resolve()),
-        "epoch": trained.checkpoint.get("epoch"),
-        "dataset": name,
-        "data_path": str(data_path if data_path is not None else recorded.get("data_path")),
-        "dataset_options": sorted(dataset_option),
-        "split": split,
-        **choices,
-    }
-    return json.loads(json.dumps(settings, default=str))
-
-
-def _epoch_text(trained) -> str:
-    epoch = trained.checkpoint.get("epoch")
-    best = ", the best so far" if Path(trained.path).name == "best.pt" else ""
-    return f"epoch {epoch}{best}" if epoch is not None else "epoch not recorded"
-
-
-def _earlier_settings(folder: Path) -> dict | None:
-    """The settings of the evaluation already in ``folder``: None when there is none, ``{}`` when its
-    summary.json records none (written by an older segkit, or not segkit's)."""
-    import json
-
-    path = folder / "summary.json"
-    if not path.exists():
-        return None
-    try:
-        earlier = json.loads(path.read_text()).get("evaluated")
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return earlier if isinstance(earlier, dict) else {}
-
-
-def _differences(earlier: dict, settings: dict) -> str:
-    if not earlier:
-        return "its summary.json records no settings"
-    changed = [key for key in settings if earlier.get(key) != settings[key]]
-    return ", ".join(f"{key} {earlier.get(key)!r} there, {settings[key]!r} now" for key in changed[:3])
-
-
-def _output_folder(checkpoint, split: str, out: Path | None, settings: dict | None = None) -> Path:
-    """Where to write. An earlier evaluation with other settings (another checkpoint, dataset, split,
-    threshold, ...) is never overwritten: the default folder becomes ``eval-<split>-2`` (and so on),
-    with a note; an explicit ``--out`` holding one is a usage error."""
-    from segkit.errors import UsageError
-
-    explicit = out is not None
-    if out is None:
-        base = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
-        out = base / f"eval-{split}"
-    chosen, number = out, 1
-    while settings is not None:
-        earlier = _earlier_settings(chosen)
-        if earlier is None or earlier == settings:
-            break
-        if explicit:
-            raise UsageError(
-                f"--out {out} holds an earlier evaluation with other settings "
-                f"({_differences(earlier, settings)}); choose another --out, or delete "
-                f"{out / 'summary.json'} to replace it"
-            )
-        if chosen == out:
-            first_difference = _differences(earlier, settings)
-        number += 1
-        chosen = out.with_name(f"{out.name}-{number}")
-    if chosen != out:
-        click.echo(
-            f"note: {out} holds an earlier evaluation with other settings ({first_difference}); "
-            f"writing to {chosen} instead",
-            err=True,
-        )
-    out = chosen
-    try:  # before evaluating, so that an unusable --out costs no evaluation time
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"--out {out} cannot be created: {error.strerror or error}") from None
-    return out
-
-
-def _write_results(out: Path, trained, name: str, summary: dict, rows: list[dict]) -> list[Path]:
-    """summary.json, per_image.csv and, for a multiclass model, the confusion matrix as a picture."""
-    from segkit.config.run_folder import write_json
-    from segkit.errors import UsageError
-
-    written = [out / "summary.json", out / "per_image.csv"]
-    try:
-        write_json(written[0], {"checkpoint": str(trained.path), "dataset": name, **summary})
-        with written[1].open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        if "confusion_matrix" in summary:
-            from segkit.reporting.plotting import plot_confusion_matrix
-
-            written.append(plot_confusion_matrix(summary["confusion_matrix"], out / "confusion_matrix.png"))
-    except OSError as error:
-        raise UsageError(f"cannot write into --out {out}: {error.strerror or error}") from None
-    return written
 
 
 def _print_scores(scores: dict, classes: list[str] | None) -> None:

@@ -14,6 +14,15 @@ from typing import Any
 import click
 
 from segkit.config.settings import BY_NAME
+from segkit.inference.choices import resolve_inference_choices, resolve_tiling
+
+__all__ = [
+    "device_option",
+    "inference_choice_options",
+    "resolve_inference_choices",
+    "resolve_tiling",
+    "tiling_options",
+]
 
 
 def device_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -75,36 +84,8 @@ def tiling_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def resolve_tiling(
-    trained: Any, tile: int | None, no_tile: bool, overlap: float | None, blend: str | None
-) -> dict[str, Any] | None:
-    """The tiling to use: the flags given over the checkpoint's; None to resize."""
-    if no_tile:
-        return None
-    recorded = trained.tiling or {}
-    if tile is None and not recorded:
-        return None
-    return {
-        "tile": tile if tile is not None else recorded["tile"],
-        "overlap": overlap if overlap is not None else recorded.get("overlap", 0.25),
-        "blend": blend or recorded.get("blend", "gaussian"),
-        "scale": recorded.get("scale", 1.0),
-    }
-
-
 def inference_choice_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator adding the three options (parameters ``tta``, ``fill_holes``, ``keep_largest``)."""
     for option in reversed(_OPTIONS):
         command = option(command)
     return command
-
-
-def resolve_inference_choices(
-    trained: Any, tta: bool | None, fill_holes: bool | None, keep_largest: bool | None
-) -> tuple[bool, dict[str, bool]]:
-    """``(tta, {"fill_holes": ..., "keep_largest": ...})``: the flags given, else the checkpoint's."""
-    postprocess = {"fill_holes": False, "keep_largest": False, **trained.postprocess}
-    for step, flag in (("fill_holes", fill_holes), ("keep_largest", keep_largest)):
-        if flag is not None:
-            postprocess[step] = flag
-    return (trained.tta if tta is None else tta), postprocess

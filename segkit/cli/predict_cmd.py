@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
 import click
@@ -14,39 +13,10 @@ from segkit.cli.inference_choices import (
     resolve_tiling,
     tiling_options,
 )
+from segkit.inference.inputs import collect_inputs
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 #: A photo this many times the network input's side (or more), predicted by resizing, gets a hint.
 RESIZE_HINT_FACTOR = 8
-
-
-def collect_inputs(inputs: tuple[str, ...]) -> list[Path]:
-    """Files, folders (their images, sorted) and glob patterns, in the order given, without repeats."""
-    from segkit.errors import UsageError
-
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not images and (path / "images").is_dir():
-                raise UsageError(
-                    f"{item} holds no images but an images/ folder: a dataset root? give {path / 'images'}"
-                )
-            found.extend(images)
-        elif path.is_file():
-            found.append(path)
-        elif glob.has_magic(item):
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
-            if not matches:
-                raise UsageError(f"no file matches {item!r}")
-            found.extend(matches)
-        else:
-            raise UsageError(f"input {item} does not exist")
-    unique = list(dict.fromkeys(found))
-    if not unique:
-        raise UsageError("no input images found in " + ", ".join(inputs))
-    return unique
 
 
 @click.command("predict")

@@ -128,16 +128,9 @@ def checkpoint_payload(trainer: CheckpointedRun) -> dict[str, Any]:
     last = state.last_record
     # The validation-calibrated threshold, when the recipe asks for one; predict/evaluate use it.
     task = trainer.task.with_threshold(last.get("calibrated_threshold", values["threshold"]))
+    normalization = getattr(trainer.data.train_set, "normalization", None)
     payload = {
-        "segkit_version": __version__,
-        "model_name": trainer.model_name,
-        "model_options": values["model_options"],
-        "in_channels": trainer.in_channels,
-        "image_size": values["image_size"],
-        "normalization": getattr(trainer.data.train_set, "normalization", None),
-        **task.checkpoint_fields(),
-        "inference": inference_defaults(values),
-        "dataset": values["dataset"],
+        **model_fields(trainer.model_name, values, trainer.in_channels, normalization, task),
         "metrics": last,
         **state.state_dict(trainer.clock.elapsed(), trainer.clock.estimates()),
         "model_state": cpu_state(trainer.evaluated_model),
@@ -150,3 +143,42 @@ def checkpoint_payload(trainer: CheckpointedRun) -> dict[str, Any]:
         payload["raw_model_state"] = cpu_state(trainer.model)
         payload["ema_state"] = trainer.weight_average.state_dict()
     return payload
+
+
+def model_fields(
+    model_name: str, values: dict[str, Any], in_channels: int, normalization: Any, task: Task
+) -> dict[str, Any]:
+    """What inference needs to rebuild and use the model (``segkit.inference.predictor``): every
+    checkpoint holds these, trained or imported."""
+    return {
+        "segkit_version": __version__,
+        "model_name": model_name,
+        "model_options": values["model_options"],
+        "in_channels": in_channels,
+        "image_size": values["image_size"],
+        "normalization": normalization,
+        **task.checkpoint_fields(),
+        "inference": inference_defaults(values),
+        "dataset": values["dataset"],
+    }
+
+
+def imported_payload(
+    model_name: str,
+    values: dict[str, Any],
+    in_channels: int,
+    normalization: Any,
+    task: Task,
+    model_state: dict[str, torch.Tensor],
+) -> dict[str, Any]:
+    """``best.pt`` of weights trained outside segkit (``segkit.Run.from_model``): epoch 0, marked
+    ``imported`` (no "untrained weights" warning), no history and nothing to resume from."""
+    return {
+        **model_fields(model_name, values, in_channels, normalization, task),
+        "imported": True,
+        "epoch": 0,
+        "metrics": {},
+        "history": [],
+        "model_state": {key: value.detach().cpu() for key, value in model_state.items()},
+        "config": values,
+    }

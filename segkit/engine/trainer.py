@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,8 +29,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from segkit.callbacks import RunContext
 from segkit.components import create_callback, create_loss, create_model, get_component
+from segkit.config.checks import check_resumable
 from segkit.config.resolve import ResolvedConfig, enabled_callbacks
-from segkit.config.run_folder import CONFIG_FILE, create_run_dir, write_json
+from segkit.config.run_folder import CONFIG_FILE, create_run_dir, read_run_config, write_json
 from segkit.engine import checkpoints, distributed
 from segkit.engine.budget import RunClock
 from segkit.engine.data import RunData
@@ -69,13 +70,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def fit(config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = None) -> RunResult:
-    """Train according to ``config``; with ``resume_dir``, continue that run from its ``last.pt``."""
-    return Trainer(config, echo, resume_dir).run()
+def fit(
+    config: ResolvedConfig,
+    echo: Echo = print,
+    resume_dir: Path | None = None,
+    callbacks: Sequence[Any] = (),
+) -> RunResult:
+    """Train according to ``config``; with ``resume_dir``, continue that run from its ``last.pt``.
+    ``callbacks``: objects with any of ``segkit.callbacks.Callback``'s methods, run after the named
+    ones (the Python API passes them; ``config.json`` records them by class name)."""
+    return Trainer(config, echo, resume_dir, callbacks).run()
 
 
 class Trainer:
-    def __init__(self, config: ResolvedConfig, echo: Echo = print, resume_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: ResolvedConfig,
+        echo: Echo = print,
+        resume_dir: Path | None = None,
+        callbacks: Sequence[Any] = (),
+    ) -> None:
         # Paths become strings, so checkpoints hold only what torch.load(weights_only=True) accepts.
         self.values = values = json.loads(json.dumps(config.values, default=str))
         self.sources = config.sources
@@ -92,12 +106,13 @@ class Trainer:
         self.task = task_for_dataset(self.data.train_set, values["threshold"])
         self._leave_out_what_the_task_cannot_use()
         self.resumed = resume_dir is not None
+        self.callback_objects = list(callbacks)
         self._build_model_and_step()
         self.state = TrainingState()
         if resume_dir is not None:
             self.run_dir = Path(resume_dir)
             self.state = checkpoints.load_for_resume(self.run_dir, self)
-            _check_resumable(self.run_dir, self.state, values)
+            check_resumable(self.run_dir, self.state.epoch, self.state.elapsed_before, values)
             self.echo(f"Resuming {self.run_dir} at epoch {self.state.epoch + 1} of {values['epochs']}")
         else:
             self.run_dir = distributed.on_main(
@@ -113,7 +128,7 @@ class Trainer:
 
     def _build_callbacks(self) -> None:
         try:
-            self.callbacks = _build_callbacks(self.values, self.run_dir)
+            self.callbacks = _build_callbacks(self.values, self.run_dir) + self.callback_objects
         except BaseException:
             if not self.resumed:  # setup failed: leave no run folder behind
                 shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -237,6 +252,13 @@ class Trainer:
         self._notify("on_fit_end")
         distributed.teardown(self.group)
         state = self.state
+        if state.epoch == 0:
+            raise SegkitError(
+                f"no epoch was trained ({stop_reason or 'stopped'} before the first one ended, after "
+                f"{self.clock.elapsed():.0f} s); {self.run_dir / checkpoints.LAST_FILE} holds the initial "
+                f"weights. Give more time: segkit run --resume {self.run_dir} --time-budget "
+                f"{_longer_budget(self.values['time_budget'])}"
+            )
         return RunResult(
             self.run_dir, state.best_score, state.best_epoch, state.history, stop_reason, self.metric_text
         )
@@ -357,6 +379,7 @@ class Trainer:
 
     def _write_run_config(self) -> None:
         """config.json, and plan.json for --recipe auto (rank 0 alone)."""
+        callback_objects = self._callback_object_names()
         write_json(
             self.run_dir / CONFIG_FILE,
             {
@@ -375,14 +398,32 @@ class Trainer:
                     "task": self.task.kind,
                 },
                 "metrics": self.task.record_labels(_validation_resolution(self.values)),
+                "callback_objects": callback_objects,
             },
         )
         if self.plan is not None:
             self.plan.write(self.run_dir)
 
+    def _callback_object_names(self) -> list[str]:
+        """The classes of the callback objects given in Python (``segkit.train(callbacks=[...])``), as
+        config.json records them. A resume given none keeps the record and says they do not run now."""
+        given = [f"{type(obj).__module__}.{type(obj).__qualname__}" for obj in self.callback_objects]
+        if not self.resumed or given:
+            return given
+        recorded = read_run_config(self.run_dir).get("callback_objects") or []
+        if recorded:
+            self.echo(
+                f"Note: this run was trained with callback objects ({', '.join(recorded)}); none were "
+                "given to this resume, so they do not run now (segkit.Run(...).resume(callbacks=[...]) "
+                "gives them again)"
+            )
+        return list(recorded)
+
     def _notify(self, event: str, *arguments: Any) -> None:
         for callback in self.callbacks:
-            getattr(callback, event)(self.context, *arguments)
+            handler = getattr(callback, event, None)  # a callback implements any of the events
+            if handler is not None:
+                handler(self.context, *arguments)
 
 
 def check_loss_task(loss_name: str, task_kind: str) -> None:
@@ -435,24 +476,13 @@ def _epoch_line(record: dict[str, Any], epochs: int, improved: bool, task_kind: 
     )
 
 
+def _longer_budget(budget: float | None) -> str:
+    """A --time-budget worth trying after one that trained nothing: twice as long, in minutes."""
+    return f"{math.ceil(2 * (budget or 60) / 60)}m"
+
+
 def _build_callbacks(values: dict[str, Any], run_dir: Path) -> list:
     """The default callbacks, those ``--callback`` adds, less those ``--no-callback`` leaves out."""
     options = values["callback_options"]
     names = enabled_callbacks(values)
     return [create_callback(name, run_dir=run_dir, **options.get(name, {})) for name in names]
-
-
-def _check_resumable(run_dir: Path, state: TrainingState, values: dict[str, Any]) -> None:
-    """A run with nothing left to train is a usage error saying how to extend it."""
-    epochs, budget = values["epochs"], values["time_budget"]
-    if state.epoch >= epochs:
-        raise UsageError(
-            f"{run_dir} has finished: it trained all {epochs} of its epochs. To train it further, give "
-            f"more: segkit run --resume {run_dir} --epochs {epochs + max(epochs, 1)}"
-        )
-    if budget is not None and state.elapsed_before >= budget:
-        raise UsageError(
-            f"{run_dir} has spent its --time-budget of {budget:g} s ({state.epoch} of {epochs} epochs). "
-            f"To train it further, give more time: segkit run --resume {run_dir} --time-budget "
-            f"{math.ceil(2 * budget / 60)}m"
-        )

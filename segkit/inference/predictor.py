@@ -8,6 +8,7 @@ sigmoid and the threshold, so a 500x375 photo gets a 500x375 mask.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms import v2
 
 from segkit.checkpoint_files import load_checkpoint
 from segkit.components import create_model
-from segkit.data.imageio import MAX_IMAGE_PIXELS, read_image
+from segkit.data.imageio import MAX_IMAGE_PIXELS
 from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segkit.errors import CheckpointError, UnknownComponentError, UsageError
 from segkit.execution.fast_path import prepare_for_inference
 from segkit.inference.forward import input_logits
+from segkit.inference.inputs import as_rgb_image, collect_inputs, is_path
 from segkit.inference.postprocess import postprocess_mask
 from segkit.inference.tiling import predict_tiled
 from segkit.task import BinaryTask, Task, task_from_checkpoint
@@ -62,16 +63,20 @@ class TrainedModel:
         """The epoch whose weights these are (``best.pt``: the best one so far)."""
         return self.checkpoint.get("epoch")
 
-    def predict(self, image: Image.Image | str | Path, tta: bool | None = None) -> np.ndarray:
-        """The mask of one photo (a PIL image or an image file) at the photo's own size, made as
-        ``segkit predict`` makes it with the run's defaults (threshold, flip TTA, clean-up, tiling):
-        a bool ``(H, W)`` array for a binary model, class ids ``(H, W)`` for a multiclass one, a bool
-        ``(K, H, W)`` array for a multilabel one. ``tta`` overrides the run's flip TTA."""
+    def predict(self, images: Any, tta: bool | None = None) -> Any:
+        """Masks made as ``segkit predict`` makes them with the run's defaults (threshold, flip TTA,
+        clean-up, tiling), each at its photo's own size: a bool ``(H, W)`` array for a binary model,
+        class ids ``(H, W)`` for a multiclass one, a bool ``(K, H, W)`` array for a multilabel one.
 
-        if not isinstance(image, Image.Image):
-            image = read_image(Path(image))
-        elif image.mode != "RGB":
-            image = image.convert("RGB")
+        ``images``: one photo (an image path, a PIL image, a numpy array ``(H, W, 3)`` of uint8 0-255
+        or floats 0-1) gives one mask; a list of photos gives a list of masks in the same order; a
+        folder gives ``{path: mask}`` for its images, sorted by name. ``tta`` overrides the run's flip
+        TTA."""
+        if isinstance(images, (list, tuple)):
+            return [self.predict(image, tta) for image in images]
+        if is_path(images) and Path(images).is_dir():
+            return {path: self.predict(path, tta) for path in collect_inputs([images])}
+        image = as_rgb_image(images)
         use_tta = self.tta if tta is None else tta
         probability = predict_probability(self, image, tta=use_tta, tiling=self.tiling)
         mask = self.task.mask_from_probability(probability)
@@ -90,6 +95,7 @@ def load_trained_model(
     payload = load_checkpoint(path)
     if path.is_dir():
         path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
+    warn_if_untrained(payload, path)
     name = payload.get("model_name")
     if not isinstance(name, str):
         raise CheckpointError(f"{path} names no model (model_name is {name!r})")
@@ -139,6 +145,17 @@ def load_trained_model(
         task=task,
         tiling=tiling,
     )
+
+
+def warn_if_untrained(payload: dict[str, Any], path: Path) -> None:
+    """A checkpoint of epoch 0 that segkit trained holds the initial weights (its run trained no
+    epoch): evaluate, predict and export say so. An imported model (``segkit.Run.from_model``) also
+    records epoch 0, but its weights were trained elsewhere."""
+    if payload.get("epoch") == 0 and not payload.get("imported"):
+        warnings.warn(
+            f"{path} holds epoch 0: its run trained no epoch, so these are the untrained initial weights",
+            stacklevel=3,
+        )
 
 
 #: Post-processing steps a checkpoint may ask for by default (see ``segkit.inference.postprocess``).
@@ -238,6 +255,8 @@ def image_to_tensor(
 ) -> torch.Tensor:
     """An RGB PIL image -> normalised float tensor (3, image_size, image_size), resized exactly as the
     datasets' evaluation pipeline resizes (so predict and evaluate see the same pixels)."""
+    from torchvision.transforms import v2  # here: tiled prediction never needs it, and it costs ~170 MB
+
     pixels = v2.functional.pil_to_tensor(image)
     resized = v2.functional.resize(pixels, [image_size, image_size], antialias=True)
     scaled = resized.float() / 255.0
