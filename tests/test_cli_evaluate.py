@@ -211,8 +211,8 @@ def test_a_skipped_file_is_reported_on_stderr_without_a_traceback(tmp_path, tiny
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert (
-        f"left out 1 unreadable file pair(s) (strict=True makes this an error): bad: image file {bad} is "
-        "empty" in result.stderr
+        "left out 1 unreadable file pair(s) (--dataset-option strict=true makes this an error): "
+        f"bad: image file {bad} is empty" in result.stderr
     )
 
 
