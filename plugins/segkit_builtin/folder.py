@@ -30,6 +30,12 @@ Tasks (option ``task``, default "auto": multilabel when ``labels`` is given, mul
 
   Every image needs a mask in every label's folder; each mask is binary as above.
 
+Photos of other bands than 8-bit RGB (TIFFs of RGB + near infrared, 16-bit bands; see
+``segkit.data.geotiff``) keep their bands and are normalised with each band's mean and standard
+deviation over the training split's photos (``segkit.data.transforms.band_statistics``, computed once
+and cached beside the file index), which checkpoints store; a split's photos must all have the bands
+of the training photos. 8-bit RGB photos use ImageNet's statistics.
+
 Mask values are checked when the dataset is built, before a run starts: each mask is decoded once for
 the values it holds, which the data folder's file index remembers while the mask is unchanged
 (``segkit.datasets.PairedImageDataset``). A missing ``images/`` or ``masks/`` is named with what ``ROOT``
@@ -58,7 +64,13 @@ import numpy as np
 import segkit
 from segkit.component_options import Option, Parser, choice, integer, optional, parse_component_options
 from segkit.component_options import fraction as fraction_parser
-from segkit.data.transforms import BACKGROUND, FOREGROUND, build_sample_transform
+from segkit.data.transforms import (
+    BACKGROUND,
+    FOREGROUND,
+    band_statistics,
+    build_sample_transform,
+    check_same_bands,
+)
 from segkit.datasets import (  # noqa: F401 - PairedImageDataset, Pair, ... re-exported for old imports
     IMAGE_EXTENSIONS,
     MAX_LISTED,
@@ -207,14 +219,16 @@ def build_folder(root: str | Path | None = None, **options: Any) -> FolderDatase
             )
         pairs = _pairs(folder, mask_dirs, task)
         description = f"folder dataset {folder}"
-    else:
-        pairs = _pairs(root, mask_dirs, task)
-        chosen = set(
-            random_split([pair.name for pair in pairs], valid_fraction, test_fraction, split_seed)[
-                SPLITS.index(split)
-            ]
+        train_folder = root / "train"
+        train_pairs = (
+            _pairs(train_folder, mask_dirs, task) if split != "train" and train_folder.is_dir() else pairs
         )
-        pairs = [pair for pair in pairs if pair.name in chosen]
+    else:
+        pool = _pairs(root, mask_dirs, task)
+        parts = random_split([pair.name for pair in pool], valid_fraction, test_fraction, split_seed)
+        chosen, trained_on = set(parts[SPLITS.index(split)]), set(parts[0])
+        pairs = [pair for pair in pool if pair.name in chosen]
+        train_pairs = [pair for pair in pool if pair.name in trained_on]
         description = f"folder dataset {root} (split {split!r}, split_seed={split_seed})"
         if not pairs:
             raise DataError(
@@ -223,7 +237,7 @@ def build_folder(root: str | Path | None = None, **options: Any) -> FolderDatase
             )
     if task != "binary":
         description += f" ({task}: {', '.join(class_names)})"
-    return FolderDataset(
+    dataset = FolderDataset(
         pairs,
         transform,
         strict=parsed["strict"],
@@ -232,6 +246,18 @@ def build_folder(root: str | Path | None = None, **options: Any) -> FolderDatase
         class_names=class_names if task != "binary" else None,
         palette=palette,
     )
+    use_band_statistics(dataset, [pair.image_path for pair in train_pairs], root)
+    return dataset
+
+
+def use_band_statistics(dataset: FolderDataset, train_photos: list[Path], root: Path) -> None:
+    """Band photos: normalise ``dataset`` with the per-band statistics of the training photos (the
+    checkpoint stores them as ``normalization``); 8-bit RGB photos keep ImageNet's."""
+    statistics = band_statistics(train_photos, root)
+    check_same_bands([pair.image_path for pair in dataset.pairs], statistics)
+    if statistics is not None:
+        dataset.normalization = statistics
+        dataset.transform.normalization = statistics
 
 
 def resolve_task(

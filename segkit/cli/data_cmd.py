@@ -1,11 +1,13 @@
-"""``segkit data``: get datasets onto disk (``segkit data download oxford-pet DIR``).
+"""``segkit data``: get datasets onto disk (``segkit data download oxford-pet DIR``) and write any
+dataset as a folder of photos and masks (``segkit data convert coco SRC DST``).
 
 The downloadable datasets are those whose registration carries a download spec (``download=`` in
-``register_datasets``), found through the dataset registry.
+``register_datasets``), found through the dataset registry. Conversion is ``segkit.data.convert``.
 """
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -15,7 +17,7 @@ from segkit.data.download import RemoteDataset, download_dataset, downloadable_d
 
 @click.group("data")
 def data() -> None:
-    """Download and prepare datasets."""
+    """Download datasets, and convert them to folders of photos and masks."""
 
 
 def _dataset_name(ctx: click.Context, param: click.Parameter, value: str) -> RemoteDataset:
@@ -78,3 +80,59 @@ def download(
         keep_archives=keep_archives,
         log=lambda message: click.echo(message, err=True),
     )
+
+
+@data.command("convert", short_help="Any dataset as folders of photos and masks.")
+@click.argument("dataset", metavar="FORMAT")
+@click.argument("source", metavar="SRC", type=click.Path(path_type=Path))
+@click.argument("destination", metavar="DST", type=click.Path(path_type=Path))
+@click.option(
+    "--dataset-option",
+    "dataset_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Option of the FORMAT dataset, repeatable (`segkit plugins --kind dataset --options` lists them); "
+    "root and split come from SRC and --split. [default: none]",
+)
+@click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    type=click.Choice(["train", "valid", "test"]),
+    help="Convert this split, which must exist; repeatable. [default: every split FORMAT has in SRC]",
+)
+@click.option("--overwrite", is_flag=True, help="Replace DST when it exists and is not empty.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def convert(
+    dataset: str, source: Path, destination: Path, dataset_options: tuple[str, ...], splits, overwrite, quiet
+) -> None:
+    """Write the FORMAT dataset in SRC as a folder dataset in DST, for files you can look at.
+
+    FORMAT is a dataset name (coco, voc, cityscapes, cvat, label_studio, oxford_pet, folder, ...).
+    DST gets train/, valid/ and test/ (the splits FORMAT has), each holding images/ (the photos,
+    copied as they are) and masks/ (PNGs at each photo's size: binary 0/255; multiclass class ids,
+    255 ignored, named in DST/classes.txt; multilabel: masks_NAME/ per label, named in DST/labels.txt).
+    Nothing is left half-written: DST appears only once complete.
+    """
+    from segkit.config.options import parse_options
+    from segkit.data.convert import convert_to_folder
+    from segkit.progress import write
+
+    options = parse_options(dataset_options, "--dataset-option")
+    done = convert_to_folder(
+        dataset,
+        source,
+        destination,
+        options,
+        splits=splits or None,
+        overwrite=overwrite,
+        quiet=quiet,
+        log=write,
+    )
+    counts = ", ".join(f"{split} {count}" for split, count in done.written.items())
+    click.echo(f"wrote {sum(done.written.values())} photos of {dataset} {source} to {destination} ({counts})")
+    click.echo(f"  {done.masks_description()}")
+    command = ["segkit", "run", "--dataset", "folder", "--data-path", str(destination)]
+    for key, value in done.folder_options().items():
+        command += ["--dataset-option", f"{key}={value}"]
+    click.echo(f"train on it: {shlex.join(command)}")

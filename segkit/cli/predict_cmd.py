@@ -51,7 +51,8 @@ RESIZE_HINT_FACTOR = 8
     default="png",
     show_default=True,
     help="File format of the masks: png, or tiff (<name>_mask.tif, written tile by tile with deflate "
-    "compression, without another copy of the mask in memory; recommended for huge photos). Without "
+    "compression, without another copy of the mask in memory; recommended for huge photos; for a "
+    "georeferenced photo, a Cloud-Optimized GeoTIFF with the photo's CRS and transform). Without "
     "--probabilities, a TIFF photo predicted through tiles is read strip by strip (or tile by tile), "
     "never decoded whole: give huge photos as tiled TIFF.",
 )
@@ -95,12 +96,13 @@ def predict(
     values are class ids, shown in the class colours) for a multiclass one, one 0/255 PNG per label
     for a multilabel one; overlays carry a legend of class names. A file that cannot be read is
     reported and skipped; the exit code is then 1."""
+    from segkit.data.geotiff import georeferenced, rasterio_or_error
     from segkit.data.imageio import pixel_limit
     from segkit.data.tiff import read_photo
     from segkit.errors import DataError, UsageError
     from segkit.execution.device import resolve_device
     from segkit.inference.postprocess import postprocess_mask
-    from segkit.inference.predictor import load_trained_model
+    from segkit.inference.predictor import check_photo_bands, load_trained_model
     from segkit.progress import progress, write
     from segkit.reporting.evaluation import describe_postprocess
 
@@ -114,22 +116,35 @@ def predict(
     tiling = resolve_tiling(trained, tile, no_tile, overlap, blend)
     if any(postprocess.values()) and not task.supports_postprocess:
         raise UsageError(f"--fill-holes and --keep-largest work on binary masks; {checkpoint} is {task.kind}")
+    geotiff_photos = {path for path in files if georeferenced(path)}
+    if geotiff_photos and mask_format == "tiff":  # said before any mask is written
+        first = min(geotiff_photos)
+        rasterio_or_error(f"the mask of georeferenced photo {first} (a GeoTIFF with its CRS)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--out {out} cannot be created: {error.strerror}") from None
     failures = 0
     stems: dict[str, int] = {}
-    hinted = False
+    hinted = geo_noted = False
+    geotiffs = 0
     for path in progress(files, desc="predict", unit="image"):
         try:
             with pixel_limit(max_pixels):
                 image = read_photo(path, stream=band_by_band(tiling, probabilities))
+            check_photo_bands(trained, image, path)
         except DataError as error:
             # Through the bar, so the message gets a line of its own instead of continuing the bar's.
             write(f"skipped: {error}")
             failures += 1
             continue
+        geo = path in geotiff_photos
+        if geo and mask_format == "png" and not geo_noted:
+            geo_noted = True
+            write(
+                f"note: {path} is georeferenced; --mask-format tiff writes its mask as a GeoTIFF with the "
+                "photo's CRS and transform, which a GIS lays on top of it. Said once per run."
+            )
         if tiling is None and not hinted:
             hinted = hint_about_tiles(path, image, trained.image_size)
         probability, mask = predict_mask(trained, image, task, tta, tiling, keep_probability=probabilities)
@@ -138,9 +153,19 @@ def predict(
         stem = path.stem if path.stem not in stems else f"{path.stem}-{stems[path.stem] + 1}"
         stems[path.stem] = stems.get(path.stem, 0) + 1
         try:
+            georeference = path if geo and mask_format == "tiff" else None
             write_prediction(
-                out, stem, image, task, mask, probability if probabilities else None, no_overlay, mask_format
+                out,
+                stem,
+                image,
+                task,
+                mask,
+                probability if probabilities else None,
+                no_overlay,
+                mask_format,
+                georeference=georeference,
             )
+            geotiffs += georeference is not None
         except OSError as error:
             raise UsageError(f"cannot write into --out {out}: {error.strerror}") from None
     written = len(files) - failures
@@ -151,9 +176,10 @@ def predict(
         else f"{tiling['tile']}x{tiling['tile']} tiles at native resolution"
     )
     flip = "horizontal flip" if tta else "none"
+    georeferenced_masks = f"; {geotiffs} as GeoTIFF with their photo's CRS and transform" if geotiffs else ""
     click.echo(
         f"Wrote {written} mask(s) to {out} ({what}, {how}, test-time augmentation {flip}, "
-        f"post-processing {describe_postprocess(postprocess)})"
+        f"post-processing {describe_postprocess(postprocess)}{georeferenced_masks})"
     )
     if failures:
         click.echo(f"{failures} file(s) could not be read", err=True)
@@ -195,19 +221,29 @@ def band_by_band(tiling, keep_probability: bool) -> bool:
 
 
 def write_prediction(
-    out: Path, stem: str, image, task, mask, probability, no_overlay: bool, mask_format: str = "png"
+    out: Path,
+    stem: str,
+    image,
+    task,
+    mask,
+    probability,
+    no_overlay: bool,
+    mask_format: str = "png",
+    georeference: Path | None = None,
 ) -> None:
     """The mask files the task writes, the probability maps (when asked for) and the overlay (not for a
-    photo streamed from a TIFF: a note says so). The overlay is painted into ``image`` itself, band by
-    band: predict is done with the photo, and a huge one gets no second copy."""
+    photo streamed from a TIFF, nor for a band photo: a note says so). The overlay is painted into
+    ``image`` itself, band by band: predict is done with the photo, and a huge one gets no second copy.
+    ``georeference``: the georeferenced photo whose CRS and transform TIFF masks carry."""
     import numpy as np
     from PIL import Image
 
+    from segkit.data.geotiff import Raster
     from segkit.data.tiff import TiffRows, write_mask_tiffs
     from segkit.reporting.overlays import binary_overlay, class_overlay
 
     if mask_format == "tiff":
-        write_mask_tiffs(out, stem, task, mask)
+        write_mask_tiffs(out, stem, task, mask, georeference=georeference)
     else:
         for suffix, picture in task.mask_images(mask).items():
             picture.save(out / f"{stem}_{suffix}.png")
@@ -223,6 +259,11 @@ def write_prediction(
     if isinstance(image, TiffRows):
         note_no_overlay(image.path)
         return
+    if isinstance(image, Raster):
+        if image.bands:
+            note_no_overlay(image.path, f"its {image.channels} bands are no RGB picture")
+            return
+        image = Image.fromarray(image.read_rows(0, image.height))
     if task.kind == "binary":
         binary_overlay(image, mask, in_place=True).save(out / f"{stem}_overlay.png")
         return
@@ -237,11 +278,9 @@ def write_prediction(
     class_overlay(image, rows, legend, in_place=True).save(out / f"{stem}_overlay.png")
 
 
-def note_no_overlay(path: Path) -> None:
-    """A streamed TIFF gets no overlay: drawing one would decode the whole photo."""
+def note_no_overlay(path: Path, reason: str = "") -> None:
+    """A streamed TIFF gets no overlay: drawing one would decode the whole photo; nor does a band photo."""
     from segkit.progress import write
 
-    write(  # through the progress bar, as the skipped files are
-        f"note: no overlay for {path}: a TIFF read band by band would have to be decoded whole for it "
-        "(--no-overlay silences this note)"
-    )
+    reason = reason or "a TIFF read band by band would have to be decoded whole for it"
+    write(f"note: no overlay for {path}: {reason} (--no-overlay silences this note)")  # through the bar

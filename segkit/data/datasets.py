@@ -17,6 +17,9 @@
   ``palette`` and ``ignore_index``; ``dataset_task_info(dataset)`` reads them with their defaults,
   checked. ``read_class_names`` reads a ``classes.txt``; ``class_ids_from_mask`` checks an index mask.
 
+- ``rendered_masks`` (``segkit.data.rendered_masks``): masks rendered once from an annotation file (a
+  COCO JSON, a Label Studio export) into the data folder's cache, for datasets whose masks are no files.
+
 Plugins import all of these from here (``segkit.datasets``, which is this module); each lives in the
 module named beside it, with ``DecodedCache`` (``segkit.data.decoded_cache``).
 
@@ -55,7 +58,7 @@ from segkit.data.dataset_options import (
 )
 from segkit.data.decoded_cache import DecodedCache
 from segkit.data.file_checks import FileFacts, check_files
-from segkit.data.imageio import SIXTEEN_BIT_MODES, read_image, read_mask
+from segkit.data.imageio import SIXTEEN_BIT_MODES, read_image, read_mask, shown_size
 from segkit.data.labels import (
     MAX_CLASSES,
     check_class_names,
@@ -65,6 +68,7 @@ from segkit.data.labels import (
     read_class_names,
 )
 from segkit.data.pairs import IMAGE_EXTENSIONS, MAX_LISTED, Pair, data_folder, files_by_stem, match_pairs
+from segkit.data.rendered_masks import rendered_masks
 from segkit.data.transforms import (
     FOREGROUND,
     IGNORE_INDEX,
@@ -108,6 +112,8 @@ __all__ = [
     "files_by_stem",
     "match_pairs",
     "read_class_names",
+    "rendered_masks",
+    "shown_size",
 ]
 
 
@@ -165,10 +171,14 @@ class PairedImageDataset(Dataset):
         task: str = "binary",
         class_names: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
+        data_root: Path | None = None,
     ) -> None:
         if task not in TASKS:
             raise UsageError(f"{description}: task must be one of {', '.join(TASKS)}, got {task!r}")
         self.transform = transform
+        #: Where the file index (and the planner's fingerprint) is kept: ``data_root`` when given (a
+        #: dataset whose masks are rendered into a cache elsewhere), else the folder holding every file.
+        self.data_root = data_root
         self.with_ignore = with_ignore or task == "multiclass"
         self.description = description
         names = check_class_names(class_names, task, description)
@@ -205,9 +215,8 @@ class PairedImageDataset(Dataset):
                 )
         files = [(pair.image_path, "image") for pair in pairs]
         files += [(path, self.mask_role) for pair in pairs for path in pair.mask_paths]
-        facts = iter(
-            check_files(files, data_folder(pairs), description=self.description, mask_roles={self.mask_role})
-        )
+        root = self.data_root or data_folder(pairs)
+        facts = iter(check_files(files, root, description=self.description, mask_roles={self.mask_role}))
         image_facts = [next(facts) for _ in pairs]
         bad_values: list[tuple[Path, str]] = []
         for pair, image in zip(pairs, image_facts, strict=True):

@@ -5,7 +5,9 @@ EXIF-rotated phone pictures, truncated downloads. Everything here decodes by con
 the format), never by extension, and turns every failure into a ``segkit.errors.DataError`` naming
 the file and the problem.
 
-- ``read_image(path)``: an RGB ``PIL.Image``, EXIF orientation applied.
+- ``read_image(path)``: an RGB ``PIL.Image``, EXIF orientation applied; a TIFF of other bands than
+  8-bit RGB (near infrared, 16-bit bands) or an RGB GeoTIFF is a ``segkit.data.geotiff.Raster``
+  instead, read window by window, which keeps its bands.
 - ``read_mask(path)``: the raw label array (``uint8`` or ``uint16`` numpy), palette indices not colours.
 - ``check_image_file(path)``: a cheap validity check for dataset construction, returning ``(H, W)``.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from segkit.data.geotiff import Raster, TiffFacts, open_raster, tiff_facts
 from segkit.errors import DataError
 
 #: Largest image (width x height, in pixels) segkit decodes. Bigger files are refused before any
@@ -60,8 +63,13 @@ def pixel_limit(max_pixels: int | None) -> Iterator[None]:
         MAX_IMAGE_PIXELS, Image.MAX_IMAGE_PIXELS = saved, saved_pillow
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
+def read_image(path: str | os.PathLike) -> Image.Image | Raster:
     """Decode the photo at ``path`` as an RGB image, whatever its format, mode or file extension.
+
+    A TIFF whose bands are not an 8-bit RGB picture (4 bands of RGB + near infrared, 16-bit bands), and
+    an 8-bit RGB or grey GeoTIFF, is a ``segkit.data.geotiff.Raster`` instead: nothing is decoded until
+    a window (a training crop, a band of rows) or the whole photo is asked for, and a band photo keeps
+    its bands (see ``segkit.data.geotiff``).
 
     EXIF orientation is applied, so the result looks as a photo viewer shows it. Conversions:
     greyscale and 1-bit are replicated to three channels; 16-bit greyscale (``I;16``, ``I``) is
@@ -72,6 +80,11 @@ def read_image(path: str | os.PathLike) -> Image.Image:
     truncated, larger than ``MAX_IMAGE_PIXELS``, or in a colour mode that cannot be made RGB.
     """
     path = Path(path)
+    facts = _raster_facts(path, "image")
+    if facts is not None:
+        raster = open_raster(path, facts)
+        if raster is not None:
+            return raster
     with _opened(path, "image") as image:
         image = _decoded(image, path, "image")
     if image.mode == "RGB":
@@ -151,6 +164,10 @@ def check_image_file(path: str | os.PathLike, what: str = "image") -> tuple[int,
 def image_file_facts(path: str | os.PathLike, what: str = "image") -> tuple[int, int, str]:
     """``check_image_file``, also returning the file's colour mode: ``(height, width, mode)``."""
     path = Path(path)
+    facts = _raster_facts(path, what)
+    if facts is not None and (facts.bands or open_raster(path, facts) is not None):
+        mode = f"{facts.samples} bands of {facts.dtype}" if facts.bands else "RGB"
+        return facts.height, facts.width, mode
     with _opened(path, what) as image:
         image_format = image.format
         if image_format == "PNG":
@@ -164,6 +181,31 @@ def image_file_facts(path: str | os.PathLike, what: str = "image") -> tuple[int,
         if image_format not in ("PNG", "JPEG") or (image_format == "JPEG" and not _jpeg_has_end_marker(path)):
             _decoded(image, path, what)
     return height, width, mode
+
+
+def _raster_facts(path: Path, what: str) -> TiffFacts | None:
+    """The header facts of a photo that may be read as a ``Raster`` (a band photo, or an RGB GeoTIFF
+    when rasterio is installed), checked from the header alone: a huge GeoTIFF is not decoded to be
+    checked, and a segment that does not decode is named when it is read. None for any other file
+    (Pillow's path). A band photo's check does not need rasterio, so it stays valid once installed."""
+    if what != "image" or not path.is_file():
+        return None
+    facts = tiff_facts(path)
+    if facts is None or not facts.raster:
+        return None
+    _check_pixel_limit(path, what, facts.width, facts.height)
+    if facts.truncated:
+        raise DataError(f"{what} file {path} is truncated: its pixel data runs past the end of the file")
+    return facts
+
+
+def _check_pixel_limit(path: Path, what: str, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"{what} {path} is {width}x{height} = {width * height:,} pixels, more than "
+            f"segkit.data.imageio.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,}; refusing to decode it "
+            "(downscale the file, or raise the limit if you trust it)"
+        )
 
 
 @contextmanager
@@ -193,12 +235,7 @@ def _opened(path: Path, what: str) -> Iterator[Image.Image]:
         raise DataError(f"cannot read {what} file {path}: {_reason(error)}") from None
     with image:
         width, height = image.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise DataError(
-                f"{what} {path} is {width}x{height} = {width * height:,} pixels, more than "
-                f"segkit.data.imageio.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,}; refusing to decode it "
-                "(downscale the file, or raise the limit if you trust it)"
-            )
+        _check_pixel_limit(path, what, width, height)
         yield image
 
 
@@ -257,3 +294,16 @@ def _sixteen_bit_to_rgb(image: Image.Image, path: Path) -> Image.Image:
     # Round to nearest: 65535 -> 255, 0 -> 0, and the scale is exactly linear.
     eight_bit = ((values * 255 + 32767) // 65535).astype(np.uint8)
     return Image.fromarray(eight_bit).convert("RGB")
+
+
+def shown_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(height, width)`` of a photo as shown (EXIF turns applied), read from its header only; None
+    when it cannot be read (a dataset's file checks then say why). For annotation formats that
+    record each photo's size, to compare before rendering."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            turned = image.getexif().get(_EXIF_ORIENTATION_TAG) in _SWAPPING_ORIENTATIONS
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return None
+    return (width, height) if turned else (height, width)

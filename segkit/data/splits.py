@@ -126,7 +126,7 @@ def evaluation_split(
         data = create_dataset(name, split=split, image_size=trained.image_size, augment="none", **options)
     except SegkitError as error:
         message = in_flag_words(str(error))
-        if split == "test" and "test" in message:
+        if split == "test" and "test" in message and "--split valid" not in message:
             message += "; to score the validation split instead: --split valid"
         raise type(error)(message) from None
     if len(data) == 0:

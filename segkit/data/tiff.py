@@ -16,11 +16,13 @@ band it works on, and the photo is never held whole:
   from the header alone, and segments past the end of the file (a truncated file) are found then
   too; both are a ``DataError`` naming the file, as is a segment that does not decode.
 - ``read_photo(path, stream)``: the ``TiffRows`` of a streamable TIFF when ``stream``, else the
-  whole ``read_image``.
+  whole ``read_image``; a band photo (``segkit.data.geotiff``) is always its ``Raster``, which is read
+  band of rows by band of rows too.
 - ``write_tiled_mask(path, bands, height, width)``: a single-channel TIFF written tile by tile
   (256 x 256, deflate) from row bands given in order (``bands`` may be a generator): it holds one
   row of tiles, never a second copy of the whole mask. ``write_mask_tiffs`` writes what ``segkit
-  predict --mask-format tiff`` writes for a task's mask.
+  predict --mask-format tiff`` writes for a task's mask: for a georeferenced photo, GeoTIFFs with its
+  CRS and transform (``segkit.data.geotiff.write_georeferenced_mask``, rasterio).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from PIL import Image
 from tifffile import TIFF
 
 import segkit.data.imageio as imageio
+from segkit.data.geotiff import Raster, tiff_facts, write_georeferenced_mask
 from segkit.errors import DataError
 
 if TYPE_CHECKING:
@@ -128,10 +131,12 @@ class TiffRows:
         return pixels[..., :3]
 
 
-def read_photo(path: str | os.PathLike, stream: bool) -> Image.Image | TiffRows:
+def read_photo(path: str | os.PathLike, stream: bool) -> Image.Image | TiffRows | Raster:
     """With ``stream``, the ``TiffRows`` of a TIFF that can be streamed; otherwise (or for any other
-    file) the photo decoded whole by ``segkit.data.imageio.read_image``."""
-    rows = open_tiff_rows(path) if stream else None
+    file) the photo as ``segkit.data.imageio.read_image`` gives it. A band photo is always a ``Raster``
+    (its bands kept, read row band by row band when tiled): ``TiffRows`` would make it RGB."""
+    facts = tiff_facts(path) if stream else None
+    rows = open_tiff_rows(path) if facts is not None and not facts.bands else None
     return rows if rows is not None else imageio.read_image(path)
 
 
@@ -286,10 +291,14 @@ def _tile_row(rows: np.ndarray, width: int, tile: int, dtype: np.dtype) -> Itera
         yield piece
 
 
-def write_mask_tiffs(out: Path, stem: str, task: Task, mask: np.ndarray) -> None:
+def write_mask_tiffs(
+    out: Path, stem: str, task: Task, mask: np.ndarray, georeference: str | os.PathLike | None = None
+) -> None:
     """What ``segkit predict --mask-format tiff`` writes: ``<stem>_mask.tif`` (binary: 0/255;
     multiclass: class ids, a palette image in the task's colours up to 256 classes) or, multilabel,
-    ``<stem>_mask_<class>.tif`` (0/255) per class; tile by tile, without another whole-mask copy."""
+    ``<stem>_mask_<class>.tif`` (0/255) per class; tile by tile, without another whole-mask copy.
+    ``georeference``: the georeferenced photo whose CRS and transform the masks carry (Cloud-Optimized
+    GeoTIFFs written by rasterio, ``segkit.data.geotiff.write_georeferenced_mask``)."""
     layers = (
         {f"mask_{name}": mask[index] for index, name in enumerate(task.class_names)}
         if task.kind == "multilabel"
@@ -302,6 +311,10 @@ def write_mask_tiffs(out: Path, stem: str, task: Task, mask: np.ndarray) -> None
             colormap = np.zeros((3, 256), dtype=np.uint16)
             colours = np.asarray(task.palette, dtype=np.uint16)[:256]  # type: ignore[union-attr]
             colormap[:, : len(colours)] = colours.T * 257
+        if georeference is not None:
+            values = layer.astype(np.uint8) * 255 if layer.dtype == bool else layer
+            write_georeferenced_mask(out / f"{stem}_{suffix}.tif", georeference, values, colormap)
+            continue
         write_tiled_mask(
             out / f"{stem}_{suffix}.tif",
             _bands(layer, scale=255 if layer.dtype == bool else 1),

@@ -27,11 +27,21 @@ with nearest-neighbour sampling, colour transforms never touch masks):
   ``IGNORE_INDEX``: no class can claim it (a multiclass dataset need not have a background class).
 - ``"multilabel"``: ``(K, H, W)``, one binary 0/1/255 channel per label; invented pixels are 0 in
   every channel (no label), as for binary.
+
+Photos of other bands than 8-bit RGB (``segkit.data.geotiff.Raster``: RGB + near infrared, 16-bit
+bands) keep their bands: ``SampleTransform`` normalises them with its ``normalization`` (the dataset's
+per-band statistics, ``segkit.data.band_stats``) before the pipeline and hands them over as a
+``BandImage`` (``band_image_type()``), an image that geometric transforms move as any other, while
+colour transforms and the pipeline's final conversion and normalisation leave it as it is: colours mean
+nothing to a near-infrared band, and it is normalised already. Pixels a geometric transform invents in
+it are 0, the band's mean. A crop of a ``Raster`` reads only its window from the file.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import warnings
 from typing import Any
 
 import numpy as np
@@ -39,8 +49,12 @@ import torch
 from PIL import Image
 
 from segkit.components import get_component, list_components
+
+# For plugins (this module is public): the per-band statistics SampleTransform.normalization takes.
+from segkit.data.band_stats import band_statistics, check_same_bands  # noqa: F401
+from segkit.data.geotiff import Raster
 from segkit.data.sampling import IGNORE_INDEX, Sampling, random_crop, rescale
-from segkit.errors import SegkitError, UsageError
+from segkit.errors import DataError, SegkitError, UsageError
 from segkit.lazy import lazy_module
 
 #: Per-channel RGB mean and standard deviation of ImageNet, for images scaled to [0, 1]. Models see
@@ -73,8 +87,52 @@ def __getattr__(name: str):
 
 def fill_values() -> dict:
     """``FILL``: the value a geometric transform writes into pixels it invents, per tv_tensor type
-    (``{tv_tensors.Image: IMAGE_FILL, tv_tensors.Mask: MASK_FILL}``, built when first asked for)."""
-    return {tv_tensors.Image: IMAGE_FILL, tv_tensors.Mask: MASK_FILL}
+    (``{tv_tensors.Image: IMAGE_FILL, tv_tensors.Mask: MASK_FILL}``, and 0 for a ``BandImage``: the
+    band's mean, as it is normalised already; built when first asked for)."""
+    return {tv_tensors.Image: IMAGE_FILL, tv_tensors.Mask: MASK_FILL, band_image_type(): 0}
+
+
+#: The torchvision functionals a ``BandImage`` passes through unchanged: colour transforms, and the
+#: conversion and normalisation every pipeline ends with.
+BAND_PASSTHROUGH = (
+    "adjust_brightness",
+    "adjust_contrast",
+    "adjust_saturation",
+    "adjust_hue",
+    "adjust_gamma",
+    "adjust_sharpness",
+    "autocontrast",
+    "equalize",
+    "invert",
+    "posterize",
+    "solarize",
+    "rgb_to_grayscale",
+    "grayscale_to_rgb",
+    "permute_channels",
+    "to_dtype",
+    "normalize",
+)
+
+
+@functools.cache
+def band_image_type() -> type:
+    """``BandImage``: a ``tv_tensors.Image`` of bands normalised already (see the module docstring).
+    Made, and its pass-through kernels registered with torchvision, when first asked for."""
+
+    from torchvision.tv_tensors import Image as TvImage  # torchvision is imported lazily here too
+
+    class BandImage(TvImage):
+        """Normalised bands of a photo that is not 8-bit RGB: moved by geometric transforms, left
+        alone by colour transforms and by the pipeline's conversion and normalisation."""
+
+    def unchanged(image: Any, *args: Any, **kwargs: Any) -> Any:
+        return image
+
+    for name in BAND_PASSTHROUGH:
+        functional = getattr(v2.functional, name, None)
+        if functional is not None:
+            v2.functional.register_kernel(functional, BandImage)(unchanged)
+    return BandImage
 
 
 #: The kinds of task a dataset can ask for (its ``task`` attribute; "binary" when it has none).
@@ -154,7 +212,8 @@ class SampleTransform:
     """Applies an augmentation pipeline to a photo and its labels and returns model-ready tensors.
 
     Call it as ``transform(image, labels)`` (binary) or ``transform(image, labels, task=...)`` with an
-    RGB ``PIL.Image`` (or a ``uint8`` ``(3, H, W)`` tensor) and, by task (see the module docstring):
+    RGB ``PIL.Image`` (or a ``uint8`` ``(3, H, W)`` tensor, or a ``segkit.data.geotiff.Raster``) and, by
+    task (see the module docstring):
 
     - ``"binary"``: a ``uint8`` ``(H, W)`` array of ``BACKGROUND`` / ``FOREGROUND`` / ``IGNORE_INDEX``;
       returns ``{"image": float (3, S, S) normalised, "mask": float (1, S, S) in {0, 1},
@@ -165,6 +224,10 @@ class SampleTransform:
       ``IGNORE_INDEX``.
     - ``"multilabel"``: a ``uint8`` ``(K, H, W)`` array, each channel 0 / 1 / ``IGNORE_INDEX``;
       returns ``"mask"`` float ``(K, S, S)`` in {0, 1} and ``"ignore"`` bool ``(K, S, S)``.
+
+    ``normalization``: the per-band statistics ``{"mean", "std"}`` of a dataset of band photos
+    (``Raster``s that keep their bands), which the dataset sets; None for 8-bit RGB photos (ImageNet's,
+    in the pipeline). The image is then ``(C, S, S)``, C the photo's bands.
     """
 
     def __init__(self, pipeline, name: str, image_size: int, sampling: Sampling | None = None) -> None:
@@ -172,13 +235,24 @@ class SampleTransform:
         self.name = name
         self.image_size = image_size
         self.sampling = sampling or Sampling()
+        self.normalization: dict[str, list[float]] | None = None
 
     def __call__(
         self, image: Image.Image | torch.Tensor, labels: np.ndarray, task: str = "binary"
     ) -> dict[str, torch.Tensor]:
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-        pixels = v2.functional.pil_to_tensor(image) if isinstance(image, Image.Image) else image
+        if isinstance(image, Raster):
+            pixels = self._raster_pixels(image)
+        elif isinstance(image, Image.Image):
+            pixels = v2.functional.pil_to_tensor(image)
+        else:
+            pixels = image
+        if self.normalization is not None and not isinstance(image, Raster):
+            raise DataError(
+                f"an 8-bit RGB photo came among photos of {len(self.normalization['mean'])} bands; "
+                "a dataset's photos must all have the same bands"
+            )
         label_size = tuple(labels.shape[-2:]) if task == "multilabel" else tuple(labels.shape)
         if tuple(pixels.shape[-2:]) != label_size or (task == "multilabel" and labels.ndim != 3):
             raise ValueError(
@@ -195,13 +269,47 @@ class SampleTransform:
         if self.sampling.mode == "crop":
             size, fraction = int(self.sampling.size), self.sampling.foreground_fraction  # type: ignore[arg-type]
             pixels, mask = random_crop(pixels, mask, size, fraction, task)
-        sample = {"image": tv_tensors.Image(pixels), "mask": tv_tensors.Mask(mask)}
-        result = self.pipeline(sample)
+        bands = isinstance(image, Raster) and image.bands
+        pixels = self._normalised_bands(pixels) if bands else tv_tensors.Image(pixels)
+        with warnings.catch_warnings():
+            if bands:  # ToDtype(scale=True) says it leaves a BandImage unscaled: it is normalised already
+                warnings.filterwarnings("ignore", "scale was set to True but no dtype", UserWarning)
+            result = self.pipeline({"image": pixels, "mask": tv_tensors.Mask(mask)})
         if task == "multiclass":
             return self._checked_class_ids(result, present=_values_present(mask))
         if task == "multilabel":
             return self._checked_labels(result, channels=mask.shape[0])
         return self._checked(result)
+
+    def _raster_pixels(self, raster: Raster) -> Any:
+        """The raster itself where a crop at native scale is cut from it (only that window is read),
+        else its whole pixels. Its bands are checked against ``normalization``."""
+        bands = None if self.normalization is None else len(self.normalization["mean"])
+        if raster.bands and bands != raster.channels:
+            wanted = "per-band statistics" if bands is None else f"photos of {bands} bands, like the others"
+            raise DataError(
+                f"image {raster.path} has {raster.channels} bands of {raster.dtype}, but its dataset "
+                f"normalises {wanted} (a dataset's photos must all have the same bands)"
+            )
+        if not raster.bands and bands is not None:
+            raise DataError(
+                f"image {raster.path} is an 8-bit RGB photo among photos of {bands} bands; a dataset's "
+                "photos must all have the same bands"
+            )
+        size = self.sampling.size or 0
+        if (
+            self.sampling.mode == "crop"
+            and self.sampling.scale == 1.0
+            and min(raster.height, raster.width) >= size
+        ):
+            return raster
+        return raster.pixels()
+
+    def _normalised_bands(self, pixels: torch.Tensor) -> Any:
+        assert self.normalization is not None
+        mean = torch.tensor(self.normalization["mean"], dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(self.normalization["std"], dtype=torch.float32).view(-1, 1, 1)
+        return band_image_type()((pixels - mean) / std)
 
     def _image_and_mask(self, result, channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         where = f"augmentation pipeline {self.name!r}"
@@ -217,7 +325,7 @@ class SampleTransform:
         if image.shape[-2:] != labels.shape[-2:] or labels.dim() != 3 or labels.shape[0] != channels:
             raise SegkitError(
                 f"{where} returned image {tuple(image.shape)} and mask {tuple(labels.shape)}; "
-                f"they must be (3, H, W) and ({channels}, H, W) of the same size"
+                f"they must be (C, H, W) and ({channels}, H, W) of the same size"
             )
         return image, labels
 

@@ -56,8 +56,9 @@ def is_path(image: Any) -> bool:
     return isinstance(image, (str, os.PathLike))
 
 
-def as_rgb_image(image: ImageLike) -> Image.Image:
-    """One photo as an RGB PIL image: an image file (read as ``segkit predict`` reads it), a PIL image
+def as_rgb_image(image: ImageLike) -> Any:
+    """One photo as an RGB PIL image: an image file (read as ``segkit predict`` reads it: a photo with
+    more bands than RGB, or a GeoTIFF, is a ``segkit.data.geotiff.Raster`` read on demand), a PIL image
     (converted to RGB), or a numpy array ``(H, W, 3)``, ``(H, W, 4)`` (alpha dropped) or ``(H, W)``
     (grey), of uint8 values 0-255 or floats 0-1. Anything else is a one-line ``UsageError``."""
     if is_path(image):

@@ -3,6 +3,10 @@
 Prediction follows training: the photo is resized to the network's square input size, normalised
 as in training, and the logits are resized back (bilinear) to the photo's own size before the
 sigmoid and the threshold, so a 500x375 photo gets a 500x375 mask.
+
+Photos of other bands than 8-bit RGB (``segkit.data.geotiff.Raster``: near infrared, 16-bit bands) are
+normalised with the per-band statistics the checkpoint stores (``normalization``, one mean and standard
+deviation per band); a photo whose bands are not the model's input channels is a one-line ``DataError``.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from PIL import Image
 
 from segkit.checkpoint_files import load_checkpoint
 from segkit.components import create_model
+from segkit.data.geotiff import Raster
 from segkit.data.imageio import MAX_IMAGE_PIXELS
 from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from segkit.errors import CheckpointError, UnknownComponentError, UsageError
+from segkit.errors import CheckpointError, DataError, UnknownComponentError, UsageError
 from segkit.execution.fast_path import prepare_for_inference
 from segkit.inference.forward import input_logits
 from segkit.inference.inputs import as_rgb_image, collect_inputs, is_path
@@ -200,7 +205,8 @@ def recorded_tiling(payload: dict[str, Any], path: Path) -> dict[str, Any] | Non
 def inference_settings(payload: dict[str, Any]) -> tuple[int, float, dict[str, list[float]]]:
     """The checkpoint's ``image_size``, ``threshold`` and ``normalization`` (a mean/std dict, "imagenet"
     or absent), checked: a checkpoint is a file from anywhere, and a crafted ``image_size`` of a
-    million would otherwise ask for a trillion-pixel input."""
+    million would otherwise ask for a trillion-pixel input. The mean and std hold a number per input
+    channel: three for RGB, one per band for band photos."""
     image_size, threshold = payload["image_size"], float(payload.get("threshold", 0.5))
     normalization = payload.get("normalization")
     if normalization is None or normalization == "imagenet":
@@ -213,9 +219,10 @@ def inference_settings(payload: dict[str, Any]) -> tuple[int, float, dict[str, l
         raise ValueError(f"image_size {image_size!r} is not a side length from 1 to {largest_side}")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold {threshold!r} is not strictly between 0 and 1")
-    if len(mean) != 3 or len(std) != 3 or not all(map(math.isfinite, mean + std)) or 0 in std:
+    if not mean or len(mean) != len(std) or not all(map(math.isfinite, mean + std)) or 0 in std:
         raise ValueError(
-            f"normalization mean {mean} / std {std} is not three finite numbers each (RGB), std nonzero"
+            f"normalization mean {mean} / std {std} is not as many finite numbers each (one per input "
+            "channel), std nonzero"
         )
     return image_size, threshold, {"mean": mean, "std": std}
 
@@ -251,16 +258,41 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Pat
 
 
 def image_to_tensor(
-    image: Image.Image, image_size: int, normalization: dict[str, list[float]]
+    image: Image.Image | Raster, image_size: int, normalization: dict[str, list[float]]
 ) -> torch.Tensor:
     """An RGB PIL image -> normalised float tensor (3, image_size, image_size), resized exactly as the
-    datasets' evaluation pipeline resizes (so predict and evaluate see the same pixels)."""
+    datasets' evaluation pipeline resizes (so predict and evaluate see the same pixels). A band photo
+    (``Raster``) gives (C, image_size, image_size), normalised with the per-band statistics and resized
+    as its dataset resizes it (floats, normalised first: both are linear, so the order only rounds)."""
     from torchvision.transforms import v2  # here: tiled prediction never needs it, and it costs ~170 MB
 
-    pixels = v2.functional.pil_to_tensor(image)
+    mean, std = list(normalization["mean"]), list(normalization["std"])
+    if isinstance(image, Raster) and image.bands:
+        normalised = v2.functional.normalize(image.pixels(), mean=mean, std=std)
+        return v2.functional.resize(normalised, [image_size, image_size], antialias=True)
+    pixels = image.pixels() if isinstance(image, Raster) else v2.functional.pil_to_tensor(image)
     resized = v2.functional.resize(pixels, [image_size, image_size], antialias=True)
     scaled = resized.float() / 255.0
-    return v2.functional.normalize(scaled, mean=list(normalization["mean"]), std=list(normalization["std"]))
+    return v2.functional.normalize(scaled, mean=mean, std=std)
+
+
+def check_photo_bands(trained: TrainedModel, image: Any, name: Any = None) -> None:
+    """A one-line ``DataError`` when the photo's bands are not the model's input channels (an 8-bit RGB
+    photo given to a model trained on 4-band photos, say). ``name``: how to name the photo."""
+    if len(trained.normalization["mean"]) != trained.in_channels:
+        raise CheckpointError(
+            f"{trained.path} normalises {len(trained.normalization['mean'])} channels for a model of "
+            f"{trained.in_channels} input channels"
+        )
+    channels = image.channels if isinstance(image, Raster) else 3
+    if channels == trained.in_channels:
+        return
+    kind = image.describe() if isinstance(image, Raster) else "8-bit RGB"
+    named = name or getattr(image, "path", None) or "the photo"
+    trained_on = "8-bit RGB photos" if trained.in_channels == 3 else f"photos of {trained.in_channels} bands"
+    raise DataError(
+        f"{named} is a {kind} photo ({channels} bands), but {trained.path} was trained on {trained_on}"
+    )
 
 
 @torch.inference_mode()
@@ -277,12 +309,16 @@ def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def predict_probability(
-    trained: TrainedModel, image: Image.Image, tta: bool = False, tiling: dict[str, Any] | None = None
+    trained: TrainedModel,
+    image: Image.Image | Raster,
+    tta: bool = False,
+    tiling: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Probabilities at the image's own size, float32: the foreground's (H, W) for a binary model,
     one map per class (K, H, W) for a multiclass (softmax) or multilabel (sigmoids) one. With
     ``tiling`` (``{"tile", "overlap", "blend", "scale"}``) the photo is seen through tiles at native
     resolution (rescaled by ``scale`` first, and the probabilities back to the photo's size)."""
+    check_photo_bands(trained, image)
     if tiling is not None:
         return _tiled_probability(trained, image, tta, tiling)
     batch = image_to_tensor(image, trained.image_size, trained.normalization).unsqueeze(0)
@@ -292,14 +328,20 @@ def predict_probability(
 
 
 def _tiled_probability(
-    trained: TrainedModel, image: Image.Image, tta: bool, tiling: dict[str, Any]
+    trained: TrainedModel, image: Image.Image | Raster, tta: bool, tiling: dict[str, Any]
 ) -> np.ndarray:
 
     scale = float(tiling.get("scale", 1.0))
-    seen = image
+    seen: Any = image
     if scale != 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        seen = image.resize(size, Image.Resampling.BILINEAR)
+        if isinstance(image, Raster) and image.bands:  # float rows, as tiling reads them, resized alike
+            rows = torch.from_numpy(image.read_rows(0, image.height)).permute(2, 0, 1)[None]
+            resized = F.interpolate(rows, size=(size[1], size[0]), mode="bilinear", align_corners=False)
+            seen = resized[0].permute(1, 2, 0).numpy()
+        else:
+            photo = Image.fromarray(image.read_rows(0, image.height)) if isinstance(image, Raster) else image
+            seen = photo.resize(size, Image.Resampling.BILINEAR)
     probability = predict_tiled(trained, seen, tiling["tile"], tiling["overlap"], tiling["blend"], tta=tta)
     if scale != 1.0:
         maps = torch.from_numpy(np.ascontiguousarray(probability, dtype=np.float32))

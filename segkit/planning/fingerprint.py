@@ -233,7 +233,7 @@ def _cache_place(dataset: Any, sample: int) -> tuple[Any, str, int]:
     pairs = getattr(dataset, "pairs", None)
     if not pairs:
         return None, "", 0
-    root = data_folder(pairs)
+    root = getattr(dataset, "data_root", None) or data_folder(pairs)
     if root is None:
         return None, "", 0
     digest = hashlib.sha256()
