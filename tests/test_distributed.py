@@ -566,8 +566,9 @@ def test_teardown_leaves_only_a_group_it_joined(monkeypatch, enabled, initialize
     calls = []
     monkeypatch.setattr(dist, "is_initialized", lambda: initialized)
     monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(dist, "barrier", lambda: calls.append("barrier"))
     distributed.teardown(ProcessGroup(0, 2 if enabled else 1))
-    assert len(calls) == destroyed
+    assert calls == ["barrier", "destroy"] * destroyed  # every process waits for the others first
 
 
 def test_broadcast_names_rank_0_as_the_source(monkeypatch):
