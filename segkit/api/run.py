@@ -91,6 +91,10 @@ class Run:
         self.path = Path(path)
         if not self.path.is_dir():
             raise UsageError(f"{self.path} is not a run folder (segkit run makes one)")
+        self._read()
+
+    def _read(self) -> None:
+        """Read config.json (again, after a resume) and forget the models loaded from the old weights."""
         self._record = read_run_config(self.path)
         if not isinstance(self._record.get("config"), dict):
             raise UsageError(f"{self.path} is not a segkit run folder: its config.json records no settings")
@@ -190,7 +194,7 @@ class Run:
                 "train a new run with segkit.train(..., init_from=...) instead"
             )
         resume_run(self.path, {"epochs": epochs, "time_budget": time_budget, **settings}, callbacks)
-        self.__init__(self.path)  # type: ignore[misc]  # the record changed
+        self._read()
         return self
 
     def evaluate(self, split: str = "valid", device: str = "cpu", **choices: Any) -> EvaluationResult:
