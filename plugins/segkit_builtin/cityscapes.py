@@ -44,6 +44,7 @@ from segkit.datasets import (
     PairedImageDataset,
     check_root,
     default_augment,
+    folder_listing,
 )
 from segkit.errors import DataError
 
@@ -217,7 +218,7 @@ def check_pairing(
     if not photos:
         raise DataError(
             f"cityscapes folder {photos_dir} holds no <city>/*{PHOTO_SUFFIX} photos "
-            f"(it holds {_listing(photos_dir)})"
+            f"(it holds {folder_listing(photos_dir)})"
         )
     problems = []
     for what, files, wanted in (
@@ -238,7 +239,7 @@ def check_pairing(
 def missing_folder(root: Path, folder: Path) -> str:
     holder = folder.parent if folder.parent.is_dir() else root
     message = (
-        f"cityscapes folder {folder} does not exist; {holder} holds {_listing(holder)}; the "
+        f"cityscapes folder {folder} does not exist; {holder} holds {folder_listing(holder)}; the "
         "cityscapes dataset expects leftImg8bit/{train,val,test}/<city>/ and gtFine/{train,val,test}/<city>/ "
         "in its root"
     )
@@ -246,14 +247,6 @@ def missing_folder(root: Path, folder: Path) -> str:
         top = root.parent if root.name in ("leftImg8bit", "gtFine") else root.parent.parent
         message += f"; did you mean root={top}?"
     return message
-
-
-def _listing(folder: Path) -> str:
-    if not folder.is_dir():
-        return "nothing (it does not exist)"
-    entries = sorted(f"{entry.name}/" if entry.is_dir() else entry.name for entry in folder.iterdir())
-    entries = [entry for entry in entries if not entry.startswith(".")]
-    return ", ".join([*entries[:MAX_LISTED], *(["..."] if len(entries) > MAX_LISTED else [])]) or "nothing"
 
 
 @segkit.hookimpl

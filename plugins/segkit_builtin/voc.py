@@ -41,6 +41,7 @@ from segkit.datasets import (
     check_root,
     class_ids_from_mask,
     default_augment,
+    folder_listing,
 )
 from segkit.errors import DataError, UsageError
 from segkit_builtin.oxford_pet import read_split_file
@@ -164,8 +165,8 @@ def _check_layout(root: Path) -> None:
         if folder.is_dir():
             continue
         message = (
-            f"voc folder {folder} does not exist; {folder.parent} holds {_listing(folder.parent)}; the voc "
-            f"dataset expects {PHOTOS}/, {MASKS}/ and {LISTS}/ in a year's folder (VOCdevkit/VOC2012)"
+            f"voc folder {folder} does not exist; {folder.parent} holds {folder_listing(folder.parent)}; "
+            f"the voc dataset expects {PHOTOS}/, {MASKS}/ and {LISTS}/ in a year's folder (VOCdevkit/VOC2012)"
         )
         year = next((parent for parent in list(root.parents)[:2] if (parent / PHOTOS).is_dir()), None)
         if year is not None:
@@ -184,14 +185,6 @@ def missing_split_file(split_file: Path, split: str) -> str:
             "scores them); the labelled split to score is valid (val.txt)"
         )
     return message
-
-
-def _listing(folder: Path) -> str:
-    if not folder.is_dir():
-        return "nothing (it does not exist)"
-    entries = sorted(f"{entry.name}/" if entry.is_dir() else entry.name for entry in folder.iterdir())
-    entries = [entry for entry in entries if not entry.startswith(".")]
-    return ", ".join([*entries[:MAX_LISTED], *(["..."] if len(entries) > MAX_LISTED else [])]) or "nothing"
 
 
 @segkit.hookimpl

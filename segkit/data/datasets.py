@@ -67,7 +67,15 @@ from segkit.data.labels import (
     dataset_task_info,
     read_class_names,
 )
-from segkit.data.pairs import IMAGE_EXTENSIONS, MAX_LISTED, Pair, data_folder, files_by_stem, match_pairs
+from segkit.data.pairs import (
+    IMAGE_EXTENSIONS,
+    MAX_LISTED,
+    Pair,
+    data_folder,
+    files_by_stem,
+    folder_listing,
+    match_pairs,
+)
 from segkit.data.rendered_masks import rendered_masks
 from segkit.data.transforms import (
     FOREGROUND,
@@ -110,6 +118,7 @@ __all__ = [
     "default_augment",
     "default_palette",
     "files_by_stem",
+    "folder_listing",
     "match_pairs",
     "read_class_names",
     "rendered_masks",

@@ -114,3 +114,13 @@ def data_folder(pairs: Sequence[Pair]) -> Path | None:
         return Path(os.path.commonpath([os.path.abspath(folder) for folder in folders]))
     except ValueError:  # different drives
         return None
+
+
+def folder_listing(folder: Path) -> str:
+    """What ``folder`` holds, for a message about a missing file or folder: its entries (folders with a
+    trailing ``/``, hidden ones left out), at most ``MAX_LISTED`` of them."""
+    if not folder.is_dir():
+        return "nothing (it does not exist)"
+    entries = sorted(f"{entry.name}/" if entry.is_dir() else entry.name for entry in folder.iterdir())
+    entries = [entry for entry in entries if not entry.startswith(".")]
+    return ", ".join([*entries[:MAX_LISTED], *(["..."] if len(entries) > MAX_LISTED else [])]) or "nothing"
