@@ -294,3 +294,19 @@ def test_the_checkpoint_normalization_must_have_a_number_per_input_channel(four_
     result = invoke("predict", tmp_path / "crafted.pt", root / "data" / "images" / "p0.tif", "-o", tmp_path)
     assert result.exit_code != 0
     assert error_line(result).endswith("crafted.pt normalises 3 channels for a model of 4 input channels")
+
+
+def test_evaluating_on_another_folder_normalises_with_the_checkpoints_statistics(four_band_run, tmp_path):
+    """A folder of other levels would get statistics of its own: evaluation uses the model's."""
+    from segkit.data.splits import evaluation_split
+    from segkit.inference.predictor import load_trained_model
+
+    _, _, run_dir = four_band_run
+    four_band_folder(tmp_path / "other", seed=5)
+    for path in (tmp_path / "other" / "images").iterdir():  # brighter photos: other statistics
+        write_bands(path, (tifffile.imread(path).astype(np.int64) // 2 + 20000).astype(np.uint16))
+    trained = load_trained_model(run_dir)
+    _, data = evaluation_split(trained, "valid", None, tmp_path / "other", ())
+    own = folder(tmp_path / "other", split="valid").normalization
+    assert not np.allclose(own["mean"], trained.normalization["mean"])
+    assert data.transform.normalization == data.normalization == trained.normalization

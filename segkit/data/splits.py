@@ -132,6 +132,7 @@ def evaluation_split(
     if len(data) == 0:
         hint = " (score the validation split with --split valid)" if split == "test" else ""
         raise UsageError(f"the {split} split of dataset {name!r} is empty{hint}")
+    use_recorded_band_statistics(data, trained.normalization)
     classes = list(getattr(data, "class_names", None) or ["foreground"])
     if trained.task.kind != "binary" and classes != list(trained.task.class_names):
         raise UsageError(
@@ -140,6 +141,17 @@ def evaluation_split(
             f"({', '.join(classes)})"
         )
     return name, data
+
+
+def use_recorded_band_statistics(data: Any, recorded: dict[str, list[float]]) -> None:
+    """Photos of other bands than 8-bit RGB are normalised with the statistics the model was trained
+    with (its checkpoint's ``normalization``), not those of the folder being scored: scored on another
+    folder, a dataset would otherwise compute that folder's own."""
+    transform = getattr(data, "transform", None)
+    if getattr(transform, "normalization", None) is None:
+        return  # 8-bit RGB photos: ImageNet's statistics, as in training
+    data.normalization = recorded
+    transform.normalization = recorded
 
 
 #: Dataset options evaluate sets itself, and where they come from instead.
