@@ -147,7 +147,7 @@ def use_recorded_band_statistics(data: Any, recorded: dict[str, list[float]]) ->
     """Photos of other bands than 8-bit RGB are normalised with the statistics the model was trained
     with (its checkpoint's ``normalization``), not those of the folder being scored: scored on another
     folder, a dataset would otherwise compute that folder's own."""
-    transform = getattr(data, "transform", None)
+    transform: Any = getattr(data, "transform", None)
     if getattr(transform, "normalization", None) is None:
         return  # 8-bit RGB photos: ImageNet's statistics, as in training
     data.normalization = recorded
