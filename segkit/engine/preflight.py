@@ -14,7 +14,7 @@ from segkit.engine.checkpoints import LAST_FILE
 from segkit.engine.data import RunData
 from segkit.engine.distributed import ProcessGroup
 from segkit.engine.state import TrainingState
-from segkit.engine.trainer import check_loss_task
+from segkit.engine.trainer import check_loss_task, fit_default_loss_to_task
 from segkit.execution.device import resolve_amp, resolve_device
 from segkit.task import task_for_dataset
 
@@ -28,7 +28,10 @@ def check_before_training(config: ResolvedConfig, resume_dir: Path | None = None
     device = resolve_device(values["device"])
     resolve_amp(values["amp"], device)
     data = RunData(values, device, ProcessGroup())
-    check_loss_task(values["loss"], task_for_dataset(data.train_set, values["threshold"]).kind)
+    task_kind = task_for_dataset(data.train_set, values["threshold"]).kind
+    if fit_default_loss_to_task(values, config.sources, task_kind):  # printed as the run will train it
+        config.values["loss"] = values["loss"]
+    check_loss_task(values["loss"], task_kind)
     if resume_dir is not None:
         state = TrainingState.from_checkpoint(load_checkpoint(Path(resume_dir) / LAST_FILE))
         check_resumable(Path(resume_dir), state.epoch, state.elapsed_before, values)

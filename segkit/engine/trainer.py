@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from segkit.callbacks import RunContext
 from segkit.components import create_callback, create_loss, create_model, get_component
 from segkit.config.checks import check_resumable
-from segkit.config.resolve import ResolvedConfig, enabled_callbacks
+from segkit.config.resolve import DEFAULT_SOURCE, ResolvedConfig, enabled_callbacks
 from segkit.config.run_folder import CONFIG_FILE, create_run_dir, read_run_config, write_json
 from segkit.engine import checkpoints, distributed
 from segkit.engine.budget import RunClock
@@ -46,6 +46,7 @@ from segkit.errors import SegkitError, UsageError
 from segkit.execution.device import resolve_amp, resolve_device
 from segkit.execution.fast_path import prepare_for_training, resolve_channels_last
 from segkit.losses import check_loss_task as check_loss_metadata
+from segkit.losses import loss_tasks
 from segkit.models.init_weights import init_from_file
 from segkit.task import selection_label, settings_left_out, task_for_dataset
 from segkit.version import __version__
@@ -159,6 +160,9 @@ class Trainer:
             )
 
     def _leave_out_what_the_task_cannot_use(self) -> None:
+        switched = fit_default_loss_to_task(self.values, self.sources, self.task.kind)
+        if switched:
+            self.echo(switched)
         check_loss_task(self.values["loss"], self.task.kind)
         for key, reason in settings_left_out(self.task, self.values).items():
             self.values[key] = False
@@ -424,6 +428,31 @@ class Trainer:
             handler = getattr(callback, event, None)  # a callback implements any of the events
             if handler is not None:
                 handler(self.context, *arguments)
+
+
+#: The loss a run of each task gets when nobody chose one (the seed report's bce_dice is binary).
+TASK_DEFAULT_LOSSES = {"multiclass": "ce_dice"}
+
+
+def fit_default_loss_to_task(values: dict[str, Any], sources: dict[str, str], task_kind: str) -> str:
+    """A loss left at the seed report's default that does not serve ``task_kind`` becomes the task's
+    default loss, in ``values`` and ``sources`` (so config.json and --print-config say so); returns the
+    line saying it ("" when nothing changed). A loss anyone chose (a flag, a file, a recipe, a plan,
+    the dataset) is never replaced: one that does not fit stays a usage error."""
+    default = TASK_DEFAULT_LOSSES.get(task_kind)
+    if default is None or sources.get("loss") != DEFAULT_SOURCE or values["loss"] == default:
+        return ""
+    if values["loss_options"]:  # options given for the default loss: it was meant, so say it does not fit
+        return ""
+    if task_kind in loss_tasks(get_component("loss", values["loss"]).metadata):
+        return ""
+    left = values["loss"]
+    values["loss"] = default
+    sources["loss"] = f"default for a {task_kind} task"
+    return (
+        f"Loss: {default}, the default for a {task_kind} task (the seed report's {left} does not serve "
+        "one); --loss chooses another"
+    )
 
 
 def check_loss_task(loss_name: str, task_kind: str) -> None:
