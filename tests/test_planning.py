@@ -392,11 +392,14 @@ def test_summary_names_the_median_photo_and_the_median_foreground():
         structure_width_px=4.0,
         class_width_px=[None, 2.75, 6.0],
         sampled=3,
+        classes_per_image=2,
     )
     assert found.summary() == (
         "3 images, median 50x40 px, multiclass (3 classes), foreground 12.5% of a median image, "
-        "2 object(s) per image, thinnest structures ~2.8 px wide"
+        "2 object(s) per image, thinnest structures ~2.8 px wide, 2 classes per image"
     )
+    rare = replace(found, class_share=[0.895, 0.1, 0.005])
+    assert rare.summary().endswith(", 2 classes per image, rare (under 1% of the pixels): b")
     one = replace(found, task="binary", class_names=["foreground"], class_share=[0.2], class_width_px=[3.0])
     assert "binary (1 class), foreground" in one.summary()
 
@@ -1228,3 +1231,97 @@ def test_the_augmentation_and_loss_reasons_follow_their_branches():
     small = auto.plan_auto(Request(blobs(foreground_fraction=[0.01, 0.03, 0.05]), 0.5))
     assert "foreground 3.0% of a median image" in small.reasons["loss"]
     assert "outweighed by the background" in small.reasons["loss"]
+
+
+# -- context: how large each class's regions are, how thick its thickest part, how many share a photo ----
+
+
+class LabelList(MaskList):
+    """A multi-class dataset of given id masks (0 is the background)."""
+
+    task = "multiclass"
+
+    def __init__(self, masks, classes):
+        super().__init__(masks)
+        self.class_names = ["background", *classes]
+
+
+@st.composite
+def id_masks(draw):
+    """A few small id masks of 3 classes besides the background, drawn as overlapping rectangles."""
+    count = draw(st.integers(1, 4))
+    height, width = draw(st.integers(6, 24)), draw(st.integers(6, 24))
+    masks = []
+    for _ in range(count):
+        mask = np.zeros((height, width), np.uint8)
+        for _ in range(draw(st.integers(0, 5))):
+            top, left = draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))
+            bottom, right = draw(st.integers(top + 1, height)), draw(st.integers(left + 1, width))
+            mask[top:bottom, left:right] = draw(st.integers(1, 3))
+        masks.append(mask)
+    return masks
+
+
+@settings(max_examples=60, deadline=None)
+@given(masks=id_masks())
+def test_context_measures_equal_independent_counts(masks):
+    """Classes per image against sets of ids; each class's largest region against skimage's labelling."""
+    found = compute_fingerprint(LabelList(masks, ["a", "b", "c"]), sample=len(masks))
+    assert found.classes_per_image == np.median([len(set(np.unique(m).tolist()) - {0}) for m in masks])
+    for class_id in (1, 2, 3):
+        shares = []
+        for mask in masks:
+            if (mask == class_id).any():
+                regions = measure.label(mask == class_id, connectivity=2)
+                shares.append(np.bincount(regions.ravel())[1:].max() / mask.size)
+        expected = round(float(np.median(shares)), 6) if shares else None
+        assert found.class_region_share[class_id] == expected
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 7, 12])
+def test_the_thickest_part_of_a_band_is_its_width(width):
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10 : 10 + width, 5:55] = 1
+    found = compute_fingerprint(MaskList([mask]))
+    assert found.class_thickest_px == [width if width % 2 else width - 1]
+
+
+def test_a_pole_is_thin_everywhere_and_a_road_only_at_its_borders():
+    """Both give thin structure widths at some scale; only the road has a thick part, and it spans
+    the photo: what a small crop of a street cannot see."""
+    labels = np.zeros((60, 80), np.uint8)
+    labels[:40, 30:32] = 1  # a 2-px pole
+    labels[40:, :] = 2  # road, the lower third
+    found = compute_fingerprint(LabelList([labels], ["pole", "road"]))
+    pole, road = 1, 2
+    assert found.class_thickest_px[pole] <= 2 and found.class_thickest_px[road] >= 19
+    assert found.class_region_share[road] == pytest.approx(20 * 80 / (60 * 80), abs=1e-6)  # kept to 6 places
+    assert found.class_region_share[pole] == pytest.approx(40 * 2 / (60 * 80), abs=1e-6)
+    assert found.classes_per_image == 2
+
+
+@pytest.mark.parametrize(
+    "task, names, shares, rare",
+    [
+        ("multiclass", ["background", "road", "pole"], [0.9, 0.095, 0.005], ["pole"]),
+        ("multiclass", ["background", "road", "pole"], [0.005, 0.5, 0.495], []),  # never the background
+        ("multilabel", ["cat", "collar"], [0.3, 0.009], ["collar"]),
+        ("binary", ["foreground"], [0.001], []),  # the one class of a binary task is the foreground
+    ],
+)
+def test_rare_classes_are_those_under_one_percent_of_the_pixels(task, names, shares, rare):
+    found = Fingerprint(
+        images=10, height=[40, 40, 40], width=[60, 60, 60], channels=3, task=task, class_names=names,
+        class_share=shares, foreground_fraction=[0.1, 0.1, 0.1], empty_share=0.0, objects_per_image=1,
+        object_area=0.1, structure_width_px=3.0, class_width_px=[None] * len(names),
+    )  # fmt: skip
+    assert found.rare_classes() == rare
+
+
+def test_regions_touching_at_a_corner_are_one_region():
+    """8-connected, as objects are counted: a diagonal chain of a class is one region."""
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:6, 2:6] = 1
+    labels[6:10, 6:10] = 1  # touches the first square at one corner
+    found = compute_fingerprint(LabelList([labels], ["a"]))
+    assert found.class_region_share[1] == pytest.approx(32 / 400, abs=1e-6)

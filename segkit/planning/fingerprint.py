@@ -29,7 +29,7 @@ from scipy import ndimage
 import segkit.data.data_cache as data_cache
 from segkit.data.file_checks import RACY_SECONDS
 
-VERSION = 2
+VERSION = 3
 CACHE_NAME = "fingerprint.json"
 #: Masks read (evenly spaced over the split) to measure classes, objects and thinness.
 MASK_SAMPLE = 120
@@ -37,6 +37,8 @@ MASK_SAMPLE = 120
 KEPT = 8
 #: Classes covering less of the pixels than this are not weighed when judging thinness.
 MIN_CLASS_SHARE = 0.001
+#: Classes under this share of the labelled pixels are rare (the plan names them).
+RARE_SHARE = 0.01
 #: Objects are 8-connected: a diagonal line is one object.
 EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
@@ -57,6 +59,15 @@ class Fingerprint:
     structure_width_px: float  # median over images of 2 * area / edges around it, native pixels
     class_width_px: list[float | None] = field(default_factory=list)  # the same per class
     sampled: int = 0
+    # Context (how much of a photo tells what a pixel is), per class where the class is present:
+    #: median over images of the class's largest connected region, as a share of the photo's area
+    class_region_share: list[float | None] = field(default_factory=list)
+    #: median over images of the width of the class's thickest part (the widest disc inside it), px:
+    #: near class_width_px for a class thin everywhere (a pole, a vessel), far above it for a class
+    #: thin only at its borders (a road)
+    class_thickest_px: list[float | None] = field(default_factory=list)
+    #: median number of classes (background left out) present in an image
+    classes_per_image: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,14 +91,31 @@ class Fingerprint:
         ]
         return min(widths) if widths else float("inf")
 
+    def rare_classes(self) -> list[str]:
+        """The classes (background left out; multilabel: labels) holding under ``RARE_SHARE`` of the
+        labelled pixels; none for a binary task, whose one class is the foreground."""
+        if self.task == "binary":
+            return []
+        return [
+            name
+            for name, share in zip(self.class_names, self.class_share, strict=True)
+            if share < RARE_SHARE and name != "background"
+        ]
+
     def summary(self) -> str:
         height, width = self.height[1], self.width[1]
-        return (
+        text = (
             f"{self.images} images, median {width:.0f}x{height:.0f} px, {self.task} "
             f"({len(self.class_names)} class{'es' if len(self.class_names) != 1 else ''}), foreground "
             f"{self.foreground_fraction[1]:.1%} of a median image, {self.objects_per_image:g} object(s) per "
             f"image, thinnest structures ~{self.thinnest_width_px():.1f} px wide"
         )
+        if self.task != "binary":
+            text += f", {self.classes_per_image:g} classes per image"
+            rare = self.rare_classes()
+            if rare:
+                text += f", rare (under {RARE_SHARE:.0%} of the pixels): {', '.join(rare)}"
+        return text
 
 
 def fingerprint(dataset: Any, sample: int = MASK_SAMPLE) -> Fingerprint:
@@ -119,8 +147,10 @@ def compute_fingerprint(dataset: Any, sample: int = MASK_SAMPLE) -> Fingerprint:
     background = _background_ids(task, names)
     class_pixels = np.zeros(len(names), dtype=np.float64)
     labelled = 0
-    fractions, objects, areas, widths = [], [], [], []
+    fractions, objects, areas, widths, present = [], [], [], [], []
     class_widths: list[list[float]] = [[] for _ in names]
+    class_regions: list[list[float]] = [[] for _ in names]
+    class_thickest: list[list[float]] = [[] for _ in names]
     for index in indices:
         labels, ignore = _labels(dataset, index, task)
         channels = _class_channels(labels, task, len(names))
@@ -130,6 +160,9 @@ def compute_fingerprint(dataset: Any, sample: int = MASK_SAMPLE) -> Fingerprint:
             class_pixels[class_id] += np.count_nonzero(channel & valid)
             if class_id not in background and channel.any():
                 class_widths[class_id].append(_width(channel))
+                class_regions[class_id].append(_largest_region_share(channel))
+                class_thickest[class_id].append(_thickest_px(channel))
+        present.append(sum(1 for c, ch in enumerate(channels) if c not in background and ch.any()))
         foreground = np.zeros(labels.shape[-2:], dtype=bool)
         for class_id, channel in enumerate(channels):
             if class_id not in background:
@@ -157,7 +190,26 @@ def compute_fingerprint(dataset: Any, sample: int = MASK_SAMPLE) -> Fingerprint:
         structure_width_px=round(float(np.median(widths)) if widths else float("inf"), 3),
         class_width_px=[round(float(np.median(w)), 3) if w else None for w in class_widths],
         sampled=len(indices),
+        class_region_share=[round(float(np.median(r)), 6) if r else None for r in class_regions],
+        class_thickest_px=[round(float(np.median(t)), 3) if t else None for t in class_thickest],
+        classes_per_image=float(np.median(present)),
     )
+
+
+def _largest_region_share(region: np.ndarray) -> float:
+    """The largest 8-connected part of ``region``, as a share of the whole picture's area."""
+    components, found = ndimage.label(region, structure=EIGHT_NEIGHBOURS)
+    if not found:
+        return 0.0
+    return float(np.bincount(components.ravel())[1:].max() / region.size)
+
+
+def _thickest_px(region: np.ndarray) -> float:
+    """The width of the widest disc inside ``region``, pixels: ``2 d - 1`` for the largest distance
+    ``d`` from a region pixel to the nearest pixel outside it (the picture's border counts as outside),
+    so a band of odd width w gives w, of even width w gives w - 1."""
+    inside = ndimage.distance_transform_edt(np.pad(region, 1))
+    return float(2 * inside.max() - 1)
 
 
 def _width(region: np.ndarray) -> float:
