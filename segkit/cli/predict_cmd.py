@@ -96,7 +96,6 @@ def predict(
     values are class ids, shown in the class colours) for a multiclass one, one 0/255 PNG per label
     for a multilabel one; overlays carry a legend of class names. A file that cannot be read is
     reported and skipped; the exit code is then 1."""
-    from segkit.data.geotiff import georeferenced, rasterio_or_error
     from segkit.data.imageio import pixel_limit
     from segkit.data.tiff import read_photo
     from segkit.errors import DataError, UsageError
@@ -104,22 +103,16 @@ def predict(
     from segkit.inference.postprocess import postprocess_mask
     from segkit.inference.predictor import check_photo_bands, load_trained_model
     from segkit.progress import progress, write
-    from segkit.reporting.evaluation import describe_postprocess
+    from segkit.reporting.run_evaluation import check_choices
 
     files = collect_inputs(inputs)
     trained = load_trained_model(checkpoint, device=resolve_device(device))
     threshold = trained.threshold if threshold is None else threshold
     tta, postprocess = resolve_inference_choices(trained, tta, fill_holes, keep_largest)
-    if not 0 < threshold < 1:
-        raise UsageError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
+    check_choices(trained, threshold, postprocess)  # as evaluate checks them
     task = trained.task.with_threshold(threshold)
     tiling = resolve_tiling(trained, tile, no_tile, overlap, blend)
-    if any(postprocess.values()) and not task.supports_postprocess:
-        raise UsageError(f"--fill-holes and --keep-largest work on binary masks; {checkpoint} is {task.kind}")
-    geotiff_photos = {path for path in files if georeferenced(path)}
-    if geotiff_photos and mask_format == "tiff":  # said before any mask is written
-        first = min(geotiff_photos)
-        rasterio_or_error(f"the mask of georeferenced photo {first} (a GeoTIFF with its CRS)")
+    geotiff_photos = georeferenced_photos(files, mask_format)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -141,17 +134,13 @@ def predict(
         geo = path in geotiff_photos
         if geo and mask_format == "png" and not geo_noted:
             geo_noted = True
-            write(
-                f"note: {path} is georeferenced; --mask-format tiff writes its mask as a GeoTIFF with the "
-                "photo's CRS and transform, which a GIS lays on top of it. Said once per run."
-            )
+            write(f"note: {path} is georeferenced; {GEOTIFF_NOTE}")
         if tiling is None and not hinted:
             hinted = hint_about_tiles(path, image, trained.image_size)
         probability, mask = predict_mask(trained, image, task, tta, tiling, keep_probability=probabilities)
         if task.supports_postprocess:
             mask = postprocess_mask(mask, min_size=min_size, **postprocess)
-        stem = path.stem if path.stem not in stems else f"{path.stem}-{stems[path.stem] + 1}"
-        stems[path.stem] = stems.get(path.stem, 0) + 1
+        stem = unique_stem(path, stems)
         try:
             georeference = path if geo and mask_format == "tiff" else None
             write_prediction(
@@ -168,22 +157,54 @@ def predict(
             geotiffs += georeference is not None
         except OSError as error:
             raise UsageError(f"cannot write into --out {out}: {error.strerror}") from None
-    written = len(files) - failures
-    what = f"threshold {threshold}" if task.supports_threshold else "argmax over classes"
+    choices = {"threshold": threshold, "tta": tta, "postprocess": postprocess, "tiling": tiling}
+    click.echo(summary_line(len(files) - failures, out, trained, task, choices, geotiffs))
+    if failures:
+        click.echo(f"{failures} file(s) could not be read", err=True)
+        raise SystemExit(1)
+
+
+GEOTIFF_NOTE = (
+    "--mask-format tiff writes its mask as a GeoTIFF with the photo's CRS and transform, which a GIS lays "
+    "on top of it. Said once per run."
+)
+
+
+def georeferenced_photos(files: list[Path], mask_format: str) -> set[Path]:
+    """The GeoTIFFs among ``files``; with ``--mask-format tiff`` their masks need rasterio, which is
+    checked here, before any mask is written."""
+    from segkit.data.geotiff import georeferenced, rasterio_or_error
+
+    found = {path for path in files if georeferenced(path)}
+    if found and mask_format == "tiff":
+        rasterio_or_error(f"the mask of georeferenced photo {min(found)} (a GeoTIFF with its CRS)")
+    return found
+
+
+def unique_stem(path: Path, stems: dict[str, int]) -> str:
+    """The file stem for ``path``'s outputs: its own, or ``stem-2`` (and so on) for a stem seen before."""
+    stem = path.stem if path.stem not in stems else f"{path.stem}-{stems[path.stem] + 1}"
+    stems[path.stem] = stems.get(path.stem, 0) + 1
+    return stem
+
+
+def summary_line(written: int, out: Path, trained, task, choices: dict, geotiffs: int) -> str:
+    """The closing line: how many masks, where, and how they were made (as evaluate words it)."""
+    from segkit.reporting.evaluation import describe_postprocess
+
+    tiling = choices["tiling"]
+    what = f"threshold {choices['threshold']}" if task.supports_threshold else "argmax over classes"
     how = (
         f"resized from {trained.image_size}x{trained.image_size} network input to each image's own size"
         if tiling is None
         else f"{tiling['tile']}x{tiling['tile']} tiles at native resolution"
     )
-    flip = "horizontal flip" if tta else "none"
+    flip = "horizontal flip" if choices["tta"] else "none"
     georeferenced_masks = f"; {geotiffs} as GeoTIFF with their photo's CRS and transform" if geotiffs else ""
-    click.echo(
+    return (
         f"Wrote {written} mask(s) to {out} ({what}, {how}, test-time augmentation {flip}, "
-        f"post-processing {describe_postprocess(postprocess)}{georeferenced_masks})"
+        f"post-processing {describe_postprocess(choices['postprocess'])}{georeferenced_masks})"
     )
-    if failures:
-        click.echo(f"{failures} file(s) could not be read", err=True)
-        raise SystemExit(1)
 
 
 def hint_about_tiles(path: Path, image, network_size: int) -> bool:
