@@ -37,8 +37,8 @@ def train(
     the config file, as flags are. Progress and the per-epoch lines print as ``segkit run`` prints
     them (``quiet=True``: the final lines only).
     """
-    from segkit.engine.trainer import fit
     from segkit.planning import describe_settings, resolve_planned_config
+    from segkit.racing import train as train_new_run
 
     names, objects = split_callbacks(callbacks)
     if names:
@@ -48,7 +48,7 @@ def train(
     if not resolved["quiet"]:
         for line in describe_settings(resolved):
             print(line)
-    result = fit(resolved, echo=print, callbacks=objects)
+    result = train_new_run(resolved, echo=print, callbacks=objects)
     _print_result(result)
     return Run(result.run_dir)
 

@@ -88,9 +88,14 @@ def run(config_file, recipe, resume, print_config, **flags):
     if not config["quiet"]:
         for line in describe_settings(config):
             echo(line)
-    from segkit.engine.trainer import fit
+    if resume is not None:
+        from segkit.engine.trainer import fit
 
-    result = fit(config, echo=echo, resume_dir=resume)
+        result = fit(config, echo=echo, resume_dir=resume)
+    else:
+        from segkit.racing import train
+
+        result = train(config, echo=echo)
     if result.best_epoch:
         echo(f"Best {result.metric_description}: {result.best_dice:.4f} at epoch {result.best_epoch}")
     if result.stop_reason:

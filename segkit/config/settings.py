@@ -460,6 +460,16 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="DURATION",
         on_resume=True,
     ),
+    Setting(
+        "race",
+        True,
+        BOOLEAN,
+        "With --recipe auto: when the data leaves several plans reasonable, train each for a slice of "
+        "the budget (a quarter in all), score them on the valid split at original resolution, and "
+        "continue the best with its weights (successive halving); --no-race trains the rules' first "
+        "choice. Other recipes: no effect.",
+        flags=("--race/--no-race",),
+    ),
     Setting("threshold", 0.5, _THRESHOLD, "Probability threshold for Dice/IoU.", click_type=float),
     Setting("out", "runs", FOLDER, "Folder under which the run folder is made.", click_type=_PATH),
     Setting(

@@ -15,7 +15,11 @@ class RunClock:
     """``RunClock(total_steps, budget_s, elapsed_before, estimates)``; ask ``next_step_fits()`` before
     each step. A resumed run passes the ``estimates()`` its checkpoint saved, so that its first step
     is judged as the uninterrupted run would have judged it (not as if steps and validation took no
-    time, which would begin a step, and validate, past the budget)."""
+    time, which would begin a step, and validate, past the budget).
+
+    ``pause_at_s``: stop as the budget would at this many seconds of the run (``elapsed()``), the budget
+    and schedule unchanged, so that a resume continues exactly where an uninterrupted run would be
+    (``--recipe auto``'s race trains each candidate in slices)."""
 
     def __init__(
         self,
@@ -23,9 +27,13 @@ class RunClock:
         budget_s: float | None,
         elapsed_before: float = 0.0,
         estimates: dict[str, float] | None = None,
+        pause_at_s: float | None = None,
     ) -> None:
         self.total_steps = max(1, total_steps)
         self.budget_s = budget_s
+        self.pause_at_s = pause_at_s
+        #: True once a step was refused for the pause point, not for the budget.
+        self.paused = False
         self.elapsed_before = elapsed_before
         self.started = time.monotonic()
         estimates = estimates or {}
@@ -57,6 +65,9 @@ class RunClock:
         if self._last_step_started is not None:
             self._step_seconds = now - self._last_step_started
         self._last_step_started = now
-        if not self.budget_s:
-            return True
-        return self.elapsed() + self._step_seconds + self.validation_seconds <= self.budget_s
+        ends = self.elapsed() + self._step_seconds + self.validation_seconds
+        over_budget = self.budget_s is not None and self.budget_s > 0 and ends > self.budget_s
+        if self.pause_at_s is not None and ends > self.pause_at_s and not over_budget:
+            self.paused = True
+            return False
+        return not over_budget

@@ -53,6 +53,7 @@ from segkit.version import __version__
 
 Echo = Callable[[str], None]
 BUDGET_REACHED = "time budget reached"
+PAUSED = "paused (a race slice ended); resume continues the same schedule"
 
 
 @dataclass
@@ -76,11 +77,15 @@ def fit(
     echo: Echo = print,
     resume_dir: Path | None = None,
     callbacks: Sequence[Any] = (),
+    pause_at_s: float | None = None,
 ) -> RunResult:
     """Train according to ``config``; with ``resume_dir``, continue that run from its ``last.pt``.
     ``callbacks``: objects with any of ``segkit.callbacks.Callback``'s methods, run after the named
-    ones (the Python API passes them; ``config.json`` records them by class name)."""
-    return Trainer(config, echo, resume_dir, callbacks).run()
+    ones (the Python API passes them; ``config.json`` records them by class name). ``pause_at_s``:
+    stop once the run has spent that many seconds (``segkit.engine.budget.RunClock``), resumable."""
+    trainer = Trainer(config, echo, resume_dir, callbacks)
+    trainer.pause_at_s = pause_at_s
+    return trainer.run()
 
 
 class Trainer:
@@ -108,6 +113,7 @@ class Trainer:
         self._leave_out_what_the_task_cannot_use()
         self.resumed = resume_dir is not None
         self.callback_objects = list(callbacks)
+        self.pause_at_s: float | None = None
         self._build_model_and_step()
         self.state = TrainingState()
         if resume_dir is not None:
@@ -224,6 +230,7 @@ class Trainer:
             self.values["time_budget"],
             self.state.elapsed_before,
             self.state.clock_estimates,
+            pause_at_s=self.pause_at_s,
         )
         distributed.on_main(self.group, self._start_on_main)
         self.saved_epoch = self.state.epoch  # a Ctrl-C during last.pt's write leaves the epoch before
@@ -256,7 +263,7 @@ class Trainer:
         self._notify("on_fit_end")
         distributed.teardown(self.group)
         state = self.state
-        if state.epoch == 0:
+        if state.epoch == 0 and stop_reason != PAUSED:
             raise SegkitError(
                 f"no epoch was trained ({stop_reason or 'stopped'} before the first one ended, after "
                 f"{self.clock.elapsed():.0f} s); {self.run_dir / checkpoints.LAST_FILE} holds the initial "
@@ -280,7 +287,7 @@ class Trainer:
         stats = self._train_epoch(epoch)
         train_seconds = time.monotonic() - started
         if stats.steps == 0 and stats.stopped_early:
-            return BUDGET_REACHED
+            return self._budget_or_pause()
         # Checked before validation, whose metrics would otherwise fail on NaN logits less clearly.
         finite = all(torch.isfinite(parameter).all() for parameter in self.model.parameters())
         if distributed.any_across(self.group, not finite):
@@ -303,7 +310,10 @@ class Trainer:
         # Rank 0's callbacks may ask to stop: every process stops after this same epoch.
         stop_reason = distributed.on_main(self.group, lambda: self._end_epoch_on_main(record, improved))
         self.saved_epoch = self.state.epoch  # on every process: rank 0 has written last.pt
-        return BUDGET_REACHED if stats.stopped_early else stop_reason
+        return self._budget_or_pause() if stats.stopped_early else stop_reason
+
+    def _budget_or_pause(self) -> str:
+        return PAUSED if self.clock.paused else BUDGET_REACHED
 
     def _end_epoch_on_main(self, record: dict[str, Any], improved: bool) -> str:
         """Checkpoints, callbacks and the epoch's line; returns why a callback stops the run ("" if none)."""

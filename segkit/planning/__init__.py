@@ -344,7 +344,27 @@ def describe_plan(plan: Plan, sources: dict[str, str]) -> list[str]:
         )
     if "pretrained" in plan.facts:
         lines.append(f"  {plan.facts['pretrained']}")
-    return lines + plan.table(overridden)
+    return lines + describe_race(plan.facts.get("race")) + plan.table(overridden)
+
+
+def describe_race(race: dict[str, Any] | None) -> list[str]:
+    """The race's lines in a printed plan: the candidates, why each, and the schedule; or why none."""
+    if not race:
+        return []
+    if "off" in race:
+        return [f"  race: none ({race['off']})"]
+    rounds = ", then ".join(f"{count} x {seconds:g} s" for count, seconds in race["schedule"])
+    lines = [
+        f"  race: {len(race['candidates'])} candidates train in turn ({rounds}: {race['share']:.0%} of the "
+        "budget after planning), scored on the valid split at original resolution; the better half goes "
+        "on each round and the best continues with its weights (the losers' time is the race's cost)"
+    ]
+    for number, candidate in enumerate(race["candidates"], 1):
+        changes = ", ".join(f"{key}={value}" for key, value in candidate["settings"].items())
+        lines.append(
+            f"    {number}. {candidate['name']}: {candidate['reason']}" + (f" [{changes}]" if changes else "")
+        )
+    return lines
 
 
 def describe_settings(config: ResolvedConfig) -> list[str]:

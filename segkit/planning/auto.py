@@ -36,7 +36,7 @@ from typing import Any, Callable
 from segkit.config.settings import parse_duration
 from segkit.errors import UsageError
 from segkit.planning import Plan, PlanRequest, format_seconds, planning_allowance
-from segkit.planning.fingerprint import Fingerprint
+from segkit.planning.fingerprint import CONTEXT_THICKNESS, MIN_CLASS_SHARE, RARE_SHARE, Fingerprint
 from segkit.planning.machine import Candidate, Timing
 
 # How each number was measured: benchmarks/README.md, "How --recipe auto's rules were measured".
@@ -81,6 +81,17 @@ RULES: dict[str, Any] = {
     # ImageNet weights on disk, the pretrained one (they are worth more than speed).
     "model": "resnet18_unet",
     "pretrained_model": "resnet34_unet",
+    # The race (``segkit.racing``): when the data leaves more than one plan reasonable, each candidate
+    # trains for a slice of this share of the training budget, by successive halving, and the best
+    # continues with its weights; at most ``race_candidates`` of them, each given at least
+    # ``race_min_steps`` optimizer steps in its first slice (fewer rank by noise: no race).
+    "race_share": 0.25,
+    "race_candidates": 3,
+    "race_min_steps": 60,
+    # Class weights for rare classes (a race candidate): (median class share / class share) ** power,
+    # within these bounds; rare classes gain up to 10x, the largest lose weight.
+    "class_weight_power": 0.5,
+    "class_weight_bounds": (0.1, 10.0),
 }
 
 #: torchvision's ImageNet weights of the built-in models' encoders, as torch hub's cache names them.
@@ -99,8 +110,18 @@ def plan_auto(request: PlanRequest) -> Plan:
     fingerprint = request.fingerprint()
     plan.facts["fingerprint"] = fingerprint.to_dict()
     plan.facts["fingerprint_summary"] = fingerprint.summary()
+    crops = _choose(plan, request, fingerprint)
+    _race(plan, request, _race_candidates(plan, request, fingerprint, crops))
+    if request.skipped:
+        plan.facts["not_timed"] = list(request.skipped)
+    return plan
+
+
+def _choose(plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bool | None = None) -> bool:
+    """Every choice after the budget, in order; ``crops`` True or False imposes the sampling (a race
+    candidate) instead of the rules'. Returns whether the plan trains on crops."""
     _loss(plan, request, fingerprint)
-    crops = _crops_or_resize(plan, request, fingerprint)
+    crops = _crops_or_resize(plan, request, fingerprint, crops)
     _model(plan, request)
     _batch(plan, request)
     _memory_layout(plan, request, fingerprint, crops)
@@ -108,9 +129,7 @@ def plan_auto(request: PlanRequest) -> Plan:
     _optimisation(plan, request)
     _augmentation(plan, request, fingerprint, crops)
     _inference(plan, request, fingerprint, crops)
-    if request.skipped:
-        plan.facts["not_timed"] = list(request.skipped)
-    return plan
+    return crops
 
 
 def _loss(plan: Plan, request: PlanRequest, fingerprint: Fingerprint) -> None:
@@ -159,10 +178,15 @@ def _reference_size(fingerprint: Fingerprint, crops: bool) -> int:
     return min(RULES["reference_size"], _sizes(fingerprint, crops)[0])
 
 
-def _crops_or_resize(plan: Plan, request: PlanRequest, fingerprint: Fingerprint) -> bool:
+def _crops_or_resize(
+    plan: Plan, request: PlanRequest, fingerprint: Fingerprint, imposed: bool | None = None
+) -> bool:
     """Crops when the thinnest structure would be under ``thin_px`` wide resized to the smallest input
     the resize path may choose (or the user's ``image_size``): what holds there holds at any larger
-    size; or when photos are over ``large_photo_factor`` times that input."""
+    size; or when photos are over ``large_photo_factor`` times that input. Thinness gives way to
+    context: when the classes a crop would see only the inside of (``Fingerprint.context_classes``)
+    hold more of the pixels than the thin ones, whole photos are resized (the race, when it runs,
+    tries crops too). ``imposed``: a race candidate's sampling, the reasons kept."""
     values = request.values
     if "crop_size" in request.chosen:
         given = values.get("crop_size") is not None
@@ -190,7 +214,27 @@ def _crops_or_resize(plan: Plan, request: PlanRequest, fingerprint: Fingerprint)
         f"photos ({fingerprint.short_side:.0f} px short side) are "
         f"{'over' if large else 'under'} {RULES['large_photo_factor']:g}x {smallest} {size} px input"
     )
-    if thin:
+    window = _sizes(fingerprint, True)[0]
+    context = fingerprint.context_classes(window)
+    thin_classes = _thin_classes(fingerprint, min(1.0, factor))
+    context_first = thin and not large and fingerprint.share_of(context) > fingerprint.share_of(thin_classes)
+    plan.facts["context_classes"] = context
+    plan.facts["thin_classes"] = thin_classes
+    if imposed is not None:
+        plan.reasons["_sampling"] = (
+            f"race candidate: crops at native resolution, tiles to predict ({width})"
+            if imposed
+            else f"race candidate: whole photos resized ({width})"
+        )
+        return imposed
+    if context_first:
+        plan.reasons["_sampling"] = (
+            f"whole photos resized: {width}, but {', '.join(context)} ({fingerprint.share_of(context):.0%} "
+            f"of the pixels) {'needs' if len(context) == 1 else 'need'} context a {window} px crop cannot "
+            f"hold (regions thicker than {CONTEXT_THICKNESS:.0%} of it and larger than it), more than the "
+            f"thin {', '.join(thin_classes) or 'structures'} ({fingerprint.share_of(thin_classes):.1%})"
+        )
+    elif thin:
         plan.reasons["_sampling"] = f"crops at native resolution, tiles to predict: {width}"
     elif large:
         plan.reasons["_sampling"] = (
@@ -198,7 +242,162 @@ def _crops_or_resize(plan: Plan, request: PlanRequest, fingerprint: Fingerprint)
         )
     else:
         plan.reasons["_sampling"] = f"whole photos resized: {width}, and {side}"
-    return thin or large
+    return (thin or large) and not context_first
+
+
+def _thin_classes(fingerprint: Fingerprint, factor: float) -> list[str]:
+    """The classes (of at least ``MIN_CLASS_SHARE`` of the pixels) narrower than ``thin_px`` once
+    photos are scaled by ``factor``."""
+    return [
+        name
+        for name, width, share in zip(
+            fingerprint.class_names, fingerprint.class_width_px, fingerprint.class_share, strict=True
+        )
+        if width is not None and share >= MIN_CLASS_SHARE and width * factor < RULES["thin_px"]
+    ]
+
+
+def _race_candidates(
+    plan: Plan, request: PlanRequest, fingerprint: Fingerprint, crops: bool
+) -> list[dict[str, Any]]:
+    """The plans worth racing, the rules' first, in order of what they are expected to be worth: the
+    other sampling where context and thinness (or photo size) disagree (worth 0.11 mean IoU on real
+    street scenes), then class weights where some classes are rare. Each is ``name``, the
+    ``settings`` it changes in the rules' plan, and the ``reason`` it is raced."""
+    first: dict[str, Any] = {
+        "name": _sampling_name(plan, request, crops),
+        "settings": {},
+        "reason": "the rules' first choice",
+    }
+    candidates = [first]
+    context, thin = plan.facts.get("context_classes") or [], plan.facts.get("thin_classes") or []
+    large = fingerprint.short_side > RULES["large_photo_factor"] * _sizes(fingerprint, False)[0]
+    if "crop_size" not in request.chosen and context and (thin or large):
+        other = Plan("auto")
+        try:
+            _choose(other, request, fingerprint, not crops)
+        except UsageError as error:  # the budget holds no epoch of it
+            plan.facts["race_left_out"] = f"{'crops' if not crops else 'resizing'}: {error}"
+        else:
+            candidates.append(
+                {
+                    "name": _sampling_name(other, request, not crops),
+                    "settings": _changed(plan, other, request),
+                    "reason": f"{', '.join(context)} need context a crop cannot hold, "
+                    f"{', '.join(thin) or 'the photos'} {'need native resolution' if thin else 'are large'}",
+                    "expected_steps": other.facts.get("expected_steps"),
+                }
+            )
+    rare = fingerprint.rare_classes()
+    if rare and not {"loss", "loss_options"} & request.chosen and plan.settings.get("loss") == "ce_dice":
+        weights = class_weights(fingerprint)
+        candidates.append(
+            {
+                "name": f"{first['name']}, class weights",
+                "settings": {"loss_options": {"class_weights": weights}},
+                "reason": f"rare classes ({', '.join(rare)}, each under {RARE_SHARE:.0%} of the pixels): "
+                "cross-entropy and Dice weighted by (median share / class share) ** "
+                f"{RULES['class_weight_power']:g}",
+            }
+        )
+    return candidates[: RULES["race_candidates"]]
+
+
+def class_weights(fingerprint: Fingerprint) -> list[float]:
+    """Each class's weight from its share of the pixels: (median share / share) ** ``class_weight_power``,
+    within ``class_weight_bounds``, rounded to 3 digits (a class with no pixels: the upper bound)."""
+    low, high = RULES["class_weight_bounds"]
+    shares = sorted(fingerprint.class_share)
+    median = (shares[(len(shares) - 1) // 2] + shares[len(shares) // 2]) / 2
+    weights = []
+    for share in fingerprint.class_share:
+        weight = high if share <= 0 else (median / share) ** RULES["class_weight_power"]
+        weights.append(round(min(high, max(low, weight)), 3))
+    return weights
+
+
+def _sampling_name(plan: Plan, request: PlanRequest, crops: bool) -> str:
+    def setting(key: str) -> Any:
+        return plan.settings.get(key, request.values.get(key))
+
+    if crops:
+        return f"crops {setting('crop_size')} px, tiles {setting('tile') or 2 * setting('crop_size')} px"
+    return f"whole photos resized to {setting('image_size')} px"
+
+
+def _changed(plan: Plan, other: Plan, request: PlanRequest) -> dict[str, Any]:
+    """The settings ``other`` changes in ``plan`` (a setting only ``plan`` chose goes back to the value
+    beneath the plan)."""
+    planned = [key for key in other.settings] + [key for key in plan.settings if key not in other.settings]
+    keys = [key for key in planned if key not in ("time_budget", "epochs")]
+    changed = {}
+    for key in keys:
+        value = other.settings[key] if key in other.settings else request.values.get(key)
+        if plan.settings.get(key, request.values.get(key)) != value:
+            changed[key] = value
+    return changed
+
+
+def _race(plan: Plan, request: PlanRequest, candidates: list[dict[str, Any]]) -> None:
+    """``plan.facts["race"]``: the candidates and the race's schedule (``race_schedule``), or why there is
+    no race: one candidate, ``--no-race``, or a budget whose first slices would hold fewer than
+    ``race_min_steps`` steps (the last candidates are dropped until they hold enough)."""
+    if len(candidates) < 2:
+        plan.facts["race"] = {"off": "nothing to race: the data leaves one reasonable plan"}
+        return
+    names = "; ".join(candidate["name"] for candidate in candidates)
+    if not request.values.get("race", True):
+        plan.facts["race"] = {"off": f"--no-race: the rules' first choice trains alone (would race: {names})"}
+        return
+    race_s = RULES["race_share"] * _race_seconds(request)
+    training_s = _training_seconds(request)
+    while len(candidates) > 1:
+        slice_s = race_schedule(len(candidates), race_s)[0][1]
+        steps = [
+            (candidate.get("expected_steps") or plan.facts.get("expected_steps", 0)) * slice_s / training_s
+            for candidate in candidates
+        ]
+        if min(steps) >= RULES["race_min_steps"]:
+            break
+        candidates = candidates[:-1]
+    if len(candidates) < 2:
+        plan.facts["race"] = {
+            "off": f"budget too short to race {names}: a first slice would hold under "
+            f"{RULES['race_min_steps']} steps of each"
+        }
+        return
+    if "progressive_sizes" not in request.chosen:
+        # A race scores candidates early: a model still at its first, smaller stage would be judged at
+        # the final size it has not trained at.
+        one_size = (
+            "one size: the race scores each candidate early, when progressive stages would still be small"
+        )
+        if plan.settings.get("progressive_sizes"):
+            plan.choose("progressive_sizes", [], one_size)
+        for candidate in candidates:
+            if candidate["settings"].get("progressive_sizes"):
+                candidate["settings"]["progressive_sizes"] = []
+    plan.facts["race"] = {
+        "share": RULES["race_share"],
+        "seconds": round(race_s, 1),
+        "schedule": race_schedule(len(candidates), race_s),
+        "candidates": candidates,
+    }
+
+
+def race_schedule(candidates: int, race_s: float) -> list[list[float]]:
+    """Successive halving: rounds of ``[candidates in it, seconds each trains in it]``, each round's
+    share of ``race_s`` equal, the better half (rounded up) going on, until one is left."""
+    counts = [candidates]
+    while counts[-1] > 2:
+        counts.append(math.ceil(counts[-1] / 2))
+    return [[count, round(race_s / len(counts) / count, 1)] for count in counts]
+
+
+def _race_seconds(request: PlanRequest) -> float:
+    """The training budget the race takes its share of: the budget less the planning allowance."""
+    budget = float(request.values["time_budget"])
+    return budget - planning_allowance(budget)
 
 
 def _crops_per_photo(fingerprint: Fingerprint, size: int) -> int:

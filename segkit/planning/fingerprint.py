@@ -39,6 +39,8 @@ KEPT = 8
 MIN_CLASS_SHARE = 0.001
 #: Classes under this share of the labelled pixels are rare (the plan names them).
 RARE_SHARE = 0.01
+#: A class whose thickest part is at least this share of a crop's side is seen by the crop as texture.
+CONTEXT_THICKNESS = 0.5
 #: Objects are 8-connected: a diagonal line is one object.
 EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
@@ -101,6 +103,30 @@ class Fingerprint:
             for name, share in zip(self.class_names, self.class_share, strict=True)
             if share < RARE_SHARE and name != "background"
         ]
+
+    def context_classes(self, window_px: float) -> list[str]:
+        """The classes (background left out; binary: the foreground) a square window of ``window_px``
+        native pixels sees only the inside of: their thickest part is at least ``CONTEXT_THICKNESS``
+        of the window wide and their largest region covers more of the median photo than the window
+        does. A crop inside a road sees tarmac texture, not the kerb and the cars that make it road."""
+        window_share = window_px**2 / max(1.0, self.height[1] * self.width[1])
+        if not len(self.class_names) == len(self.class_thickest_px) == len(self.class_region_share):
+            return []  # a fingerprint made without the context measures (by hand, in a test)
+        return [
+            name
+            for name, thickest, region in zip(
+                self.class_names, self.class_thickest_px, self.class_region_share, strict=True
+            )
+            if thickest is not None
+            and region is not None
+            and thickest >= CONTEXT_THICKNESS * window_px
+            and region > window_share
+        ]
+
+    def share_of(self, names: list[str]) -> float:
+        """The share of the labelled pixels the classes ``names`` hold together."""
+        shares = zip(self.class_names, self.class_share, strict=True)
+        return sum(share for name, share in shares if name in names)
 
     def summary(self) -> str:
         height, width = self.height[1], self.width[1]

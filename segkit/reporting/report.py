@@ -190,6 +190,9 @@ class ReportContent:
     class_colours: list[tuple[str, Sequence[int]]] = field(default_factory=list)
     confusion: bytes | None = None
     notes: list[str] = field(default_factory=list)
+    #: ``--recipe auto``'s race (plan.json's ``facts.race``): a sentence, then one row per candidate.
+    race_words: str = ""
+    race: list[tuple[str, ...]] = field(default_factory=list)
 
 
 def png_bytes(picture: Any) -> bytes:
@@ -376,6 +379,11 @@ def render_html(content: ReportContent) -> str:
     if content.curves:
         figures = "".join(_image(png, name) for name, png in content.curves)
         parts += ['<h2 id="curves">Training curves</h2>', f'<div class="figures">{figures}</div>']
+    if content.race_words:
+        parts += ['<h2 id="race">The plan\'s race</h2>', f"<p>{_escape(content.race_words)}</p>"]
+        if content.race:
+            columns = ("candidate", "settings it changed", "score after each round", "seconds", "result")
+            parts.append(_table(columns, content.race))
     if content.settings:
         parts += [
             '<h2 id="settings">Settings, and where each came from</h2>',
@@ -389,6 +397,32 @@ def render_html(content: ReportContent) -> str:
 
 
 # -- what a page says about an evaluation and a run -----------------------------------------------------
+
+
+def race_content(race: dict[str, Any] | None) -> tuple[str, list[tuple[str, ...]]]:
+    """The race section of a run planned by ``--recipe auto``: a sentence (how the candidates were
+    scored, what the race cost; or why there was none) and one row per candidate."""
+    if not race:
+        return "", []
+    if "off" in race:
+        return f"No race: {race['off']}.", []
+    if "winner" not in race:
+        return "The plan held a race that did not finish (interrupted, or an older segkit).", []
+    words = (
+        f"{len(race['candidates'])} candidate plans trained in turn for "
+        f"{race['share']:.0%} of the budget after planning (successive halving), each scored by "
+        f"{race['metric']}; the best went on with its weights. The race cost {race['cost_s']:.0f} s of "
+        f"the losers' training, and {race['overrun_s']:.0f} s of set-up and scoring beyond its share."
+    )
+    rows: list[tuple[str, ...]] = []
+    for number, candidate in enumerate(race["candidates"], 1):
+        changed = ", ".join(f"{key}={value}" for key, value in candidate["settings"].items()) or "none"
+        scores = ", ".join(f"{entry['score']:.4f}" for entry in candidate.get("rounds", []))
+        result = "won: this run" if number == race["winner"] else "lost: in race/ (checkpoints deleted)"
+        rows.append(
+            (f"{number}. {candidate['name']}", changed, scores, f"{candidate.get('seconds', 0):.0f}", result)
+        )
+    return words, rows
 
 
 def _resolution_words(summary: dict[str, Any]) -> str:

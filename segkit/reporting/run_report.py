@@ -3,8 +3,10 @@ offline. What ``segkit report`` writes and ``segkit.Run.report`` writes and show
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from segkit.config.run_folder import read_run_config
 from segkit.data.splits import evaluation_split
@@ -12,7 +14,14 @@ from segkit.errors import UsageError
 from segkit.inference.choices import resolve_inference_choices
 from segkit.inference.predictor import load_trained_model
 from segkit.reporting.evaluation import evaluate_dataset
-from segkit.reporting.report import curve_pngs, evaluation_content, run_facts, settings_rows, write_page
+from segkit.reporting.report import (
+    curve_pngs,
+    evaluation_content,
+    race_content,
+    run_facts,
+    settings_rows,
+    write_page,
+)
 
 
 @dataclass
@@ -77,8 +86,19 @@ def write_run_report(
     except Exception as error:  # noqa: BLE001 - a run without metrics.csv still gets its page
         content.notes.append(f"No training curves: {error}")
     content.settings = settings_rows(recorded)
+    content.race_words, content.race = race_content(_planned_race(run))
     try:
         write_page(out, content)
     except OSError as error:
         raise UsageError(f"cannot write {out}: {error.strerror or error}") from None
     return WrittenReport(out, split, len(evaluation.network), len(content.worst), len(content.best))
+
+
+def _planned_race(run: Path) -> dict[str, Any] | None:
+    """The race recorded in the run's plan.json (``--recipe auto``), or None."""
+    try:
+        plan = json.loads((run / "plan.json").read_text())
+    except (OSError, ValueError):
+        return None
+    race = plan.get("facts", {}).get("race") if isinstance(plan, dict) else None
+    return race if isinstance(race, dict) else None
