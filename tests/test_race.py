@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from test_planning import MaskList, Request, blobs
+from test_planning import FakeClock, MaskList, Request, blobs
 
 from segkit.config.resolve import resolve_run_config
 from segkit.engine import budget as budget_module
@@ -180,16 +180,8 @@ def test_segkit_plan_shows_the_candidates_and_why():
 # -- the pause ---------------------------------------------------------------------------------------
 
 
-class Ticks:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
 def test_a_pause_stops_where_the_budget_would_and_the_budget_wins_past_it(monkeypatch):
-    ticks = Ticks()
+    ticks = FakeClock()
     monkeypatch.setattr(budget_module.time, "monotonic", ticks)
     clock = RunClock(1000, budget_s=100.0, elapsed_before=5.0, pause_at_s=20.0)
     steps = 0
@@ -239,16 +231,21 @@ def raced_config(tmp_path: Path, candidates: list[dict], race_s: float = 100.0):
     return config
 
 
-def test_the_race_keeps_the_better_half_and_the_winner_continues_with_the_budget(tmp_path, monkeypatch):
+def fake_race(monkeypatch, tmp_path: Path, scores: dict[str, float], tick_s: int) -> FakeFits:
+    """The race with a fake ``fit``, each candidate's run scored ``scores[run folder name]``, and a clock
+    that moves ``tick_s`` seconds at each look."""
     fits = FakeFits(tmp_path / "runs")
     monkeypatch.setattr(race_module, "fit", fits)
-    monkeypatch.setattr(
-        race_module, "resolve_resumed_config", lambda run_dir, flags: _resumed(run_dir, flags)
-    )
-    rates = {"run-1": 0.1, "run-2": 0.7, "run-3": 0.4}  # the score each candidate's run gets
-    monkeypatch.setattr(race_module.Race, "_score", lambda self, run_dir, number: ("m", rates[run_dir.name]))
-    ticks = iter(range(0, 100_000, 10))  # ten seconds pass at each look at the clock: the race overruns
+    monkeypatch.setattr(race_module, "resolve_resumed_config", _resumed)
+    monkeypatch.setattr(race_module.Race, "_score", lambda self, run_dir, number: ("m", scores[run_dir.name]))
+    ticks = iter(range(0, 1_000_000, tick_s))
     monkeypatch.setattr(race_module.time, "monotonic", lambda: float(next(ticks)))
+    return fits
+
+
+def test_the_race_keeps_the_better_half_and_the_winner_continues_with_the_budget(tmp_path, monkeypatch):
+    # the score each candidate's run gets; ten seconds at each look at the clock: the race overruns
+    fits = fake_race(monkeypatch, tmp_path, {"run-1": 0.1, "run-2": 0.7, "run-3": 0.4}, tick_s=10)
     candidates = [
         {"name": f"lr {rate}", "settings": {"learning_rate": rate}, "reason": "test"}
         for rate in (0.001, 0.002, 0.003)
@@ -290,14 +287,7 @@ def _resumed(run_dir: Path, flags: dict):
 
 
 def test_a_race_whose_overrun_spends_the_budget_stops_the_winner_and_says_so(tmp_path, monkeypatch):
-    fits = FakeFits(tmp_path / "runs")
-    monkeypatch.setattr(race_module, "fit", fits)
-    monkeypatch.setattr(
-        race_module, "resolve_resumed_config", lambda run_dir, flags: _resumed(run_dir, flags)
-    )
-    monkeypatch.setattr(race_module.Race, "_score", lambda self, run_dir, number: ("m", 0.5))
-    ticks = iter(range(0, 100_000, 500))  # every look at the clock: 500 s later
-    monkeypatch.setattr(race_module.time, "monotonic", lambda: float(next(ticks)))
+    fits = fake_race(monkeypatch, tmp_path, {"run-1": 0.5, "run-2": 0.5}, tick_s=500)
     candidates = [{"name": n, "settings": {}, "reason": "test"} for n in ("a", "b")]
     said = []
     result = race_module.train(raced_config(tmp_path, candidates), echo=said.append)

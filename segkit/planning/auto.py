@@ -283,8 +283,9 @@ def _race_candidates(
                 {
                     "name": _sampling_name(other, request, not crops),
                     "settings": _changed(plan, other, request),
-                    "reason": f"{', '.join(context)} need context a crop cannot hold, "
-                    f"{', '.join(thin) or 'the photos'} {'need native resolution' if thin else 'are large'}",
+                    "reason": f"{', '.join(context)} {'needs' if len(context) == 1 else 'need'} context a "
+                    f"crop cannot hold; {', '.join(thin) or 'the photos'} "
+                    f"{'need native resolution' if thin else 'are large'}",
                     "expected_steps": other.facts.get("expected_steps"),
                 }
             )
