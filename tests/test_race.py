@@ -287,12 +287,17 @@ def _resumed(run_dir: Path, flags: dict):
 
 
 def test_a_race_whose_overrun_spends_the_budget_stops_the_winner_and_says_so(tmp_path, monkeypatch):
-    fits = fake_race(monkeypatch, tmp_path, {"run-1": 0.5, "run-2": 0.5}, tick_s=500)
+    fits = fake_race(monkeypatch, tmp_path, {f"run-{number}": 0.5 for number in range(1, 5)}, tick_s=500)
     candidates = [{"name": n, "settings": {}, "reason": "test"} for n in ("a", "b")]
     said = []
     result = race_module.train(raced_config(tmp_path, candidates), echo=said.append)
     assert result.stop_reason == BUDGET_REACHED and len(fits.calls) == 2
     assert "spent the rest of the budget" in said[-1]
+    quiet = raced_config(tmp_path / "quiet", candidates)
+    quiet.values["quiet"] = True
+    heard = []
+    race_module.train(quiet, echo=heard.append)
+    assert heard == []  # --quiet: the race says nothing, as the epochs do not
 
 
 def test_the_report_shows_the_race_and_says_why_there_was_none():

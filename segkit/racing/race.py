@@ -67,6 +67,8 @@ class Race:
         self, config: ResolvedConfig, race: dict[str, Any], echo: Echo, callbacks: Sequence[Any]
     ) -> None:
         self.config, self.race, self.echo, self.callbacks = config, race, echo, list(callbacks)
+        #: The race's own lines (slices, standings, the winner): none under --quiet, as for epochs.
+        self.say: Echo = (lambda _text: None) if config["quiet"] else echo
         self.plan = config.plan
         budget = float(config["time_budget"])
         self.race_s = float(race["seconds"])
@@ -98,7 +100,7 @@ class Race:
                 for entrant in field_:
                     self._train_slice(entrant, round_number, elapsed_at)
                 field_.sort(key=lambda entrant: entrant.score, reverse=True)
-                self.echo(self._standings(round_number, field_))
+                self.say(self._standings(round_number, field_))
         except KeyboardInterrupt:
             started_dirs = [str(entrant.run_dir) for entrant in self.entrants if entrant.run_dir]
             self.echo(f"Race interrupted; each candidate is a resumable run: {', '.join(started_dirs)}")
@@ -109,7 +111,7 @@ class Race:
         return self._train_winner(winner, overrun)
 
     def _train_slice(self, entrant: Entrant, round_number: int, pause_at: float) -> None:
-        self.echo(
+        self.say(
             f"Race, round {round_number} of {len(self.schedule)}: candidate {entrant.number} "
             f"({entrant.name}) trains until {pause_at:.0f} s of its run"
         )
@@ -202,7 +204,7 @@ class Race:
         raced = self.plan.seconds + sum(seconds for _, seconds in self.schedule)
         won = f"Race won by candidate {winner.number} ({winner.name})"
         if budget - raced < 1.0:
-            self.echo(
+            self.say(
                 f"{won}; the race's set-up and scoring ({overrun:.0f} s beyond its share) spent the rest of "
                 f"the budget: it stops here (give a longer --time-budget for a race that pays)"
             )
@@ -215,7 +217,7 @@ class Race:
                 BUDGET_REACHED,
                 last.metric_description,
             )
-        self.echo(
+        self.say(
             f"{won}; it continues with its weights to {budget:.0f} s of its run (the race's set-up and "
             f"scoring, {overrun:.0f} s beyond its share, come off its budget)"
         )
