@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segkit.config.run_folder import read_run_config
+from segkit.config.run_folder import (
+    FOLDS_FILE,
+    finished_folds,
+    fold_folder,
+    is_fold_parent,
+    read_json_object,
+    read_run_config,
+)
 from segkit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -95,7 +102,17 @@ class Run:
 
     def _read(self) -> None:
         """Read config.json (again, after a resume) and forget the models loaded from the old weights."""
-        self._record = read_run_config(self.path)
+        self._folds: dict[str, Any] | None = None
+        if is_fold_parent(self.path):  # a --folds parent: its settings are its folds'
+            self._folds = read_json_object(self.path / FOLDS_FILE)
+            first = read_run_config(fold_folder(self.path, 0), missing_ok=True)
+            self._record = {
+                **first,
+                "config": self._folds.get("config"),
+                "sources": self._folds.get("sources"),
+            }
+        else:
+            self._record = read_run_config(self.path)
         if not isinstance(self._record.get("config"), dict):
             raise UsageError(f"{self.path} is not a segkit run folder: its config.json records no settings")
         self._trained: dict[str, TrainedModel] = {}
@@ -121,6 +138,21 @@ class Run:
     @property
     def task(self) -> str:
         return (self._record.get("resolved") or {}).get("task", "binary")
+
+    @property
+    def folds(self) -> list[Run]:
+        """A ``--folds`` parent's fold runs whose training ended (``[]`` for an ordinary run)."""
+        if self._folds is None:
+            return []
+        return [
+            Run(fold_folder(self.path, index))
+            for index in finished_folds(self.path, int(self._folds["folds"]))
+        ]
+
+    @property
+    def out_of_fold(self) -> dict[str, Any] | None:
+        """A ``--folds`` parent's per-fold scores, their spread and the choices made on them."""
+        return None if self._folds is None else self._folds.get("out_of_fold")
 
     @property
     def imported(self) -> bool:

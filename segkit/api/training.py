@@ -22,6 +22,8 @@ def train(
     config: str | os.PathLike | None = None,
     recipe: str | None = None,
     callbacks: Sequence[Any] = (),
+    folds: int | None = None,
+    fold: int | None = None,
     **settings: Any,
 ) -> Run:
     """Train a model as ``segkit run`` does and return its ``segkit.Run``::
@@ -36,18 +38,34 @@ def train(
     after the named ones and are recorded in ``config.json`` by class name. Settings are laid over
     the config file, as flags are. Progress and the per-epoch lines print as ``segkit run`` prints
     them (``quiet=True``: the final lines only).
+
+    ``folds=5`` (``--folds 5``): five runs, one per fold, under one parent folder, and the choices made
+    on their out-of-fold predictions; the ``Run`` returned is the parent's, whose ``model``,
+    ``evaluate``, ``predict``, ``report`` and ``export`` use the folds' ensemble (``Run.folds`` lists
+    the fold runs, ``Run.out_of_fold`` the per-fold scores and the choices). ``fold=I``: fold I alone.
     """
     from segkit.planning import describe_settings, resolve_planned_config
     from segkit.racing import train as train_new_run
+    from segkit.racing.folds import one_fold_budget, planned_folds, train_folds
 
     names, objects = split_callbacks(callbacks)
     if names:
         settings = {**settings, "callbacks": names}
     config_file = Path(config) if config is not None else None
+    if fold is not None and folds is None:
+        raise UsageError("fold=I trains one fold of folds=K: give folds too")
+    settings, total_budget = one_fold_budget(settings, folds if folds != 1 else None)
     resolved = resolve_planned_config({}, config_file, recipe, python=(settings, TRAIN_SOURCE))
+    folds = planned_folds(resolved, folds)
     if not resolved["quiet"]:
         for line in describe_settings(resolved):
             print(line)
+    if folds is not None:
+        parent = train_folds(
+            resolved, folds, fold, echo=print, callbacks=objects, total_budget_s=total_budget
+        )
+        print(f"Run saved to {parent.parent}")
+        return Run(parent.parent)
     result = train_new_run(resolved, echo=print, callbacks=objects)
     _print_result(result)
     return Run(result.run_dir)

@@ -103,6 +103,8 @@ def evaluate(
     if report_page is not None and not report_page.parent.is_dir():
         raise UsageError(f"--report {report_page}: the folder {report_page.parent} does not exist")
     trained = load_trained_model(checkpoint, device=resolve_device(device))
+    if "ensemble" in trained.checkpoint and _print_folds(trained, split):
+        return
     evaluation = evaluate_run(
         trained,
         split=split,
@@ -132,6 +134,31 @@ def evaluate(
     click.echo(f"Scored {trained.path} ({epoch_text(trained)})")
     _print_report(f"{name} {split} split", evaluation.summary, evaluation.rows, worst)
     click.echo("Wrote " + " and ".join(str(path) for path in written))
+
+
+def _print_folds(trained, split: str) -> bool:
+    """A --folds parent: its folds' out-of-fold scores and the choices made on them; True when the
+    ensemble is not to be scored on ``split`` (its photos trained the folds' models)."""
+    from segkit.reporting.out_of_fold import describe_out_of_fold, read_out_of_fold
+
+    summary = read_out_of_fold(trained.path)
+    folds = trained.checkpoint["ensemble"]["folds"]
+    if summary is None:
+        click.echo(
+            f"{trained.path}: the out-of-fold choices are not made yet (segkit run --resume finishes them)"
+        )
+    else:
+        for line in describe_out_of_fold(summary):
+            click.echo(line)
+    if split in ("train", "valid"):
+        click.echo(
+            f"The ensemble of the {folds} folds is not scored on the {split} split: each of its photos "
+            f"trained {folds - 1} of the {folds} models (the out-of-fold scores above are the honest ones); "
+            "--split test scores it"
+        )
+        return True
+    click.echo(f"The ensemble of the {folds} folds (probabilities averaged, then the choices above):")
+    return False
 
 
 def _print_report(what: str, summary: dict, rows: list[dict], worst: int) -> None:

@@ -24,17 +24,36 @@ def plot(run_dirs: tuple[Path, ...], out_dir: Path | None) -> None:
     min, max, first, last and percent change of every metrics.csv column per run, also printed here.
     Axis labels say what the numbers are (split, reduction, threshold, resolution).
     """
+    from segkit.config.run_folder import FOLDS_FILE, fold_folder, is_fold_parent, read_json_object
     from segkit.errors import UsageError
     from segkit.reporting.plotting import (
         SUMMARY_FILE,
         format_summary_table,
+        plot_folds,
         plot_runs,
         read_run,
         summarize_runs,
         write_summary_csv,
     )
 
-    runs = [read_run(run_dir) for run_dir in run_dirs]
+    parents = {
+        run_dir: int(read_json_object(run_dir / FOLDS_FILE)["folds"])
+        for run_dir in run_dirs
+        if is_fold_parent(run_dir)
+    }
+    fold_runs = {
+        parent: [
+            read_run(fold_folder(parent, index))
+            for index in range(folds)
+            if (fold_folder(parent, index) / "metrics.csv").is_file()
+        ]
+        for parent, folds in parents.items()
+    }
+    runs = [
+        run
+        for run_dir in run_dirs
+        for run in (fold_runs[run_dir] if run_dir in parents else [read_run(run_dir)])
+    ]
     if out_dir is None:
         out_dir = run_dirs[0] if len(run_dirs) == 1 else Path("plots")
     try:
@@ -50,5 +69,10 @@ def plot(run_dirs: tuple[Path, ...], out_dir: Path | None) -> None:
     rows = summarize_runs(runs)
     click.echo(format_summary_table(rows))
     click.echo("")
-    for path in [*plot_runs(runs, out_dir), write_summary_csv(rows, out_dir / SUMMARY_FILE)]:
+    written = [] if len(run_dirs) == 1 and parents else plot_runs(runs, out_dir)
+    for parent, folds in fold_runs.items():
+        if not folds:
+            raise UsageError(f"{parent}: none of its folds has finished an epoch yet (no fold-*/metrics.csv)")
+        written += plot_folds(folds, out_dir if len(run_dirs) == 1 else out_dir / parent.name)
+    for path in [*written, write_summary_csv(rows, out_dir / SUMMARY_FILE)]:
         click.echo(f"wrote {path}")

@@ -100,7 +100,7 @@ def predict(
     from segkit.data.tiff import read_photo
     from segkit.errors import DataError, UsageError
     from segkit.execution.device import resolve_device
-    from segkit.inference.postprocess import postprocess_mask
+    from segkit.inference.postprocess import postprocess_classes, postprocess_mask
     from segkit.inference.predictor import check_photo_bands, load_trained_model
     from segkit.progress import progress, write
     from segkit.reporting.run_evaluation import check_choices
@@ -140,6 +140,7 @@ def predict(
         probability, mask = predict_mask(trained, image, task, tta, tiling, keep_probability=probabilities)
         if task.supports_postprocess:
             mask = postprocess_mask(mask, min_size=min_size, **postprocess)
+        mask = postprocess_classes(mask, task.kind, trained.class_postprocess)
         stem = unique_stem(path, stems)
         try:
             georeference = path if geo and mask_format == "tiff" else None

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from segkit.components import get_component, list_components
 from segkit.config.checks import check_component_options, fit_image_size_to_crops
-from segkit.config.run_folder import read_run_config
+from segkit.config.run_folder import read_fold_record, read_run_config
 from segkit.config.settings import (
     ALIASES,
     BY_NAME,
@@ -67,6 +67,8 @@ class ResolvedConfig:
     sources: dict[str, str] = field(default_factory=dict)
     #: The ``segkit.planning.Plan`` behind the settings when ``--recipe`` named a planner.
     plan: Any = None
+    #: A fold run's fold (``segkit.data.folds.fold_record``): its train and valid splits are the fold's.
+    fold: Any = None
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -332,7 +334,9 @@ def resolve_resumed_config(run_dir: Path, flags: Mapping[str, Any]) -> ResolvedC
                 f"segkit run --config {Path(run_dir) / 'config.json'} with those flags"
             )
     overrides = {key: value for key, value in given.items() if key in RESUME_OVERRIDES}
-    return _resolve([*layers, (overrides, "flag")])
+    config = _resolve([*layers, (overrides, "flag")])
+    config.fold = read_fold_record(run_dir)
+    return config
 
 
 def _changed_by(recorded: ResolvedConfig, flags: Mapping[str, Any]) -> list[str]:

@@ -58,8 +58,13 @@ def read_run_config(run_dir: Path, missing_ok: bool = False) -> dict[str, Any]:
         if missing_ok:
             return {}
         raise UsageError(f"{run_dir} is not a segkit run folder: {path} is missing")
+    return read_json_object(path)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding one object; a data error naming the file when it cannot be read or is not one."""
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
+        recorded = json.loads(Path(path).read_text(encoding="utf-8"))
     except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
         raise DataError(f"{path} is not valid JSON: {error}") from None
     except OSError as error:
@@ -67,3 +72,34 @@ def read_run_config(run_dir: Path, missing_ok: bool = False) -> dict[str, Any]:
     if not isinstance(recorded, dict):
         raise DataError(f"{path} does not hold a JSON object")
     return recorded
+
+
+#: A fold run's fold (``segkit.data.folds.fold_record``), in its own folder.
+FOLD_FILE = "fold.json"
+#: What a parent folder of fold runs holds: the folds, their state and the choices made on them.
+FOLDS_FILE = "folds.json"
+
+
+def read_fold_record(run_dir: Path) -> dict[str, Any] | None:
+    """The fold a fold run trains on (its ``fold.json``), or None for an ordinary run."""
+    path = Path(run_dir) / FOLD_FILE
+    return read_json_object(path) if path.is_file() else None
+
+
+def is_fold_parent(path: Path) -> bool:
+    """Whether ``path`` is the parent folder of a ``--folds`` run (it holds ``folds.json``)."""
+    return (Path(path) / FOLDS_FILE).is_file()
+
+
+#: In a fold run's folder once its training ended (not when a crash or a signal stopped it).
+FINISHED_FILE = "finished.json"
+
+
+def fold_folder(parent: Path, index: int) -> Path:
+    """Fold ``index``'s run folder in a parent folder."""
+    return Path(parent) / f"fold-{index}"
+
+
+def finished_folds(parent: Path, folds: int) -> list[int]:
+    """The folds of a parent folder whose training ended."""
+    return [index for index in range(folds) if (fold_folder(parent, index) / FINISHED_FILE).is_file()]

@@ -13,6 +13,7 @@ import torch
 
 from segkit.components import create_dataset, get_component
 from segkit.config.options import parse_options
+from segkit.data.folds import fold_split
 from segkit.data.sampling import Sampling
 from segkit.errors import DataError, SegkitError, UsageError
 
@@ -35,9 +36,17 @@ def in_flag_words(message: str) -> str:
     return message
 
 
-def build_split(values: dict[str, Any], split: str, image_size: int, sampling: Sampling | None = None):
+def build_split(
+    values: dict[str, Any],
+    split: str,
+    image_size: int,
+    sampling: Sampling | None = None,
+    fold: dict[str, Any] | None = None,
+):
     """One split at ``image_size``: train with the chosen augmentation, the others with none.
-    ``sampling`` (crops or whole photos at native resolution) is passed on when given."""
+    ``sampling`` (crops or whole photos at native resolution) is passed on when given. ``fold`` (a
+    fold run's ``segkit.data.folds.fold_record``): train and valid are the fold's (see
+    ``segkit.data.folds.fold_split``)."""
     name = values["dataset"]
     options = {"image_size": image_size, **values["dataset_options"]}
     if values["data_path"] is not None:
@@ -51,12 +60,14 @@ def build_split(values: dict[str, Any], split: str, image_size: int, sampling: S
             )
         options["sampling"] = sampling
     augment = options.pop("augment", values["augment"])
-    try:
-        dataset = create_dataset(
-            name, split=split, augment=augment if split == "train" else "none", **options
-        )
-    except SegkitError as error:
-        raise type(error)(in_flag_words(str(error))) from None
+
+    def make(part: str, train: bool):
+        try:
+            return create_dataset(name, split=part, augment=augment if train else "none", **options)
+        except SegkitError as error:
+            raise type(error)(in_flag_words(str(error))) from None
+
+    dataset = make(split, split == "train") if fold is None else fold_split(make, split, fold)
     if len(dataset) == 0:
         raise DataError(f"the {split} split of dataset {name!r} is empty")
     return dataset
@@ -99,7 +110,8 @@ def evaluation_split(
     """``(name, dataset)`` to score a trained model (``segkit.inference.predictor.TrainedModel``) on:
     the run's dataset unless ``dataset`` names another, with the run's options and ``dataset_option``
     (``KEY=VALUE`` strings) over them; with ``tiling``, whole photos at native resolution (after the
-    run's scale). What evaluate, report and the trackers score on."""
+    run's scale). A fold run's train and valid splits are its fold's (its checkpoint's ``fold``). What
+    evaluate, report and the trackers score on."""
 
     recorded = trained.checkpoint.get("config") or {}
     name = dataset or trained.checkpoint.get("dataset") or recorded.get("dataset")
@@ -122,8 +134,13 @@ def evaluation_split(
         options["root"] = root
     if tiling is not None:
         options["sampling"] = Sampling.native(tiling["scale"])
+    fold = trained.checkpoint.get("fold") if name == recorded.get("dataset") else None
+
+    def make(part: str, _train: bool):
+        return create_dataset(name, split=part, image_size=trained.image_size, augment="none", **options)
+
     try:
-        data = create_dataset(name, split=split, image_size=trained.image_size, augment="none", **options)
+        data = make(split, False) if fold is None else fold_split(make, split, fold)
     except SegkitError as error:
         message = in_flag_words(str(error))
         if split == "test" and "test" in message and "--split valid" not in message:
@@ -152,12 +169,3 @@ def use_recorded_band_statistics(data: Any, recorded: dict[str, list[float]]) ->
         return  # 8-bit RGB photos: ImageNet's statistics, as in training
     data.normalization = recorded
     transform.normalization = recorded
-
-
-#: Dataset options evaluate sets itself, and where they come from instead.
-SET_BY_EVALUATION = {
-    "root": "the dataset's folder is --data-path DIR (default: the run's)",
-    "split": "the split is --split",
-    "image_size": "the image size is the checkpoint's, the size the model was trained at",
-    "augment": "evaluation never augments",
-}

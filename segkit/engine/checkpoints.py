@@ -139,6 +139,8 @@ def checkpoint_payload(trainer: CheckpointedRun) -> dict[str, Any]:
         "rng_state": rng_state(),
         "config": values,
     }
+    if trainer.data.fold is not None:  # a fold run's splits, for evaluate and report
+        payload["fold"] = trainer.data.fold
     if trainer.weight_average is not None:  # the trained weights too, which --resume continues from
         payload["raw_model_state"] = cpu_state(trainer.model)
         payload["ema_state"] = trainer.weight_average.state_dict()

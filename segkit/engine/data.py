@@ -56,7 +56,13 @@ class RunData:
     sizes are then crop sizes) and the valid split is whole photos at native resolution, loaded one
     at a time (they differ in size) and scored through tiles."""
 
-    def __init__(self, values: dict[str, Any], device: torch.device, group: distributed.ProcessGroup) -> None:
+    def __init__(
+        self,
+        values: dict[str, Any],
+        device: torch.device,
+        group: distributed.ProcessGroup,
+        fold: dict[str, Any] | None = None,
+    ) -> None:
         if group.enabled and values["batch_size"] % group.world_size:
             # Each process would take batch // processes: the run would train on a smaller batch than asked.
             batch, processes = values["batch_size"], group.world_size
@@ -65,13 +71,13 @@ class RunData:
                 f"--batch-size {batch} is the batch of all {processes} processes together and must divide "
                 f"among them: use {' or '.join(str(b) for b in (lower, higher) if b > 0)}"
             )
-        self.values, self.device, self.group = values, device, group
+        self.values, self.device, self.group, self.fold = values, device, group, fold
         self.decoded: DecodedCache | None = None
         self.crops = values.get("crop_size") is not None
         self.train_size = self._size_at(0.0)
         self.train_set = self._train_split(self.train_size)
         valid_sampling = Sampling.native(values["scale"]) if self.crops else None
-        self.valid_set = build_split(values, "valid", values["image_size"], valid_sampling)
+        self.valid_set = build_split(values, "valid", values["image_size"], valid_sampling, fold)
         self.workers = resolve_workers(values["workers"], self.train_set, device)
         # Read every epoch in this process: decode each photo once (the train split's rebuilds at each
         # progressive size share the cache). Loader workers would each fill a copy and lose it.
@@ -95,7 +101,7 @@ class RunData:
             inner.decoded_cache = self.decoded
 
     def _train_split(self, size: int):
-        dataset = build_split(self.values, "train", size, self._train_sampling(size))
+        dataset = build_split(self.values, "train", size, self._train_sampling(size), self.fold)
         self._keep_decoded(dataset)
         if not self.crops:
             return dataset

@@ -31,7 +31,7 @@ from segkit.callbacks import RunContext
 from segkit.components import create_callback, create_loss, create_model, get_component
 from segkit.config.checks import check_resumable
 from segkit.config.resolve import DEFAULT_SOURCE, ResolvedConfig, enabled_callbacks
-from segkit.config.run_folder import CONFIG_FILE, create_run_dir, read_run_config, write_json
+from segkit.config.run_folder import CONFIG_FILE, FOLD_FILE, create_run_dir, read_run_config, write_json
 from segkit.engine import checkpoints, distributed
 from segkit.engine.budget import RunClock
 from segkit.engine.data import RunData
@@ -78,12 +78,14 @@ def fit(
     resume_dir: Path | None = None,
     callbacks: Sequence[Any] = (),
     pause_at_s: float | None = None,
+    run_dir: Path | None = None,
 ) -> RunResult:
     """Train according to ``config``; with ``resume_dir``, continue that run from its ``last.pt``.
     ``callbacks``: objects with any of ``segkit.callbacks.Callback``'s methods, run after the named
     ones (the Python API passes them; ``config.json`` records them by class name). ``pause_at_s``:
-    stop once the run has spent that many seconds (``segkit.engine.budget.RunClock``), resumable."""
-    trainer = Trainer(config, echo, resume_dir, callbacks)
+    stop once the run has spent that many seconds (``segkit.engine.budget.RunClock``), resumable.
+    ``run_dir``: a new run's folder, made here (it must not exist yet), instead of one under --out."""
+    trainer = Trainer(config, echo, resume_dir, callbacks, run_dir)
     trainer.pause_at_s = pause_at_s
     return trainer.run()
 
@@ -95,6 +97,7 @@ class Trainer:
         echo: Echo = print,
         resume_dir: Path | None = None,
         callbacks: Sequence[Any] = (),
+        run_dir: Path | None = None,
     ) -> None:
         # Paths become strings, so checkpoints hold only what torch.load(weights_only=True) accepts.
         self.values = values = json.loads(json.dumps(config.values, default=str))
@@ -107,7 +110,9 @@ class Trainer:
             self.values = values = {**values, "quiet": True}
         seed_everything(values["seed"])
         self._fit_progressive_sizes_to_crops()
-        self.data = RunData(values, self.device, self.group)
+        #: A fold run's fold (``segkit.data.folds``): its splits are the fold's; fold.json records it.
+        self.fold = getattr(config, "fold", None)
+        self.data = RunData(values, self.device, self.group, self.fold)
         self.in_channels = int(self.data.train_set[0]["image"].shape[0])
         self.task = task_for_dataset(self.data.train_set, values["threshold"])
         self._leave_out_what_the_task_cannot_use()
@@ -123,7 +128,12 @@ class Trainer:
             self.echo(f"Resuming {self.run_dir} at epoch {self.state.epoch + 1} of {values['epochs']}")
         else:
             self.run_dir = distributed.on_main(
-                self.group, lambda: create_run_dir(Path(values["out"]), self.model_name, values["loss"])
+                self.group,
+                lambda: (
+                    create_run_dir(Path(values["out"]), self.model_name, values["loss"])
+                    if run_dir is None
+                    else _make_folder(Path(run_dir))
+                ),
             )
             if self.plan is not None:
                 self.state.elapsed_before = self.plan.seconds
@@ -417,6 +427,8 @@ class Trainer:
         )
         if self.plan is not None:
             self.plan.write(self.run_dir)
+        if self.fold is not None:
+            write_json(self.run_dir / FOLD_FILE, self.fold)
 
     def _callback_object_names(self) -> list[str]:
         """The classes of the callback objects given in Python (``segkit.train(callbacks=[...])``), as
@@ -490,6 +502,16 @@ def _create_model(name: str, in_channels: int, out_channels: int, values: dict[s
             f"model {name!r} cannot be built with options {values['model_options']}: "
             f"{str(error).splitlines()[0][:200] if str(error) else type(error).__name__}"
         ) from None
+
+
+def _make_folder(path: Path) -> Path:
+    """A new run's given folder (a fold run's), made empty; one that exists is not written over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise UsageError(f"{path} exists already: a new run is not written over another") from None
+    return path
 
 
 def _silent(text: str) -> None:

@@ -285,6 +285,8 @@ def deployment_notes(
             "path": str(trained.path),
             "epoch": checkpoint.get("epoch"),
             "dataset": checkpoint.get("dataset"),
+            # A --folds parent: one model whose logits are those of its folds' averaged probabilities.
+            **({"ensemble": checkpoint["ensemble"]} if "ensemble" in checkpoint else {}),
         },
         "input": {
             "name": INPUT_NAME,
@@ -332,7 +334,10 @@ def deployment_notes(
 
 
 def default_output(checkpoint_path: Path, export_format: str) -> Path:
-    """``run/best.pt`` -> ``run/best.onnx`` or ``run/best.torchscript.pt``."""
+    """``run/best.pt`` -> ``run/best.onnx`` or ``run/best.torchscript.pt``; a ``--folds`` parent (a
+    folder: its folds' ensemble) -> ``parent/ensemble.onnx`` or ``parent/ensemble.torchscript.pt``."""
+    if checkpoint_path.is_dir():
+        return checkpoint_path / f"ensemble{SUFFIXES[export_format]}"
     return checkpoint_path.with_name(checkpoint_path.stem + SUFFIXES[export_format])
 
 

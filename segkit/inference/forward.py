@@ -10,7 +10,12 @@ from segkit.execution.fast_path import to_input_format
 
 def model_logits(model: torch.nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
     """``model(images)`` as float32; with ``tta``, averaged with the pass on horizontally flipped
-    images (flipped back), the flip test-time augmentation used by predict, evaluate and validation."""
+    images (flipped back), the flip test-time augmentation used by predict, evaluate and validation.
+    A model with its own ``logits_with_tta`` (``segkit.inference.ensemble.EnsembleModule``: each member
+    flipped before the probabilities are averaged) computes them itself."""
+    own = getattr(model, "logits_with_tta", None)
+    if own is not None:
+        return own(images, tta).float()
     logits = model(images).float()
     if tta:
         logits = (logits + model(images.flip(-1)).float().flip(-1)) / 2

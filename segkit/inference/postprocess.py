@@ -23,3 +23,25 @@ def postprocess_mask(
         sizes[0] = 0
         cleaned = labels == int(sizes.argmax())
     return cleaned
+
+
+def postprocess_classes(mask: np.ndarray, kind: str, steps: dict[str, list[int]] | None) -> np.ndarray:
+    """A multiclass ``(H, W)`` id mask or multilabel ``(K, H, W)`` bool mask cleaned up class by class:
+    ``steps`` ``{"fill_holes": [ids], "keep_largest": [ids]}``. Multiclass: a class's holes become the
+    class, and its pixels outside its largest component become the background (id 0); multilabel:
+    each listed label's channel as ``postprocess_mask`` cleans a binary mask. Without steps (or for a
+    binary mask) the mask is returned as it is."""
+    fill, largest = set((steps or {}).get("fill_holes", [])), set((steps or {}).get("keep_largest", []))
+    if not (fill or largest) or kind == "binary":
+        return mask
+    cleaned = np.array(mask, copy=True)
+    if kind == "multilabel":
+        for label in sorted(fill | largest):
+            cleaned[label] = postprocess_mask(cleaned[label], label in fill, label in largest)
+        return cleaned
+    for class_id in sorted(fill | largest):
+        region = cleaned == class_id
+        kept = postprocess_mask(region, class_id in fill, class_id in largest)
+        cleaned[kept & ~region] = class_id
+        cleaned[region & ~kept] = 0
+    return cleaned

@@ -24,6 +24,7 @@ from PIL import Image
 
 from segkit.checkpoint_files import load_checkpoint
 from segkit.components import create_model
+from segkit.config.run_folder import is_fold_parent
 from segkit.data.geotiff import Raster
 from segkit.data.imageio import MAX_IMAGE_PIXELS
 from segkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -31,7 +32,7 @@ from segkit.errors import CheckpointError, DataError, UnknownComponentError, Usa
 from segkit.execution.fast_path import prepare_for_inference
 from segkit.inference.forward import input_logits
 from segkit.inference.inputs import as_rgb_image, collect_inputs, is_path
-from segkit.inference.postprocess import postprocess_mask
+from segkit.inference.postprocess import postprocess_classes, postprocess_mask
 from segkit.inference.tiling import predict_tiled
 from segkit.task import BinaryTask, Task, task_from_checkpoint
 
@@ -58,6 +59,9 @@ class TrainedModel:
     #: Tiled inference at native resolution, for runs trained on crops: ``{"tile", "overlap",
     #: "blend", "scale"}``; None: resize photos to ``image_size`` (see ``segkit.inference.tiling``).
     tiling: dict[str, Any] | None = None
+    #: Clean-up per class (multiclass) or label (multilabel) chosen on a fold run's out-of-fold
+    #: predictions: ``{"fill_holes": [ids], "keep_largest": [ids]}`` (see ``postprocess_classes``).
+    class_postprocess: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def in_channels(self) -> int:
@@ -87,7 +91,7 @@ class TrainedModel:
         mask = self.task.mask_from_probability(probability)
         if self.task.supports_postprocess and any(self.postprocess.values()):
             mask = postprocess_mask(mask, **self.postprocess)
-        return mask
+        return postprocess_classes(mask, self.task.kind, self.class_postprocess)
 
 
 def load_trained_model(
@@ -95,8 +99,13 @@ def load_trained_model(
 ) -> TrainedModel:
     """Load a run folder (its best.pt) or a checkpoint file; mismatches are clear ``CheckpointError``s.
 
-    The model is an eval-only copy prepared by ``segkit.execution.fast_path.prepare_for_inference``."""
+    The model is an eval-only copy prepared by ``segkit.execution.fast_path.prepare_for_inference``.
+    The parent folder of a ``--folds`` run gives the folds' ensemble (``segkit.inference.ensemble``)."""
     path = Path(path)
+    if is_fold_parent(path):
+        from segkit.inference.ensemble import load_ensemble
+
+        return load_ensemble(path, device, fold_batchnorm)
     payload = load_checkpoint(path)
     if path.is_dir():
         path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"

@@ -344,6 +344,9 @@ def describe_plan(plan: Plan, sources: dict[str, str]) -> list[str]:
         )
     if "pretrained" in plan.facts:
         lines.append(f"  {plan.facts['pretrained']}")
+    folds = plan.facts.get("folds")
+    if folds:
+        lines.append(f"  folds: {folds['folds']} ({folds['why']}; --folds K decides instead)")
     return lines + describe_race(plan.facts.get("race")) + plan.table(overridden)
 
 

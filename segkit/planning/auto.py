@@ -92,6 +92,10 @@ RULES: dict[str, Any] = {
     # within these bounds; rare classes gain up to 10x, the largest lose weight.
     "class_weight_power": 0.5,
     "class_weight_bounds": (0.1, 10.0),
+    # Folds (``--folds``): this many when the budget leaves each fold at least ``fold_min_steps``
+    # optimizer steps, else one run. FOLD_RULE_MEASURED
+    "folds": 5,
+    "fold_min_steps": 2000,
 }
 
 #: torchvision's ImageNet weights of the built-in models' encoders, as torch hub's cache names them.
@@ -111,6 +115,7 @@ def plan_auto(request: PlanRequest) -> Plan:
     plan.facts["fingerprint"] = fingerprint.to_dict()
     plan.facts["fingerprint_summary"] = fingerprint.summary()
     crops = _choose(plan, request, fingerprint)
+    _folds(plan, request)
     _race(plan, request, _race_candidates(plan, request, fingerprint, crops))
     if request.skipped:
         plan.facts["not_timed"] = list(request.skipped)
@@ -339,6 +344,29 @@ def _changed(plan: Plan, other: Plan, request: PlanRequest) -> dict[str, Any]:
     return changed
 
 
+def _folds(plan: Plan, request: PlanRequest) -> None:
+    """``plan.facts["folds"]``: how many folds the budget pays for (``segkit run`` trains them unless
+    ``--folds`` says how many), and why: each fold trains on a K-th of the budget, so folds pay only
+    when a K-th still holds ``fold_min_steps`` steps at the planned size. A run whose ``--epochs`` the
+    user gave trains no more steps than those epochs hold."""
+    steps, folds, least = plan.facts.get("expected_steps") or 0, RULES["folds"], RULES["fold_min_steps"]
+    epochs = plan.facts.get("expected_epochs") or 0
+    if "epochs" in request.chosen and epochs > request.values["epochs"]:
+        steps = round(steps * request.values["epochs"] / epochs)
+    if steps / folds >= least:
+        plan.facts["folds"] = {
+            "folds": folds,
+            "why": f"~{steps} steps fit the budget: each of {folds} folds keeps ~{steps // folds} "
+            f"(>= {least}), and their ensemble and out-of-fold choices are worth more than one longer run",
+        }
+    else:
+        plan.facts["folds"] = {
+            "folds": 1,
+            "why": f"one run: ~{steps} steps fit the budget, {folds} folds would keep ~{steps // folds} each "
+            f"(under {least}: each fold would stop far from where one run gets)",
+        }
+
+
 def _race(plan: Plan, request: PlanRequest, candidates: list[dict[str, Any]]) -> None:
     """``plan.facts["race"]``: the candidates and the race's schedule (``race_schedule``), or why there is
     no race: one candidate, ``--no-race``, or a budget whose first slices would hold fewer than
@@ -347,6 +375,11 @@ def _race(plan: Plan, request: PlanRequest, candidates: list[dict[str, Any]]) ->
         plan.facts["race"] = {"off": "nothing to race: the data leaves one reasonable plan"}
         return
     names = "; ".join(candidate["name"] for candidate in candidates)
+    if plan.facts.get("folds", {}).get("folds", 1) > 1:
+        plan.facts["race"] = {
+            "off": f"the plan trains folds, each the rules' first choice (would race: {names})"
+        }
+        return
     if not request.values.get("race", True):
         plan.facts["race"] = {"off": f"--no-race: the rules' first choice trains alone (would race: {names})"}
         return

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from segkit.execution.fast_path import to_input_format
-from segkit.inference.postprocess import postprocess_mask
+from segkit.inference.postprocess import postprocess_classes, postprocess_mask
 from segkit.inference.predictor import TrainedModel, predict_logits, resize_logits
 from segkit.inference.tiling import Tiles
 from segkit.metrics.binary import MetricAccumulator
@@ -132,6 +132,7 @@ def evaluate_dataset(
     (``segkit.inference.tiling.Tiles``) runs the model through tiles of each photo at native resolution
     (the dataset then yields whole photos, see ``segkit.data.sampling.Sampling.native``)."""
     steps: dict[str, bool] = {k: v for k, v in (postprocess or {}).items() if v}
+    class_steps = getattr(trained, "class_postprocess", None)
     task = trained.task.with_threshold(threshold)
     network = task.new_accumulator()
     use_original = original_resolution and hasattr(dataset, "original_mask")
@@ -148,14 +149,16 @@ def evaluate_dataset(
         else:
             logits = predict_logits(trained, batch["image"], tta=tta).cpu()
         names = list(batch["name"])
-        network_logits = cleaned_logits(logits, task, steps)
+        network_logits = cleaned_logits(logits, task, steps, class_steps)
         network.update(network_logits, batch["mask"], ignore=batch.get("ignore"), names=names)
         for offset, name in enumerate(names):
             if original is not None:  # i.e. use_original
                 mask, ignore = dataset.original_mask(index + offset)
                 truth = _as_batch(mask, torch.int64 if task.kind == "multiclass" else torch.float32)
                 size = (int(truth.shape[-2]), int(truth.shape[-1]))
-                full = cleaned_logits(resize_logits(logits[offset : offset + 1], size), task, steps)
+                full = cleaned_logits(
+                    resize_logits(logits[offset : offset + 1], size), task, steps, class_steps
+                )
                 ignored = None if ignore is None else _as_batch(ignore, torch.bool)
                 original.update(full, truth, ignore=ignored, names=[name])
             else:
@@ -189,9 +192,21 @@ def _as_batch(array: Any, dtype: torch.dtype) -> torch.Tensor:
 _DECIDED_LOGIT = 30.0
 
 
-def cleaned_logits(logits: torch.Tensor, task: Task, steps: dict[str, bool]) -> torch.Tensor:
+def cleaned_logits(
+    logits: torch.Tensor, task: Task, steps: dict[str, bool], class_steps: dict[str, list[int]] | None = None
+) -> torch.Tensor:
     """``(N, 1, H, W)`` logits, or, when post-processing is asked for, each image's predicted mask
-    cleaned up and turned back into decided logits (+-30) that any threshold reads the same way."""
+    cleaned up and turned back into decided logits (+-30) that any threshold reads the same way.
+    ``class_steps`` (a fold ensemble's clean-up per class or label) does the same for the other tasks."""
+    if task.kind != "binary" and class_steps and any(class_steps.values()):
+        masks = [
+            postprocess_classes(mask.numpy(), task.kind, class_steps)
+            for mask in task.predict_mask(logits.cpu())
+        ]
+        decided = torch.as_tensor(np.stack(masks))
+        if task.kind == "multiclass":
+            decided = torch.nn.functional.one_hot(decided.long(), logits.shape[1]).permute(0, 3, 1, 2).bool()
+        return torch.where(decided, _DECIDED_LOGIT, -_DECIDED_LOGIT).to(logits.dtype)
     if not steps:
         return logits
     masks = [postprocess_mask(mask.numpy(), **steps) for mask in task.predict_mask(logits.cpu())]

@@ -332,6 +332,50 @@ def plot_runs(runs: Sequence[RunMetrics], out_dir: Path) -> list[Path]:
     return written
 
 
+def plot_folds(folds: Sequence[RunMetrics], out_dir: Path) -> list[Path]:
+    """A ``--folds`` parent's ``folds-loss.png`` and ``folds-dice.png``: each fold's curve and their band."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return [
+        _save(folds_figure(folds, family), Path(out_dir) / f"folds-{family}.png")
+        for family, (_, main) in FAMILIES.items()
+        if any(main in run.columns for run in folds)
+    ]
+
+
+def folds_figure(folds: Sequence[RunMetrics], family: str):
+    """The folds' validation curves of ``family`` (each fold on its own held-out photos), their mean
+    over the folds that reached each epoch, and a band of one standard deviation about it (drawn
+    where at least two folds reached the epoch)."""
+    _, main = FAMILIES[family]
+    present = [run for run in folds if main in run.columns]
+    title = "Loss" if family == "loss" else "Dice"
+    figure, axes = _figure(f"{title} of {len(present)} folds")
+    for index, run in enumerate(present):
+        axes.plot(
+            run.epochs,
+            run.columns[main],
+            "-",
+            color=f"C{index % 10}",
+            alpha=0.45,
+            linewidth=1,
+            label=run.name,
+        )
+    epochs = sorted({float(epoch) for run in present for epoch in run.epochs})
+    per_epoch = [
+        [float(run.columns[main][list(run.epochs).index(epoch)]) for run in present if epoch in run.epochs]
+        for epoch in epochs
+    ]
+    means = np.array([np.nanmean(values) for values in per_epoch])
+    spreads = np.array([np.nanstd(values, ddof=1) if len(values) > 1 else np.nan for values in per_epoch])
+    axes.plot(epochs, means, "-", color="black", linewidth=2, label="mean over the folds")
+    axes.fill_between(
+        epochs, means - spreads, means + spreads, color="grey", alpha=0.3, label="+- 1 std over the folds"
+    )
+    axes.set_ylabel(_wrap(axis_label(present[0], family)))
+    _legend_below(figure, axes, note=_wrap("valid: each fold's held-out photos after the epoch.", 120))
+    return figure
+
+
 def unique_names(runs: Sequence[RunMetrics]) -> list[str]:
     """Run folder names, with ``-2``, ``-3``, ... added where two runs share a folder name."""
     seen: dict[str, int] = {}

@@ -193,6 +193,10 @@ class ReportContent:
     #: ``--recipe auto``'s race (plan.json's ``facts.race``): a sentence, then one row per candidate.
     race_words: str = ""
     race: list[tuple[str, ...]] = field(default_factory=list)
+    #: A ``--folds`` parent's page: how each number was computed, the per-fold table, the choices.
+    folds_words: list[str] = field(default_factory=list)
+    folds: list[tuple[str, ...]] = field(default_factory=list)
+    choices: list[tuple[str, ...]] = field(default_factory=list)
 
 
 def png_bytes(picture: Any) -> bytes:
@@ -353,6 +357,28 @@ def render_html(content: ReportContent) -> str:
         parts.append(f"<table>{rows}</table>")
     if content.scores:
         parts += ['<h2 id="scores">Scores</h2>', _table(("figure", "value"), content.scores, numeric=(1,))]
+    if content.folds_words or content.folds:
+        parts.append('<h2 id="folds">Folds</h2>')
+        parts += [f"<p>{_escape(words)}</p>" for words in content.folds_words]
+        if content.folds:
+            fold_header = ("fold", "held-out photos", "score before the choices", "score with the choices")
+            parts.append(_table(fold_header, content.folds, numeric=(1, 2, 3)))
+        if content.choices:
+            choice_header = (
+                "step",
+                "for",
+                "value",
+                "without",
+                "with",
+                "gain",
+                "standard error",
+                "photos",
+                "kept",
+            )
+            parts += [
+                '<h3 id="choices">Choices made out of fold</h3>',
+                _table(choice_header, content.choices),
+            ]
     if content.histogram is not None:
         parts += [
             '<h2 id="distribution">Distribution of per-image scores</h2>',
@@ -423,6 +449,56 @@ def race_content(race: dict[str, Any] | None) -> tuple[str, list[tuple[str, ...]
             (f"{number}. {candidate['name']}", changed, scores, f"{candidate.get('seconds', 0):.0f}", result)
         )
     return words, rows
+
+
+def folds_content(summary: dict[str, Any] | None, folds: int) -> tuple[list[str], list, list]:
+    """The folds section of a ``--folds`` parent's page (its ``folds.json``'s ``out_of_fold``): one
+    sentence per number on how it was computed, a row per fold, a row per choice tried."""
+    if summary is None:
+        return [f"The {folds} folds are not all trained yet: no out-of-fold scores or choices."], [], []
+    words = [
+        "Each fold's score is taken on the photos it held out (out of fold), never trained on: "
+        f"{summary['metric']}.",
+        f"Mean and standard deviation: over the {len(summary['folds'])} fold scores (the standard deviation "
+        "with n - 1, the spread one run's score can have).",
+        f"All photos together: the same figure over all {summary['photos']} pooled photos at once, each "
+        "predicted by the fold that held it out.",
+        "Before the choices: threshold 0.5 (argmax for a multiclass task), no flip TTA, no clean-up; "
+        "with the choices: those kept below.",
+        "A choice is kept only when its gain (the mean over the photos of the per-photo difference, with it "
+        "minus without it) exceeds its standard error (the differences' standard deviation over the square "
+        "root of the number of photos); choices are tried in the order listed, each on top of those kept.",
+        f"The ensemble (the Scores above, where a test split was scored): the {folds} folds' probabilities "
+        "averaged, each fold's after its flip TTA when TTA was kept, then the choices.",
+    ]
+    rows: list[tuple[str, ...]] = [
+        (str(row["fold"]), str(row["photos"]), f"{row['score_without_choices']:.4f}", f"{row['score']:.4f}")
+        for row in summary["folds"]
+    ]
+    rows.append(("mean +- std", str(summary["photos"]), "", f"{summary['mean']:.4f} +- {summary['std']:.4f}"))
+    rows.append(
+        (
+            "all photos together",
+            str(summary["photos"]),
+            f"{summary['pooled_without_choices']:.4f}",
+            f"{summary['pooled']:.4f}",
+        )
+    )
+    choices = [
+        (
+            choice["step"],
+            choice["target"],
+            str(choice["value"]),
+            f"{choice['without']:.4f}",
+            f"{choice['with']:.4f}",
+            f"{choice['gain']:+.4f}",
+            f"{choice['standard_error']:.4f}",
+            str(choice["photos"]),
+            "kept" if choice["kept"] else "not kept",
+        )
+        for choice in summary["choices"]
+    ]
+    return words, rows, choices
 
 
 def _resolution_words(summary: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from segkit.inference.choices import resolve_inference_choices, resolve_tiling
 from segkit.inference.predictor import TrainedModel
 from segkit.inference.tiling import Tiles
 from segkit.reporting.evaluation import Evaluation, evaluate_dataset
+from segkit.reporting.out_of_fold import read_out_of_fold
 
 Note = Callable[[str], None]
 
@@ -68,6 +69,13 @@ def evaluate_run(
     """Score ``trained`` on ``split``: every choice left None is the run's own (threshold, flip TTA,
     clean-up, tiling, dataset and its folder). Bad choices and data that do not fit the model are
     one-line errors raised before any folder is made."""
+    if "ensemble" in trained.checkpoint and split in ("train", "valid"):
+        folds = trained.checkpoint["ensemble"]["folds"]
+        raise UsageError(
+            f"{trained.path} is the ensemble of {folds} folds: each photo of the {split} split trained "
+            f"{folds - 1} of its {folds} models, so it is scored on the test split only (the folds' own "
+            "scores, out of fold, are in its folds.json and segkit evaluate's first lines)"
+        )
     threshold = trained.threshold if threshold is None else threshold
     tta, postprocess = resolve_inference_choices(trained, tta, fill_holes, keep_largest)
     check_choices(trained, threshold, postprocess)
@@ -103,6 +111,8 @@ def evaluate_run(
         summary.pop("network_resolution")
     rows = result.per_image_rows()
     summary = {"evaluated": settings, **summary}
+    if "ensemble" in trained.checkpoint:  # a --folds parent: its folds' spread beside the ensemble's score
+        summary["folds"] = read_out_of_fold(trained.path)
     written = write_results(out, trained, name, summary, rows)
     return RunEvaluation(trained, name, data, result, summary, rows, out, written)
 
