@@ -205,6 +205,33 @@ def test_a_photos_score_matches_the_metrics_module(seed, kind):
     assert (math.isnan(got) and math.isnan(expected)) or math.isclose(got, expected)
 
 
+def test_a_step_is_kept_only_when_its_gain_exceeds_its_standard_error():
+    without = np.full(10, 0.5)
+    noisy = without + np.array([0.3, -0.2, 0.25, -0.2, 0.1, -0.15, 0.2, -0.2, 0.05, -0.1])  # gain 0.005
+    steady = without + 0.01  # the same small gain on every photo: no spread
+    assert not out_of_fold.decide("keep_largest", "all", True, without, noisy).kept
+    kept = out_of_fold.decide("keep_largest", "all", True, without, steady)
+    assert kept.kept and kept.gain == pytest.approx(0.01) and kept.standard_error == pytest.approx(0.0)
+    assert not out_of_fold.decide("fill_holes", "all", True, without, without.copy()).kept  # no change
+    assert not out_of_fold.decide("tta", "all", True, without, without - 0.01).kept
+
+
+def test_a_photo_with_nothing_to_find_and_nothing_found_scores_one():
+    empty = np.zeros((4, 4), bool)
+    photo = HeldOut("p", 0, {False: empty.astype(np.float16)}, empty.astype(np.uint8), None)
+    assert out_of_fold.photo_score(out_of_fold.class_counts(empty, photo, "binary", 1), "binary", [0]) == 1.0
+    missed = HeldOut("p", 0, {False: empty.astype(np.float16)}, np.ones((4, 4), np.uint8), None)
+    assert out_of_fold.photo_score(out_of_fold.class_counts(empty, missed, "binary", 1), "binary", [0]) == 0.0
+
+
+def test_each_fold_trains_an_equal_part_of_the_budget_after_planning_and_the_out_of_fold_share():
+    from segkit.racing.folds import OUT_OF_FOLD_SHARE, fold_budget
+
+    assert fold_budget(None, 3.0, 5) is None
+    assert fold_budget(600.0, 10.0, 5) == pytest.approx((600 * (1 - OUT_OF_FOLD_SHARE) - 10) / 5)
+    assert fold_budget(600.0, 10.0, 2) == pytest.approx(2.5 * fold_budget(600.0, 10.0, 5))
+
+
 def test_the_paired_gain_and_its_standard_error():
     without, with_ = np.array([0.5, 0.6, 0.7, np.nan]), np.array([0.6, 0.6, 0.9, 0.8])
     gain, error, photos = paired_gain(without, with_)
@@ -344,7 +371,10 @@ def test_a_fold_run_trains_each_fold_on_the_others_and_records_its_choices(fold_
 def test_the_parent_is_evaluated_as_an_ensemble_with_its_folds_spread(fold_parent):
     result = invoke("evaluate", fold_parent, "--split", "test")
     assert result.exit_code == 0, result.output
-    assert "fold 2:" in result.output and "+-" in result.output and "ensemble of the 3 folds" in result.output
+    assert "ensemble of the 3 folds" in result.output
+    folds = json.loads((fold_parent / FOLDS_FILE).read_text())["out_of_fold"]
+    assert f"mean {folds['mean']:.4f} +- {folds['std']:.4f}" in result.output
+    assert all(f"fold {row['fold']}: {row['score']:.4f}" in result.output for row in folds["folds"])
     summary = json.loads((fold_parent / "eval-test" / "summary.json").read_text())
     assert summary["folds"]["folds"][0]["fold"] == 0
     leaky = invoke("evaluate", fold_parent, "--split", "valid")
@@ -363,6 +393,14 @@ def test_the_parent_predicts_reports_plots_and_exports(fold_parent, tiny_pets, t
     assert (
         '<h2 id="folds">' in page and "score with the choices" in page and "Choices made out of fold" in page
     )
+    summary = json.loads((fold_parent / FOLDS_FILE).read_text())["out_of_fold"]
+    for row in summary["folds"]:
+        assert (
+            f'num">{row["score"]:.4f}</td>' in page
+            and f'num">{row["score_without_choices"]:.4f}</td>' in page
+        )
+    assert f"{summary['mean']:.4f} +- {summary['std']:.4f}" in page
+    assert page.count("not kept") + page.count(">kept<") >= len(summary["choices"])
     plotted = invoke("plot", fold_parent, "--out", tmp_path / "plots")
     assert plotted.exit_code == 0, plotted.output
     assert (tmp_path / "plots" / "folds-dice.png").is_file()
@@ -403,6 +441,7 @@ def test_a_half_finished_parent_resumes_only_its_missing_folds(tiny_pets, tmp_pa
     parent = only_run_dir(tmp_path)
     assert not (parent / FOLDS_FILE).read_text().count('"out_of_fold"')
     trained_once = (fold_folder(parent, 1) / "best.pt").stat().st_mtime_ns
+    marked_once = (fold_folder(parent, 1) / FINISHED_FILE).stat().st_mtime_ns
     missing = run_cli("evaluate", parent, "--split", "test")
     assert missing.exit_code == 2 and "--resume" in missing.output
     # fold 0 trained and stopped before it was marked finished (a crash): resumed, not started again
@@ -414,6 +453,7 @@ def test_a_half_finished_parent_resumes_only_its_missing_folds(tiny_pets, tmp_pa
     resumed = invoke("run", "--resume", parent)
     assert resumed.exit_code == 0, resumed.output
     assert (fold_folder(parent, 1) / "best.pt").stat().st_mtime_ns == trained_once  # done: left alone
+    assert (fold_folder(parent, 1) / FINISHED_FILE).stat().st_mtime_ns == marked_once
     assert (fold_folder(parent, 0) / "best.pt").stat().st_mtime_ns == crashed  # had trained all it had to
     assert (fold_folder(parent, 2) / "best.pt").is_file()  # missing: trained
     assert all((fold_folder(parent, i) / FINISHED_FILE).is_file() for i in range(3))
@@ -518,3 +558,20 @@ def test_the_plan_trains_folds_only_when_each_fold_keeps_enough_steps(steps, mon
     plan.facts["expected_epochs"] = 100
     auto._folds(plan, SimpleNamespace(chosen=frozenset({"epochs"}), values={"epochs": 10}))
     assert plan.facts["folds"]["folds"] == (5 if steps // 10 >= 10_000 else 1)
+
+
+def test_out_of_fold_predictions_are_the_fold_models_own_at_each_photos_size(fold_parent):
+    from segkit.data.splits import evaluation_split
+    from segkit.inference.predictor import predict_logits, resize_logits
+
+    trained = segkit.load_model(fold_folder(fold_parent, 1))
+    photos = out_of_fold.collect_held_out(trained, 1, quiet=True)
+    held_out = json.loads((fold_folder(fold_parent, 1) / "fold.json").read_text())["held_out"]
+    assert sorted(photo.name for photo in photos) == sorted(key.split(":")[1] for key in held_out)
+    _, data = evaluation_split(trained, "valid", None, None, ())
+    item, (truth, _) = data[0], data.original_mask(0)
+    assert photos[0].truth.shape == truth.shape  # the photo's own size, not the network's
+    for tta in (False, True):
+        logits = resize_logits(predict_logits(trained, item["image"][None], tta=tta), truth.shape)
+        expected = torch.sigmoid(logits)[0, 0].numpy()
+        np.testing.assert_allclose(photos[0].predicted[tta].astype(np.float32), expected, atol=2e-3)

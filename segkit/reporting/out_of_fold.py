@@ -183,7 +183,8 @@ def paired_gain(without: np.ndarray, with_: np.ndarray) -> tuple[float, float, i
     return float(differences.mean()), float(differences.std(ddof=1) / math.sqrt(photos)), photos
 
 
-def _decide(step, target, value, without, with_) -> Choice:
+def decide(step: str, target: str, value: Any, without: np.ndarray, with_: np.ndarray) -> Choice:
+    """The choice of a step tried: kept only when its paired gain exceeds its standard error."""
     gain, error, photos = paired_gain(without, with_)
     kept = gain > error and gain > 0
     mean_without = float(np.nanmean(without)) if np.isfinite(without).any() else math.nan
@@ -204,7 +205,7 @@ def choose(
     def attempt(step: str, target: str, value: Any, trial: Settings) -> bool:
         nonlocal current, settings
         with_ = scorer.scores(trial)
-        choice = _decide(step, target, value, current, with_)
+        choice = decide(step, target, value, current, with_)
         choices.append(choice)
         if choice.kept:
             settings, current = trial, with_
