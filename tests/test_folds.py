@@ -129,7 +129,9 @@ def test_a_folds_train_and_valid_splits_are_the_pool_without_and_with_its_photos
         assert {p.name for p in train.pairs} | {p.name for p in valid.pairs} == {
             k.split(":")[1] for k in pool
         }
-        assert len(train.pairs) == len(train.image_sizes) and train.decoded_cache is None
+        assert train.decoded_cache is None
+        for chosen in (train, valid):  # each pair keeps its own photo's size
+            assert [size for size, _ in chosen.image_sizes] == [int(p.name[5:]) for p in chosen.pairs]
     else:
         assert isinstance(train, FoldSubset)
         assert sorted(valid.names) == sorted(key.split(":")[1] for key in held_out)
@@ -484,6 +486,12 @@ def test_jobs_given_one_parent_each_train_their_fold_and_the_last_one_chooses(ti
         *_fold_args(tiny_pets, tmp_path / "runs", "--folds", "3", "--fold", "0", "--parent", parent)
     )
     assert other_k.exit_code == 2 and "holds 2 folds" in other_k.output
+    other_model = run_cli(
+        *_fold_args(
+            tiny_pets, tmp_path / "runs", "--folds", "2", "--fold", "0", "--parent", parent, "--lr", "0.1"
+        )
+    )
+    assert other_model.exit_code == 2 and "one configuration" in other_model.output
     second = invoke(
         *_fold_args(tiny_pets, tmp_path / "runs", "--folds", "2", "--fold", "0", "--parent", parent)
     )

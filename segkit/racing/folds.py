@@ -16,6 +16,7 @@ run in one process or in K).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -53,6 +54,8 @@ from segkit.reporting.out_of_fold import collect_held_out, describe_out_of_fold,
 
 Echo = Callable[[str], None]
 
+#: Settings a job joining a parent (``--parent``) may give otherwise: where and how it runs.
+JOIN_MAY_DIFFER = ("quiet", "device", "workers", "out", "amp", "channels_last")
 #: Of a time budget, the share kept for predicting every pooled photo out of fold (twice: flip TTA
 #: off and on) and choosing on them.
 OUT_OF_FOLD_SHARE = 0.05
@@ -162,6 +165,22 @@ def _join(
         raise UsageError(
             f"--parent {parent} holds {record['folds']} folds cut with --seed {record.get('seed')}, not "
             f"{folds} with --seed {config.values['seed']}"
+        )
+    recorded = record["config"]
+    differ = [
+        key
+        for key, value in json.loads(json.dumps(config.values, default=str)).items()
+        if key not in JOIN_MAY_DIFFER
+        and not config.sources.get(key, "").startswith("plan")  # a planner's timings vary by job
+        and recorded.get(key) != value
+    ]
+    if differ:
+        shown = ", ".join(
+            f"{key} {recorded.get(key)!r} there, {config.values[key]!r} here" for key in differ[:3]
+        )
+        raise UsageError(
+            f"--parent {parent} trains its folds with other settings ({shown}): one parent holds one "
+            "configuration; give this one its own --parent"
         )
     return _train_missing(
         parent, record, ResolvedConfig(dict(record["config"]), dict(record["sources"])), only, echo, callbacks
