@@ -492,10 +492,15 @@ def test_jobs_given_one_parent_each_train_their_fold_and_the_last_one_chooses(ti
         )
     )
     assert other_model.exit_code == 2 and "one configuration" in other_model.output
+    # this job's own verbosity (as its own --device) holds in the parent the first job made
+    args = tiny_run(
+        batch_size=6, epochs=1, dataset="oxford_pet", data_path=tiny_pets, augment="none", quiet=False
+    )
     second = invoke(
-        *_fold_args(tiny_pets, tmp_path / "runs", "--folds", "2", "--fold", "0", "--parent", parent)
+        "run", *args, "--out", tmp_path / "runs", "--folds", "2", "--fold", "0", "--parent", parent
     )
     assert second.exit_code == 0, second.output
+    assert "Out of fold" in second.output and "fold 0 of 2: training" in second.output
     assert "out_of_fold" in json.loads((parent / FOLDS_FILE).read_text())
     assert not (tmp_path / "runs").exists()  # nothing under --out: the parent was given
 

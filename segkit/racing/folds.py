@@ -182,9 +182,10 @@ def _join(
             f"--parent {parent} trains its folds with other settings ({shown}): one parent holds one "
             "configuration; give this one its own --parent"
         )
-    return _train_missing(
-        parent, record, ResolvedConfig(dict(record["config"]), dict(record["sources"])), only, echo, callbacks
-    )
+    # The parent's settings, with this job's own device, workers, output and verbosity.
+    own = {key: config.values[key] for key in JOIN_MAY_DIFFER if key in config.values}
+    joined = ResolvedConfig({**record["config"], **own}, dict(record["sources"]))
+    return _train_missing(parent, record, joined, only, echo, callbacks)
 
 
 def resume_folds(
