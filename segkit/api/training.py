@@ -61,11 +61,11 @@ def train(
         for line in describe_settings(resolved):
             print(line)
     if folds is not None:
-        parent = train_folds(
+        trained = train_folds(
             resolved, folds, fold, echo=print, callbacks=objects, total_budget_s=total_budget
         )
-        print(f"Run saved to {parent.parent}")
-        return Run(parent.parent)
+        print(f"Run saved to {trained.parent}")
+        return Run(trained.parent)
     result = train_new_run(resolved, echo=print, callbacks=objects)
     _print_result(result)
     return Run(result.run_dir)

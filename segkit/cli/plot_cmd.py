@@ -23,6 +23,9 @@ def plot(run_dirs: tuple[Path, ...], out_dir: Path | None) -> None:
     compare-loss.png, compare-dice.png with every run on the same axes), and summary.csv: the
     min, max, first, last and percent change of every metrics.csv column per run, also printed here.
     Axis labels say what the numbers are (split, reduction, threshold, resolution).
+
+    A --folds parent folder stands for its fold runs: folds-loss.png and folds-dice.png draw each
+    fold's validation curve (on its held-out photos), their mean and a band of one standard deviation.
     """
     from segkit.config.run_folder import FOLDS_FILE, fold_folder, is_fold_parent, read_json_object
     from segkit.errors import UsageError
@@ -49,6 +52,9 @@ def plot(run_dirs: tuple[Path, ...], out_dir: Path | None) -> None:
         ]
         for parent, folds in parents.items()
     }
+    for parent, folds in fold_runs.items():
+        if not folds:
+            raise UsageError(f"{parent}: none of its folds has finished an epoch yet (no fold-*/metrics.csv)")
     runs = [
         run
         for run_dir in run_dirs
@@ -71,8 +77,6 @@ def plot(run_dirs: tuple[Path, ...], out_dir: Path | None) -> None:
     click.echo("")
     written = [] if len(run_dirs) == 1 and parents else plot_runs(runs, out_dir)
     for parent, folds in fold_runs.items():
-        if not folds:
-            raise UsageError(f"{parent}: none of its folds has finished an epoch yet (no fold-*/metrics.csv)")
         written += plot_folds(folds, out_dir if len(run_dirs) == 1 else out_dir / parent.name)
     for path in [*written, write_summary_csv(rows, out_dir / SUMMARY_FILE)]:
         click.echo(f"wrote {path}")
