@@ -452,6 +452,8 @@ def test_a_half_finished_parent_resumes_only_its_missing_folds(tiny_pets, tmp_pa
     shutil.copytree(fold_folder(only_run_dir(tmp_path / "other"), 0), fold_folder(parent, 0))
     (fold_folder(parent, 0) / FINISHED_FILE).unlink()
     crashed = (fold_folder(parent, 0) / "best.pt").stat().st_mtime_ns
+    extended = run_cli("run", "--resume", parent, "--epochs", "5")
+    assert extended.exit_code == 2 and "epochs cannot change here" in extended.output
     resumed = invoke("run", "--resume", parent)
     assert resumed.exit_code == 0, resumed.output
     assert (fold_folder(parent, 1) / "best.pt").stat().st_mtime_ns == trained_once  # done: left alone

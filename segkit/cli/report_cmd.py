@@ -44,6 +44,10 @@ def report(run, split, worst, best, data_path, out, batch_size, device, quiet):
     scores; for a run with several classes, the per-class table and the confusion matrix. Every
     picture is inlined: the single file can be mailed or archived as it is. The inference choices
     (threshold, test-time augmentation, clean-up) are the run's own, as `segkit evaluate` uses them.
+
+    A --folds parent's page shows its folds (each fold's out-of-fold score, mean and standard deviation,
+    the choices made out of fold, the folds' curves) and the ensemble on the test split, where the
+    dataset has one (every train and valid photo trained all but one of its models).
     """
     from segkit.execution.device import resolve_device
     from segkit.reporting.run_report import write_run_report
@@ -61,5 +65,5 @@ def report(run, split, worst, best, data_path, out, batch_size, device, quiet):
     )
     click.echo(
         f"Wrote {written.path} ({written.worst} worst and {written.best} best of {written.images} "
-        f"{split} images; open it in any browser, offline)"
+        f"{written.split} images; open it in any browser, offline)"
     )

@@ -143,7 +143,11 @@ def evaluation_split(
         data = make(split, False) if fold is None else fold_split(make, split, fold)
     except SegkitError as error:
         message = in_flag_words(str(error))
-        if split == "test" and "test" in message and "--split valid" not in message:
+        if "ensemble" in trained.checkpoint and split == "test":  # a --folds parent
+            message += (
+                "; without test photos the folds' out-of-fold scores (folds.json) are the ensemble's estimate"
+            )
+        elif split == "test" and "test" in message and "--split valid" not in message:
             message += "; to score the validation split instead: --split valid"
         raise type(error)(message) from None
     if len(data) == 0:

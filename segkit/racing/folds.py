@@ -195,9 +195,15 @@ def resume_folds(
     parent = Path(parent)
     record = read_json_object(parent / FOLDS_FILE)
     config = ResolvedConfig(dict(record["config"]), dict(record.get("sources") or {}))
-    for key, value in flags.items():
-        if value is not None and key in ("quiet", "device", "workers"):
-            config.values[key] = value
+    given = {key: value for key, value in flags.items() if value is not None}
+    refused = sorted(key for key in given if key not in JOIN_MAY_DIFFER)
+    if refused:
+        raise UsageError(
+            f"--resume {parent} finishes its folds with the settings they recorded; {', '.join(refused)} "
+            f"cannot change here (to train one fold further: segkit run --resume {fold_folder(parent, 0)} "
+            "with the flag)"
+        )
+    config.values.update(given)
     return _train_missing(parent, record, config, None, echo, callbacks)
 
 
