@@ -359,7 +359,8 @@ def _folds(plan: Plan, request: PlanRequest) -> None:
         plan.facts["folds"] = {
             "folds": folds,
             "why": f"~{steps} steps fit the budget: each of {folds} folds keeps ~{steps // folds} "
-            f"(>= {least}), and their ensemble and out-of-fold choices are worth more than one longer run",
+            f"(>= {least}, past where one run was measured still gaining), for an ensemble, choices made "
+            "out of fold and the folds' spread",
         }
     else:
         plan.facts["folds"] = {
