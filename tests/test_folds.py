@@ -590,3 +590,225 @@ def test_out_of_fold_predictions_are_the_fold_models_own_at_each_photos_size(fol
         logits = resize_logits(predict_logits(trained, item["image"][None], tta=tta), truth.shape)
         expected = torch.sigmoid(logits)[0, 0].numpy()
         np.testing.assert_allclose(photos[0].predicted[tta].astype(np.float32), expected, atol=2e-3)
+
+
+# -- what mutation testing found untested -------------------------------------------------------------
+
+
+def test_fold_counts_outside_two_to_twenty_are_refused():
+    from segkit.data.folds import check_fold_count
+
+    assert check_fold_count(2) == 2 and check_fold_count(20) == 20
+    for bad in (1, 21, True, 2.0):
+        with pytest.raises(segkit.errors.UsageError, match="from 2 to 20"):
+            check_fold_count(bad)
+
+
+def test_a_fold_record_holds_its_fold_and_nothing_else():
+    from segkit.data.folds import fold_record
+
+    assignment = {"train:b": 1, "valid:a": 1, "train:c": 0}
+    assert fold_record(assignment, 1, 2, 7) == {
+        "index": 1,
+        "folds": 2,
+        "seed": 7,
+        "held_out": ["train:b", "valid:a"],
+    }
+
+
+def test_the_pool_is_train_and_a_valid_split_where_the_dataset_has_one():
+    from segkit.data.folds import pooled_splits
+
+    def make(without_valid=False, empty_valid=False):
+        def build(split, train):
+            if split == "valid" and without_valid:
+                raise DataError("no valid split here")
+            return MaskSplit([] if split == "valid" and empty_valid else ["x"], [np.zeros((1, 1))])
+
+        return build
+
+    assert [split for split, _ in pooled_splits(make(), True)] == ["train", "valid"]
+    assert [split for split, _ in pooled_splits(make(without_valid=True), True)] == ["train"]
+    assert [split for split, _ in pooled_splits(make(empty_valid=True), True)] == ["train"]
+
+    def broken(split, train):
+        raise DataError("no photos at all")
+
+    with pytest.raises(DataError, match="no photos at all"):
+        pooled_splits(broken, True)
+
+
+class ItemSplit:
+    """A generated split: no names list, no masks at their own size, only items."""
+
+    def __init__(self, masks, ignores=None):
+        self.masks, self.ignores = masks, ignores
+        self.in_memory, self.class_names = True, ["background", "a", "b"]
+
+    def __len__(self):
+        return len(self.masks)
+
+    def __getitem__(self, index):
+        item = {
+            "name": f"g{index}",
+            "mask": torch.as_tensor(self.masks[index])[None],
+            "image": torch.zeros(3, 2, 2),
+        }
+        if self.ignores is not None:
+            item["ignore"] = torch.as_tensor(self.ignores[index])[None]
+        return item
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.sampled_from(["binary", "multiclass", "multilabel"]), st.booleans())
+def test_the_classes_a_photo_holds_against_numpy(seed, kind, with_ignore):
+    rng = np.random.default_rng(seed)
+    if kind == "multilabel":
+        mask = (rng.random((3, 5, 6)) < rng.random(3)[:, None, None]).astype(np.uint8)
+    elif kind == "multiclass":
+        mask = rng.choice([0, 1, 2, 255], size=(5, 6), p=rng.dirichlet(np.ones(4))).astype(np.int64)
+    else:
+        mask = (rng.random((5, 6)) < rng.random() * 0.2).astype(np.uint8)
+    ignore = (rng.random(mask.shape) < 0.5) if with_ignore else None
+    counted = np.ones(mask.shape, bool) if ignore is None else ~ignore
+    if kind == "multiclass":
+        expected = {int(v) for v in np.unique(mask[counted])} - {0, 255}
+    elif kind == "multilabel":
+        expected = {c for c in range(3) if (mask[c].astype(bool) & counted[c]).any()}
+    else:
+        expected = {1} if (mask.astype(bool) & counted).any() else set()
+    on_disk = SimpleNamespace(original_mask=lambda index: (mask, ignore))
+    assert folds_module._labels_present(on_disk, 0, kind) == expected
+    # a generated split's items: (1, H, W) masks, (K, H, W) for multilabel
+    item_mask = torch.as_tensor(mask if kind == "multilabel" else mask[None])
+    item = {"mask": item_mask}
+    if ignore is not None:
+        item["ignore"] = torch.as_tensor(ignore if kind == "multilabel" else ignore[None])
+    assert folds_module._labels_present(_Items(item), 0, kind) == expected
+
+
+class _Items:
+    def __init__(self, item):
+        self.item = item
+
+    def __getitem__(self, index):
+        return self.item
+
+
+def test_a_generated_split_is_known_by_its_items_names_and_picked_from_its_parts():
+    first, second = ItemSplit([np.zeros((2, 2))] * 2), ItemSplit([np.ones((2, 2))] * 3)
+    assert folds_module.split_names(second) == ["g0", "g1", "g2"]
+    subset = FoldSubset([(first, 1), (second, 2)], ["train:g1", "valid:g2"])
+    assert len(subset) == 2 and subset.names == ["train:g1", "valid:g2"]
+    assert torch.equal(subset[1]["mask"], second[2]["mask"]) and subset[0]["name"] == "g1"
+    assert subset.in_memory is True and subset.class_names == ["background", "a", "b"]  # the first split's
+    assert not hasattr(subset, "original_mask")  # as its splits: they have none
+    with pytest.raises(AttributeError):
+        _ = subset.no_such_attribute
+
+
+def _holes_and_specks(size=20):
+    mask = np.zeros((size, size), bool)
+    mask[2:9, 2:9] = True
+    mask[5, 5] = False  # a hole
+    mask[15:17, 15:17] = True  # a second, smaller component
+    return mask
+
+
+@pytest.mark.parametrize("fill", [False, True])
+@pytest.mark.parametrize("largest", [False, True])
+def test_multilabel_clean_up_is_each_listed_labels_binary_clean_up(fill, largest):
+    from scipy import ndimage
+
+    from segkit.inference.postprocess import postprocess_classes
+
+    masks = np.stack([_holes_and_specks(), _holes_and_specks().T])
+    steps = {"fill_holes": [1] if fill else [], "keep_largest": [1] if largest else []}
+    cleaned = postprocess_classes(masks, "multilabel", steps)
+    assert np.array_equal(cleaned[0], masks[0])  # label 0 not listed: untouched
+    expected = masks[1]
+    if fill:
+        expected = ndimage.binary_fill_holes(expected)
+    if largest:
+        labels, _ = ndimage.label(expected, structure=np.ones((3, 3)))
+        expected = labels == np.bincount(labels.ravel())[1:].argmax() + 1
+    assert np.array_equal(cleaned[1], expected)
+    assert np.array_equal(postprocess_classes(masks, "binary", steps), masks)  # binary masks: not here
+
+
+def test_multiclass_hole_filling_gives_the_hole_to_the_class_around_it():
+    from segkit.inference.postprocess import postprocess_classes
+
+    ids = np.where(_holes_and_specks(), 2, 0)
+    ids[5, 5] = 1  # another class inside class 2
+    filled = postprocess_classes(ids, "multiclass", {"fill_holes": [2], "keep_largest": []})
+    assert filled[5, 5] == 2 and (filled[15:17, 15:17] == 2).all()
+    largest = postprocess_classes(ids, "multiclass", {"fill_holes": [], "keep_largest": [2]})
+    assert (largest[15:17, 15:17] == 0).all() and largest[5, 5] == 1 and (largest[2:5, 2:9] == 2).all()
+    untouched = postprocess_classes(ids, "multiclass", {"fill_holes": [1], "keep_largest": [1]})
+    assert np.array_equal(untouched, ids)  # class 1 is one pixel: nothing to fill or drop
+
+
+def test_flip_tta_is_kept_when_the_flipped_predictions_are_better_and_recorded_as_such():
+    rng = np.random.default_rng(2)
+    photos = []
+    for index in range(10):
+        truth = _disc()
+        plain = np.where(truth, 0.9, 0.1) + rng.normal(0, 0.01, truth.shape)
+        plain[4:6, 4:20] = 0.05  # a band the plain pass misses; the flipped pass sees it
+        flipped = np.where(truth, 0.9, 0.1)
+        photos.append(
+            HeldOut(
+                f"p{index}",
+                0,
+                {False: plain.astype(np.float16), True: flipped.astype(np.float16)},
+                truth.astype(np.uint8),
+                None,
+            )
+        )
+    settings_, choices = choose(photos, "binary", ["foreground"], [0])
+    first = choices[0].record()
+    assert (first["step"], first["target"], first["value"], first["kept"]) == ("tta", "all", True, True)
+    assert first["with"] > first["without"] and settings_.tta
+    assert settings_.inference("binary") == {
+        "tta": True,
+        "threshold": settings_.threshold,
+        "fill_holes": settings_.fill_holes,
+        "keep_largest": settings_.keep_largest,
+    }
+
+
+def test_what_a_multi_class_or_multi_label_ensemble_is_told_to_apply():
+    settings_ = out_of_fold.Settings(
+        tta=True, label_thresholds=[0.3, 0.6], class_steps={"fill_holes": [2, 1], "keep_largest": [1]}
+    )
+    assert settings_.inference("multiclass") == {
+        "tta": True,
+        "class_fill_holes": [1, 2],
+        "class_keep_largest": [1],
+    }
+    assert settings_.inference("multilabel") == {
+        "tta": True,
+        "label_thresholds": [0.3, 0.6],
+        "class_fill_holes": [1, 2],
+        "class_keep_largest": [1],
+    }
+    ids = np.array([[0, 1], [2, 1]], np.uint8)
+    photo = HeldOut("p", 0, {False: ids, True: ids}, ids, None)
+    assert np.array_equal(out_of_fold.mask_of(photo, "multiclass", out_of_fold.Settings()), ids)
+    maps = np.array([[[0.2, 0.4]], [[0.5, 0.7]]], np.float16)
+    labels = HeldOut("q", 0, {False: maps, True: maps}, maps > 0.5, None)
+    plain = out_of_fold.mask_of(labels, "multilabel", out_of_fold.Settings())
+    assert plain.tolist() == [[[False, False]], [[False, True]]]  # 0.5 is not above 0.5
+    shifted = out_of_fold.mask_of(labels, "multilabel", out_of_fold.Settings(label_thresholds=[0.3, 0.6]))
+    assert shifted.tolist() == [[[False, True]], [[False, True]]]
+
+
+def test_the_pooled_score_is_the_mean_iou_of_the_summed_counts():
+    # per photo and class: intersection, predicted, true pixels
+    counts = np.array([[[5, 6, 7], [0, 0, 0], [1, 4, 2]], [[3, 3, 5], [0, 0, 0], [0, 2, 0]]])
+    intersection, predicted, true = counts.sum(axis=0).T.astype(float)
+    iou = intersection / (predicted + true - intersection)
+    assert out_of_fold.pooled_score(counts, "multiclass", [0, 2]) == pytest.approx((iou[0] + iou[2]) / 2)
+    assert out_of_fold.pooled_score(counts, "multiclass", [0, 1, 2]) == pytest.approx((iou[0] + iou[2]) / 2)
+    assert math.isnan(out_of_fold.pooled_score(counts, "multiclass", [1]))  # absent everywhere: no score
