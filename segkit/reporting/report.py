@@ -338,6 +338,30 @@ def _legend(binary: bool, class_colours: Sequence[tuple[str, Sequence[int]]] = (
     return f'<p class="legend">{spans}</p>' if spans else ""
 
 
+def _folds_html(content: ReportContent) -> list[str]:
+    """A ``--folds`` parent's section: how each number was computed, the per-fold table, the choices."""
+    if not (content.folds_words or content.folds):
+        return []
+    parts = ['<h2 id="folds">Folds</h2>', *(f"<p>{_escape(words)}</p>" for words in content.folds_words)]
+    if content.folds:
+        fold_header = ("fold", "held-out photos", "score before the choices", "score with the choices")
+        parts.append(_table(fold_header, content.folds, numeric=(1, 2, 3)))
+    if content.choices:
+        choice_header = (
+            "step",
+            "for",
+            "value",
+            "without",
+            "with",
+            "gain",
+            "standard error",
+            "photos",
+            "kept",
+        )
+        parts += ['<h3 id="choices">Choices made out of fold</h3>', _table(choice_header, content.choices)]
+    return parts
+
+
 def render_html(content: ReportContent) -> str:
     """The page: plain HTML with inline style and pictures, no script, nothing fetched."""
     parts = [
@@ -357,28 +381,7 @@ def render_html(content: ReportContent) -> str:
         parts.append(f"<table>{rows}</table>")
     if content.scores:
         parts += ['<h2 id="scores">Scores</h2>', _table(("figure", "value"), content.scores, numeric=(1,))]
-    if content.folds_words or content.folds:
-        parts.append('<h2 id="folds">Folds</h2>')
-        parts += [f"<p>{_escape(words)}</p>" for words in content.folds_words]
-        if content.folds:
-            fold_header = ("fold", "held-out photos", "score before the choices", "score with the choices")
-            parts.append(_table(fold_header, content.folds, numeric=(1, 2, 3)))
-        if content.choices:
-            choice_header = (
-                "step",
-                "for",
-                "value",
-                "without",
-                "with",
-                "gain",
-                "standard error",
-                "photos",
-                "kept",
-            )
-            parts += [
-                '<h3 id="choices">Choices made out of fold</h3>',
-                _table(choice_header, content.choices),
-            ]
+    parts += _folds_html(content)
     if content.histogram is not None:
         parts += [
             '<h2 id="distribution">Distribution of per-image scores</h2>',
