@@ -222,7 +222,7 @@ def _train_missing(
     devices = side_by_side_devices(config.values.get("device", "auto"), len(wanted))
     if devices:
         say(f"folds side by side, one process per device: {', '.join(devices)}")
-        results = _train_side_by_side(parent, record, config, wanted, devices)
+        _train_side_by_side(parent, record, config, wanted, devices)
         wanted = []
     for index in wanted:
         if index in finished_folds(parent, folds):
@@ -257,7 +257,7 @@ def side_by_side_devices(device: str, folds: int) -> list[str]:
 
 def _train_side_by_side(
     parent: Path, record: dict[str, Any], config: ResolvedConfig, wanted: list[int], devices: list[str]
-) -> dict[int, RunResult]:
+) -> None:
     """Each device's process trains its share of ``wanted`` (fold i on device i mod n), quietly."""
     import torch.multiprocessing as mp
 
@@ -280,7 +280,6 @@ def _train_side_by_side(
         raise UsageError(
             f"{len(failed)} fold process(es) failed; segkit run --resume {parent} trains what is missing"
         )
-    return {}
 
 
 def _fold_worker(

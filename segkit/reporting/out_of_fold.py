@@ -202,14 +202,13 @@ def choose(
     choices: list[Choice] = []
     current = scorer.scores(settings)
 
-    def attempt(step: str, target: str, value: Any, trial: Settings) -> bool:
+    def attempt(step: str, target: str, value: Any, trial: Settings) -> None:
         nonlocal current, settings
         with_ = scorer.scores(trial)
         choice = decide(step, target, value, current, with_)
         choices.append(choice)
         if choice.kept:
             settings, current = trial, with_
-        return choice.kept
 
     attempt("tta", "all", True, _replace(settings, tta=True))
     if kind == "binary":
